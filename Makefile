@@ -1,0 +1,46 @@
+# bnexp — `make help` lists the targets. The first target that needs Python
+# creates .venv and installs the project into it; a stamp file makes later calls instant.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CONFIG ?= configs/quickstart.yaml
+RESULTS ?= results/quickstart
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+.PHONY: help install quickstart test test-fast lint bench clean
+
+help: ## List the targets and what they do
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo ""
+	@echo "  Variables: CONFIG=$(CONFIG) RESULTS=$(RESULTS) PYTEST_ARGS='...'"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	# torch and torchvision as a matched pair (the CPU wheels on this machine's disk where present)
+	$(BIN)/pip install "torch==2.14.1" "torchvision==0.29.1"
+	$(BIN)/pip install -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install bnexp with its dev tools
+
+quickstart: $(STAMP) ## Install, then run the embedded default experiment and print the comparison
+	$(BIN)/bnexp run configs/quickstart.yaml
+
+test: $(STAMP) ## Install, then run every test (slow ones included)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## Run the tests not marked slow
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP) ## Check style with ruff
+	$(BIN)/ruff check bnexp tests benchmarks
+
+clean: ## Remove caches and results (keeps .venv; `rm -rf .venv` for a full reset)
+	rm -rf .pytest_cache .ruff_cache bnexp.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+	find results -mindepth 1 ! -name .gitkeep -exec rm -rf {} +

@@ -1,0 +1,5 @@
+"""User-facing errors: the CLI prints them as one line each and exits with code 2."""
+
+
+class BnexpError(Exception):
+    """Bad input a user can fix (config, data files, paths). Never shown as a traceback."""
