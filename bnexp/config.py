@@ -201,12 +201,33 @@ def _suggest(word: str, options: list[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
-def _format_errors(err: ValidationError, source: Source, schema: type[BaseModel], prefix: tuple = ()) -> list[str]:
+def _touches(loc: tuple, swept: dict[str, Any]) -> list[str]:
+    """The swept keys an error at `loc` concerns (the key itself, or its section's validator)."""
+    out = []
+    for key in swept:
+        path = tuple(key.split("."))
+        if loc[: len(path)] == path or path[: len(loc)] == loc:
+            out.append(key)
+    return out
+
+
+def _format_errors(
+    err: ValidationError, source: Source, schema: type[BaseModel], swept: dict[str, Any] | None = None
+) -> list[str]:
+    """One line per error: `file:line: dotted.key: what is wrong (found ...)`.
+
+    `swept`: the sweep values this config was validated with; an error about a swept key is
+    reported as a problem of that sweep cell, at the sweep's line.
+    """
     problems = []
     for e in err.errors():
-        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        full = (*prefix, *loc)
+        full = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        loc = full
         where = source.where(full)
+        cell = _touches(full, swept or {})
+        if cell:
+            where = source.where(("sweep", cell[0]))
+            where += ": sweep cell (" + ", ".join(f"{k}={swept[k]!r}" for k in cell) + ")"
         if e["type"] == "extra_forbidden":
             options = _fields_of(schema, loc[:-1]) or []
             problems.append(
@@ -240,8 +261,8 @@ def _override_path(key: str) -> tuple:
     return parts
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> set[tuple]:
-    """Apply `dotted.key=value` strings in place; returns the paths they set."""
+def apply_overrides(raw: dict, overrides: list[str]) -> tuple[set[tuple], list[str]]:
+    """Apply `dotted.key=value` strings in place; returns the paths they set and any problems."""
     touched, problems = set(), []
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -251,14 +272,12 @@ def apply_overrides(raw: dict, overrides: list[str]) -> set[tuple]:
         try:
             parsed = parse_yaml_value(value)
         except yaml.YAMLError as e:
-            problems.append(f"--set {key}: value {value!r} is not valid YAML ({e.problem})")
+            problems.append(f"--set {key}: value {value!r} is not valid YAML ({getattr(e, 'problem', e)})")
             continue
         path = _override_path(key.strip())
         _set_dotted(raw, path, parsed)
         touched.add(path)
-    if problems:
-        raise ConfigError(problems)
-    return touched
+    return touched, problems
 
 
 def read_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
@@ -284,30 +303,45 @@ def read_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
 
 
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> tuple[ExperimentConfig, dict]:
-    """Read, override and validate an experiment; also checks that every sweep cell is valid.
+    """Read, override and validate an experiment, every sweep cell included; all problems at once.
 
     Returns the config and the raw mapping after overrides (what `experiment.yaml` records).
     """
     path = Path(path)
     raw, lines = read_yaml(path)
-    touched = apply_overrides(raw, list(overrides or []))
-    source = Source(str(path), lines, touched)
-    try:
-        exp = ExperimentConfig.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(_format_errors(e, source, ExperimentConfig)) from None
-    _check_sweep(exp, raw, source)
-    return exp, raw
+    touched, problems = apply_overrides(raw, list(overrides or []))
+    return validate_experiment(raw, Source(str(path), lines, touched), problems), raw
 
 
 def experiment_from_dict(raw: dict, file: str = "<dict>") -> ExperimentConfig:
     """Validate an in-memory mapping (tests, programmatic use) with the same errors as files."""
-    source = Source(file, {}, set())
+    return validate_experiment(raw, Source(file, {}, set()))
+
+
+def validate_experiment(raw: dict, source: Source, problems: list[str] | None = None) -> ExperimentConfig:
+    problems = list(problems or [])
+    sweep = raw.get("sweep") if isinstance(raw.get("sweep"), dict) else {}
+    problems += _sweep_key_problems(sweep, source)
+    # Validate the first sweep cell: a swept key's base value is replaced by its first sweep
+    # value, so a base value that every run overrides cannot fail on its own. The other sweep
+    # values and every combination are checked below.
+    probe, first = copy.deepcopy(raw), {}
+    for key, values in sweep.items():
+        if key in SWEEPABLE and isinstance(values, list) and values:
+            _set_dotted(probe, tuple(key.split(".")), values[0])
+            first[key] = values[0]
     try:
-        exp = ExperimentConfig.model_validate(raw)
+        exp = ExperimentConfig.model_validate(probe)
     except ValidationError as e:
-        raise ConfigError(_format_errors(e, source, ExperimentConfig)) from None
-    _check_sweep(exp, raw, source)
+        problems += _format_errors(e, source, ExperimentConfig, first)
+    problems += _sweep_value_problems(raw, {k: v for k, v in sweep.items() if k in first}, source)
+    if problems:
+        raise ConfigError(sorted(set(problems), key=problems.index))
+    try:  # keep the base values as written where they are valid on their own
+        exp = ExperimentConfig.model_validate(raw)
+    except ValidationError:
+        pass
+    expand(exp)  # every combination must be valid too (e.g. nesterov with a swept momentum)
     return exp
 
 
@@ -326,32 +360,40 @@ def _all_dotted_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
 SWEEPABLE = [k for k in _all_dotted_keys(RunConfig) if k != "name"]
 
 
-def _check_sweep(exp: ExperimentConfig, raw: dict, source: Source) -> None:
+def _sweep_key_problems(sweep: dict, source: Source) -> list[str]:
     problems = []
-    for key, values in exp.sweep.items():
-        loc = ("sweep", key)
+    for key, values in sweep.items():
+        where = source.where(("sweep", key))
         if key not in SWEEPABLE:
             problems.append(
-                f"{source.where(loc)}: sweep.{key}: not a sweepable key{_suggest(key, SWEEPABLE)}"
+                f"{where}: sweep.{key}: not a sweepable key{_suggest(str(key), SWEEPABLE)}"
                 f" (expected a dotted key such as train.batch_size, model.norm, train.seed)"
             )
-        elif not values:
-            problems.append(f"{source.where(loc)}: sweep.{key}: empty list (expected at least one value)")
-    if problems:
-        raise ConfigError(problems)
+        elif isinstance(values, list) and not values:
+            problems.append(f"{where}: sweep.{key}: empty list (expected at least one value)")
+    return problems
+
+
+def _sweep_value_problems(raw: dict, sweep: dict[str, list], source: Source) -> list[str]:
+    """Each sweep value, set alone into the first cell, must validate; errors point at its line."""
+    problems = []
     base = {k: v for k, v in raw.items() if k != "sweep"}
-    for key, values in exp.sweep.items():  # each value checked once, in an otherwise base run
-        for i, value in enumerate(values):
+    for key, values in sweep.items():
+        for i, value in enumerate(values[1:], start=1):
             cell = copy.deepcopy(base)
+            for other, other_values in sweep.items():  # the others at their first value
+                if other != key:
+                    _set_dotted(cell, tuple(other.split(".")), other_values[0])
             _set_dotted(cell, tuple(key.split(".")), value)
             try:
                 RunConfig.model_validate(cell)
             except ValidationError as e:
+                if any(key not in _touches(tuple(err["loc"]), sweep) for err in e.errors()):
+                    continue  # not this value's fault alone: reported elsewhere
                 for line in _format_errors(e, Source(source.file, {}, set()), RunConfig):
                     msg = line.split(": ", 2)[-1]
                     problems.append(f"{source.where(('sweep', key, i))}: sweep.{key}[{i}]: {msg}")
-    if problems:
-        raise ConfigError(problems)
+    return problems
 
 
 @dataclass(frozen=True)
@@ -376,7 +418,10 @@ def expand(exp: ExperimentConfig) -> list[PlannedRun]:
         cell = copy.deepcopy(base)
         for key, value in zip(keys, combo):
             _set_dotted(cell, tuple(key.split(".")), value)
-        cfg = RunConfig.model_validate(cell)
+        try:
+            cfg = RunConfig.model_validate(cell)
+        except ValidationError as e:
+            raise ConfigError(_format_errors(e, Source("<sweep>", {}, set()), RunConfig, dict(zip(keys, combo)))) from None
         rid = run_id(cfg)
         if rid in seen:  # e.g. a value listed twice: one run, not two
             continue
