@@ -26,6 +26,7 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -44,6 +45,11 @@ class BinaryConfig(Strict):
     positive: str  # the positive class's name, e.g. cat
     # negatives kept per positive image, drawn evenly from the other classes (1: balanced)
     negatives_per_positive: PositiveInt = 1
+
+    @field_validator("positive", mode="before")
+    @classmethod
+    def _label_as_name(cls, v: Any) -> Any:  # positive: 3 names label 3 of data without names
+        return str(v) if isinstance(v, int) else v
 
 
 class DataConfig(Strict):
@@ -65,6 +71,11 @@ class DataConfig(Strict):
     test_fraction: float = Field(0.25, gt=0, lt=1)  # digits: share held out, stratified
     # with training statistics: per feature (digits, npz vectors) or per channel (images)
     standardize: bool = True
+
+    @field_validator("classes", "class_names", mode="before")
+    @classmethod
+    def _labels_as_names(cls, v: Any) -> Any:  # classes: [3, 5] names labels 3 and 5 ("3", "5")
+        return [str(n) if isinstance(n, int) else n for n in v] if isinstance(v, list) else v
 
     @model_validator(mode="after")
     def _keys_fit_dataset(self) -> DataConfig:

@@ -178,3 +178,12 @@ def test_shared_cifar_subset_class_balance(shared_data):
     full_x = {x.tobytes(): int(y) for x, y in zip(full.x_train.numpy(), full.y_train.tolist(), strict=True)}
     sources = np.bincount([full_x[x.tobytes()] for x in cats.x_train[cats.y_train == 0].numpy()], minlength=10)
     assert sources[3] == 0 and set(np.delete(sources, 3).tolist()) <= {111, 112}, f"negatives per class {sources.tolist()}"
+
+
+def test_classes_may_be_named_by_label_when_the_file_has_no_names(tmp_path):
+    x, y = images(6)
+    train, test = write_pair(tmp_path, x, y, x, y)
+    data = load_dataset(cfg(train, test, classes=[3, 1], train_per_class=2))  # YAML `classes: [3, 1]`
+    assert data.classes == ("3", "1") and data.class_counts() == ([2, 2], [6, 6])
+    cats = load_dataset(cfg(train, test, binary={"positive": 2}))
+    assert cats.classes == ("non-2", "2") and cats.class_counts()[0] == [6, 6]

@@ -19,7 +19,10 @@ from bnexp.data.arrays import build, check_labels, to_nchw
 from bnexp.errors import DataError
 
 FILES = {"train": "train_catvnoncat.h5", "test": "test_catvnoncat.h5"}
-EXPECTED = f"dataset catvnoncat expects {FILES['train']} and {FILES['test']} in data.root"
+EXPECTED = (
+    f"dataset catvnoncat expects {FILES['train']} and {FILES['test']} in data.root; "
+    f"point to their folder with --set data.root=PATH"
+)
 
 
 def load_catvnoncat(cfg: DataConfig) -> Dataset:

@@ -59,7 +59,7 @@ def read_npz(path: Path, key: str) -> tuple[np.ndarray, np.ndarray, list[str] | 
     (a sweep over data.seed or data.train_per_class) decompress the file once.
     """
     if not path.is_file():
-        raise DataError(f"{key}: file {path} not found (expected {LAYOUT})")
+        raise DataError(f"{key}: file {path} not found (expected {LAYOUT}; point to it with --set {key}=PATH)")
     stat = path.stat()
     return _read_cached(str(path), stat.st_mtime_ns, stat.st_size, key)
 
