@@ -88,6 +88,7 @@ def test_subsets_are_deterministic_by_seed_and_shared_between_subsets(tmp_path):
     c = load_dataset(cfg(train, test, class_names=names, train_per_class=5, seed=2))
     assert torch.equal(a.x_train, b.x_train), "same seed, different images"
     assert not torch.equal(a.x_train, c.x_train), "another seed drew the same images"
+    assert load_dataset(cfg(train, test, class_names=names, train_per_class=5, seed=-1)).class_counts()[0] == [5] * 4
     # the z images of a {x, z} subset are the z images of the all-classes subset (same seed, n)
     d = load_dataset(cfg(train, test, class_names=names, classes=["x", "z"], train_per_class=5, seed=1))
     assert torch.equal(a.x_train[a.y_train == 3], d.x_train[d.y_train == 1])

@@ -93,14 +93,14 @@ def _draw(members: np.ndarray, n: int | None, seed: int, split: int, label: int,
         return members
     if n > len(members):
         raise DataError(f"{key}: {n} images asked for, but {what} has only {len(members)}")
-    rng = np.random.default_rng([seed, split, label])
+    rng = np.random.default_rng([seed % 2**64, split, label])  # default_rng takes no negative seeds
     return members[np.sort(rng.permutation(len(members))[:n])]
 
 
 def _even_shares(total: int, k: int, seed: int, split: int) -> list[int]:
     """`total` split over k classes as evenly as possible; the remainder goes to seeded ones."""
     shares = [total // k] * k
-    extra = np.random.default_rng([seed, split, 1_000_003]).permutation(k)[: total % k]
+    extra = np.random.default_rng([seed % 2**64, split, 1_000_003]).permutation(k)[: total % k]
     for i in extra:
         shares[i] += 1
     return shares
