@@ -135,6 +135,42 @@ def run(
     console.print(f"results: {result.results_dir}")
 
 
+data_app = typer.Typer(help="Inspect an experiment's data: shapes, class counts, pixel statistics, memory.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("info")
+def data_info(config: ConfigArg, set_: SetOpt = None) -> None:
+    """Load the experiment's data as `bnexp run` would and print shapes, class counts, pixel
+    statistics and memory. An experiment that sweeps data.* keys shows each data set in turn.
+
+    Exits 2 with one line when a file is missing, truncated or not in the expected layout.
+    """
+    import pandas as pd
+    from rich.table import Table
+
+    from bnexp.data import load_dataset
+    from bnexp.data.info import class_table, standardization, value_table
+
+    try:
+        exp, _ = load_experiment(config, set_)
+        configs = list({run.config.data.model_dump_json(): run.config.data for run in expand(exp)}.values())
+        for cfg in configs:
+            data = load_dataset(cfg)
+            console.print(f"[bold]{data.describe()}[/]")
+            console.print(f"  inputs: {standardization(data)}")
+            for title, frame in (("images per class", class_table(data)), ("pixel values as stored", value_table(data))):
+                table = Table(title=title, title_justify="left")
+                for col in frame.columns:
+                    table.add_column(str(col), justify="right" if pd.api.types.is_numeric_dtype(frame[col]) else "left")
+                for _, row in frame.iterrows():
+                    table.add_row(*(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row))
+                console.print(table)
+            console.print(f"  memory: {data.nbytes() / 2**20:.1f} MiB as stored ({data.x_train.dtype} images)")
+    except BnexpError as e:
+        raise _fail(e) from None
+
+
 def main() -> None:
     app()
 

@@ -26,6 +26,7 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -38,12 +39,81 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class BinaryConfig(Strict):
+    """One class against the rest, as the course's cat vs non-cat: label 1 = positive."""
+
+    positive: str  # the positive class's name, e.g. cat
+    # negatives kept per positive image, drawn evenly from the other classes (1: balanced)
+    negatives_per_positive: PositiveInt = 1
+
+    @field_validator("positive", mode="before")
+    @classmethod
+    def _label_as_name(cls, v: Any) -> Any:  # positive: 3 names label 3 of data without names
+        return str(v) if isinstance(v, int) else v
+
+
 class DataConfig(Strict):
     dataset: Literal["digits", "catvnoncat", "cifar10", "npz"] = "digits"
-    root: str | None = None  # folder holding the dataset's files (catvnoncat, cifar10)
+    # catvnoncat: the folder holding train_catvnoncat.h5 and test_catvnoncat.h5;
+    # cifar10: the folder holding cifar-10-batches-py/ (torchvision's layout). Relative to the cwd.
+    root: str | None = None
+    train: str | None = None  # npz: training file with x (N, H, W, C) or (N, D) and y (N,)
+    test: str | None = None  # npz: test file, same layout as train
+    download: bool = False  # cifar10: download into root when the files are missing (needs the internet)
+    class_names: list[str] | None = None  # npz: names of labels 0..K-1 (default: the file's `classes`, else "0".."K-1")
+    classes: list[str] | None = None  # cifar10/npz: keep only these classes, relabelled 0..k-1 in this order
+    binary: BinaryConfig | None = None  # cifar10/npz: positive class vs the rest; one logit + BCE
+    # cifar10/npz: images per class, drawn by `seed` (None: all). With `binary`: positives, and
+    # negatives_per_positive times as many negatives spread evenly over the other classes.
+    train_per_class: PositiveInt | None = None
+    test_per_class: PositiveInt | None = None
     seed: int = 0  # fixes the train/test split and any subset, independent of train.seed
     test_fraction: float = Field(0.25, gt=0, lt=1)  # digits: share held out, stratified
-    standardize: bool = True  # per-feature (digits) or per-channel, with training statistics
+    # with training statistics: per feature (digits, npz vectors) or per channel (images)
+    standardize: bool = True
+
+    @field_validator("classes", "class_names", mode="before")
+    @classmethod
+    def _labels_as_names(cls, v: Any) -> Any:  # classes: [3, 5] names labels 3 and 5 ("3", "5")
+        return [str(n) if isinstance(n, int) else n for n in v] if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def _keys_fit_dataset(self) -> DataConfig:
+        applies_to = {  # key -> the datasets it applies to
+            "root": ("catvnoncat", "cifar10"),
+            "train": ("npz",),
+            "test": ("npz",),
+            "download": ("cifar10",),
+            "class_names": ("npz",),
+            "classes": ("cifar10", "npz"),
+            "binary": ("cifar10", "npz"),
+            "train_per_class": ("cifar10", "npz"),
+            "test_per_class": ("cifar10", "npz"),
+        }
+        problems = []
+        for key, datasets in applies_to.items():
+            value = getattr(self, key)
+            if value not in (None, False) and self.dataset not in datasets:
+                problems.append(f"data.{key} applies only to dataset {' or '.join(datasets)} (dataset is {self.dataset})")
+        if self.dataset in ("catvnoncat", "cifar10") and not self.root:
+            held = "train_catvnoncat.h5 and test_catvnoncat.h5" if self.dataset == "catvnoncat" else "cifar-10-batches-py/"
+            problems.append(f"dataset {self.dataset} needs data.root (the folder holding {held})")
+        if self.dataset == "npz":
+            for key in ("train", "test"):
+                if not getattr(self, key):
+                    problems.append(f"dataset npz needs data.{key} (the path of an .npz file holding x and y)")
+        for key in ("classes", "class_names"):
+            names = getattr(self, key) or []
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                problems.append(f"data.{key} lists {', '.join(dup)} more than once")
+        if self.classes is not None and len(self.classes) < 2:
+            problems.append("data.classes needs at least 2 classes")
+        if self.binary and self.classes and self.binary.positive not in self.classes:
+            problems.append(f"data.binary.positive {self.binary.positive!r} is not in data.classes {self.classes}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class ModelConfig(Strict):

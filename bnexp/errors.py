@@ -3,3 +3,7 @@
 
 class BnexpError(Exception):
     """Bad input a user can fix (config, data files, paths). Never shown as a traceback."""
+
+
+class DataError(BnexpError):
+    """A data file or folder that cannot be used: missing, truncated, wrong keys or shapes."""

@@ -144,13 +144,14 @@ def train_run(
 ) -> RunSummary:
     """Train one run, write config.yaml, metrics.csv and (last) summary.json under run_dir."""
     t_start = time.perf_counter()
+    tc = cfg.train
+    device = resolve_device(tc.device)
+    # before anything is written: a data file a user must fix (DataError) leaves no half run
+    data = data.to(device) if data is not None else load_dataset(cfg.data, device)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     rid = run_id(cfg)
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    tc = cfg.train
-    device = resolve_device(tc.device)
-    data = (data or load_dataset(cfg.data)).to(device)
 
     model = build_model(cfg.model, data.input_shape, data.num_outputs)
     init_weights(model, tc.seed)

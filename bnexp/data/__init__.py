@@ -1,17 +1,24 @@
 """Datasets as in-memory tensors: one module per dataset, one `Dataset` shape for all.
 
-`load_dataset(cfg)` is cached per process by the data config, so a sweep reads its files once.
+digits (embedded), catvnoncat (the course's HDF5 files), cifar10 (torchvision's folder) and npz
+(users' own arrays); `subsets` draws classes / binary / n-per-class subsets of the last two.
+`load_dataset(cfg, device)` is cached per process by the data config, so a sweep reads its
+files once and keeps them as tensors on the run's device.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
+import time
 from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
 from bnexp.config import DataConfig
+
+log = logging.getLogger("bnexp")
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,11 @@ class Dataset:
             mean=move(self.mean), std=move(self.std),
         )
 
+    def class_counts(self) -> tuple[list[int], list[int]]:
+        """Images per class (label order of `classes`) in the training and test sets."""
+        k = len(self.classes)
+        return (torch.bincount(self.y_train.cpu(), minlength=k).tolist(), torch.bincount(self.y_test.cpu(), minlength=k).tolist())
+
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.x_train, self.y_train, self.x_test, self.y_test))
 
@@ -63,16 +75,43 @@ class Dataset:
         )
 
 
-def load_dataset(cfg: DataConfig) -> Dataset:
-    """The dataset `cfg` names, on the CPU; cached per process by the data config's JSON."""
-    return _load_cached(cfg.model_dump_json())
+def load_dataset(cfg: DataConfig, device: torch.device | str | None = None) -> Dataset:
+    """The dataset `cfg` names, on `device` (default: the CPU).
+
+    Cached per process by the data config's JSON (and the device), so a sweep reads its files
+    once and uploads them to a GPU once. Raises `DataError` for files a user must fix.
+    """
+    key = cfg.model_dump_json()
+    if device is None or torch.device(device).type == "cpu":
+        return _load_cached(key)
+    return _on_device(key, str(torch.device(device)))
+
+
+def clear_cache() -> None:
+    """Forget every loaded dataset (tests; a process that changes files under a running sweep)."""
+    _on_device.cache_clear()
+    _load_cached.cache_clear()
 
 
 @functools.lru_cache(maxsize=4)
 def _load_cached(cfg_json: str) -> Dataset:
     cfg = DataConfig.model_validate_json(cfg_json)
+    t0 = time.perf_counter()
     if cfg.dataset == "digits":
-        from bnexp.data.digits import load_digits
+        from bnexp.data.digits import load_digits as load
+    elif cfg.dataset == "catvnoncat":
+        from bnexp.data.catvnoncat import load_catvnoncat as load
+    elif cfg.dataset == "cifar10":
+        from bnexp.data.cifar10 import load_cifar10 as load
+    else:
+        from bnexp.data.npz import load_npz as load
+    data = load(cfg)
+    log.info("loaded %s in %.2f s", data.describe(), time.perf_counter() - t0)
+    return data
 
-        return load_digits(cfg)
-    raise NotImplementedError(f"dataset {cfg.dataset!r} is not available yet")
+
+@functools.lru_cache(maxsize=2)
+def _on_device(cfg_json: str, device: str) -> Dataset:
+    data = _load_cached(cfg_json).to(device)
+    log.info("copied %s to %s (%.1f MiB)", data.name, device, data.nbytes() / 2**20)
+    return data

@@ -1,0 +1,93 @@
+"""Users' own data: `data.train` and `data.test` are .npz files holding
+
+- `x`: (N, H, W, C) images, channels last, or (N, H, W) grey images, or (N, D) vectors;
+  uint8 (pixels 0..255, kept as uint8 and scaled per batch) or any real dtype (used as is);
+- `y`: (N,) integer class indices 0..K-1;
+- optionally `classes`: (K,) names of the labels (else `data.class_names`, else "0".."K-1").
+
+The subset keys (`classes`, `binary`, `*_per_class`) apply, as for CIFAR-10. Written by e.g.
+`np.savez_compressed(path, x=x, y=y)`; the shared CIFAR-10 subset is in this layout.
+"""
+
+from __future__ import annotations
+
+import functools
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from bnexp.config import DataConfig
+from bnexp.data import Dataset
+from bnexp.data.arrays import build, check_labels, to_nchw
+from bnexp.data.subsets import select
+from bnexp.errors import DataError
+
+LAYOUT = "an .npz file holding x (N, H, W, C) or (N, D) and y (N,)"
+
+
+def load_npz(cfg: DataConfig) -> Dataset:
+    x_tr, y_tr, names_tr = read_npz(Path(cfg.train), "data.train")
+    x_te, y_te, _ = read_npz(Path(cfg.test), "data.test")
+    x_tr, x_te = to_nchw(x_tr, cfg.train), to_nchw(x_te, cfg.test)
+    if x_tr.shape[1:] != x_te.shape[1:]:
+        raise DataError(
+            f"data.test: {cfg.test} holds examples of shape {x_te.shape[1:]} (as stored: N, C, H, W or N, D) "
+            f"but {cfg.train} holds {x_tr.shape[1:]}; expected the same shape"
+        )
+    num_labels = int(max(y_tr.max(initial=0), y_te.max(initial=0))) + 1
+    if cfg.class_names is not None:
+        names, where = list(cfg.class_names), "data.class_names"
+    elif names_tr is not None:
+        names, where = names_tr, f"the classes array of {cfg.train}"
+    else:
+        names, where = [str(i) for i in range(num_labels)], ""
+    if len(names) < num_labels:
+        raise DataError(f"{where} names {len(names)} classes, but the labels go up to {num_labels - 1}; expected a name per label")
+    sub = select(y_tr, y_te, names, cfg, source=f"{cfg.train} / {cfg.test}")
+    return build(
+        "npz", x_tr[sub.train_idx], sub.y_train, x_te[sub.test_idx], sub.y_test,
+        sub.classes, binary=sub.binary, standardize=cfg.standardize,
+    )
+
+
+def read_npz(path: Path, key: str) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+    """(x as stored, y (N,) int64, class names or None) of one file; do not modify them.
+
+    Cached by (path, modification time, size): configs that differ only in the subset drawn
+    (a sweep over data.seed or data.train_per_class) decompress the file once.
+    """
+    if not path.is_file():
+        raise DataError(f"{key}: file {path} not found (expected {LAYOUT}; point to it with --set {key}=PATH)")
+    stat = path.stat()
+    return _read_cached(str(path), stat.st_mtime_ns, stat.st_size, key)
+
+
+@functools.lru_cache(maxsize=2)
+def _read_cached(file: str, mtime_ns: int, size: int, key: str) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+    path = Path(file)
+    try:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise DataError(f"{key}: {path} is a single .npy array; expected {LAYOUT}")
+        with archive:
+            missing = [k for k in ("x", "y") if k not in archive.files]
+            if missing:
+                raise DataError(
+                    f"{key}: {path} has no array {', '.join(missing)} (found: {', '.join(archive.files) or 'none'}; "
+                    f"expected x (N, H, W, C) or (N, D) and y (N,))"
+                )
+            x, y = archive["x"], archive["y"]
+            names = [str(n) for n in archive["classes"]] if "classes" in archive.files else None
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"{key}: cannot read {path}, the file is truncated or corrupt ({reason})") from None
+    if x.dtype.kind not in "uifb":
+        raise DataError(f"{key}: {path}: x has dtype {x.dtype}; expected uint8 pixels or real numbers")
+    if x.dtype != np.uint8 and not np.all(np.isfinite(x)):
+        raise DataError(f"{key}: {path}: x holds NaN or infinite values")
+    y = check_labels(y, len(x), f"{key}: {path}: y")
+    return x, y, names
