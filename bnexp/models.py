@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from bnexp.config import ModelConfig
+from bnexp.errors import BnexpError
 from bnexp.norm import make_norm
 
 ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
@@ -62,7 +63,7 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_outputs: int
             width = h
         return Net(nn.Flatten(), blocks, nn.Linear(width, num_outputs))
     if len(input_shape) != 3:
-        raise ValueError(f"arch: cnn needs image inputs (C, H, W), got examples of shape {input_shape}")
+        raise BnexpError(f"model.arch: cnn needs image inputs (C, H, W), but the data's examples have shape {input_shape} (use arch: mlp)")
     channels, size = input_shape[0], min(input_shape[1:])
     for c in cfg.channels:
         pool = nn.MaxPool2d(2) if size >= 2 else None  # halve the map while it can be halved
