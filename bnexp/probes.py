@@ -138,6 +138,7 @@ class IcsProbe:
         self.cfg, self.model = cfg, model
         self.rows: list[dict] = []
         self._saved: tuple[Tensor, list[Tensor]] | None = None
+        self._shadow: nn.Module | None = None  # a copy of the model, reused (deepcopy once)
 
     def _weight(self, model: nn.Module) -> Tensor:
         return model.blocks[self.cfg.layer - 1].weight.weight
@@ -155,10 +156,15 @@ class IcsProbe:
             return
         g, later = self._saved
         self._saved = None
-        shadow = copy.deepcopy(self.model)
-        with torch.no_grad():
+        if self._shadow is None:
+            self._shadow = copy.deepcopy(self.model)
+        shadow = self._shadow
+        with torch.no_grad():  # shadow := the updated model, then layers >= l back to before the step
+            for t_shadow, t in zip([*shadow.parameters(), *shadow.buffers()], [*self.model.parameters(), *self.model.buffers()]):
+                t_shadow.copy_(t)
             for p, old in zip(_later_params(shadow, self.cfg.layer), later):
                 p.copy_(old)
+        shadow.train(self.model.training)
         shadow.zero_grad(set_to_none=True)
         with _forked_rng(g.device):
             loss_fn(shadow).backward()
@@ -223,7 +229,7 @@ def batch_stat_noise(m1: Tensor, m2: Tensor, batch_sizes: list[int], samples: in
     for m in batch_sizes:
         if m > n:
             continue
-        idx = torch.stack([torch.randperm(n, generator=gen)[:m] for _ in range(samples)]).to(m1.device)  # (S, m)
+        idx = torch.rand(samples, n, generator=gen).argsort(1)[:, :m].to(m1.device)  # (S, m): S random m-subsets
         mu_b = m1[idx].mean(1)  # (S, C)
         var_b = m2[idx].mean(1) - mu_b * mu_b
         rows.append({
