@@ -350,11 +350,15 @@ def ics_table(probes: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 # --------------------------------------------------------------------------- plots
 
 
+def _subplots(*args, **kwargs):
+    return plt.subplots(*args, layout="constrained", **kwargs)  # constrained: no second render for a tight box
+
+
 def _save(fig, path: Path) -> Path:
     import io
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return path
@@ -375,7 +379,7 @@ def plot_accuracy(metrics: pd.DataFrame, keys: list[str], path: Path) -> Path | 
     cells = list(_groups(metrics, keys))[:12]
     cols = min(3, len(cells))
     rows = math.ceil(len(cells) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    fig, axes = _subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
     for ax, (cell, g) in zip(axes.flat, cells):
         for norm, h in sorted(_groups(g, ["norm"]), key=lambda t: NORM_ORDER.get(t[0]["norm"], 9)):
             s = h.groupby("step")["test_acc"].agg(["mean", "min", "max", "count"])
@@ -406,7 +410,7 @@ def plot_shift_percentiles(probes: pd.DataFrame, keys: list[str], path: Path) ->
     g = g[g["seed"] == g["seed"].min()]
     unit = next((u for u in g["unit"].unique() if u != "all"), "all")
     panels = [(n, s) for n in sorted(g["norm"].unique(), key=lambda v: NORM_ORDER.get(v, 9)) for s in ("z", "z_tilde") if ((g["norm"] == n) & (g["site"] == s)).any()]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    fig, axes = _subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
     for ax, (norm, site) in zip(axes.flat, panels):
         h = g[(g["norm"] == norm) & (g["site"] == site) & (g["unit"] == unit)].sort_values("step")
         for q, style in (("p15", "--"), ("p50", "-"), ("p85", "--")):
@@ -428,7 +432,7 @@ def plot_shift_drift(probes: pd.DataFrame, path: Path) -> Path | None:
     p = probes[probes["site"].isin(["z", "z_tilde"]) & (probes["unit"].astype(str) == "all")].dropna(subset=["drift_p50"])
     if p.empty:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, axes = _subplots(1, 2, figsize=(10, 3.6))
     for (norm, site), h in p.groupby(["norm", "site"]):
         s = h.groupby("step")[["drift_p50", "drift_std"]].mean()
         style = "-" if site == "z_tilde" or norm == "none" else ":"
@@ -447,7 +451,7 @@ def plot_gen_gap(reg: pd.DataFrame, x: str, path: Path, xlabel: str) -> Path | N
     """gen_gap vs `x` (log2 axis) with 95% CI error bars, one line per norm."""
     if reg.empty or x not in reg.columns or "gen_gap_mean" not in reg.columns:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _subplots(figsize=(6, 4))
     for norm, h in sorted(_groups(reg, ["norm"]), key=lambda t: NORM_ORDER.get(t[0]["norm"], 9)):
         h = h.dropna(subset=[x]).groupby(x)[["gen_gap_mean", "gen_gap_ci_low", "gen_gap_ci_high"]].mean().sort_index()
         if h.empty:
@@ -465,7 +469,7 @@ def plot_bn_noise(table: pd.DataFrame, path: Path) -> Path | None:
     """Log-log: noise of batch means and variances vs batch size per norm x layer, with 1/sqrt(m)."""
     if table.empty:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = _subplots(1, 2, figsize=(11, 4))
     styles = ["-", "--", ":", "-."]
     for (norm, layer), h in table.groupby(["norm", "layer"], sort=False):
         h = h.sort_values("batch_size")
@@ -492,7 +496,7 @@ def plot_speedup(speed: pd.DataFrame, keys: list[str], path: Path) -> Path | Non
     s = speed.dropna(subset=["speedup"]).reset_index(drop=True)
     if s.empty:
         return None
-    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(s) + 2), 4))
+    fig, ax = _subplots(figsize=(max(5, 0.9 * len(s) + 2), 4))
     labels = [f"{r['norm']}\n{_cell_label({k: r[k] for k in keys})}" for _, r in s.iterrows()]
     err = np.vstack([s["speedup"] - s["speedup_ci_low"], s["speedup_ci_high"] - s["speedup"]])
     ax.errorbar(range(len(s)), s["speedup"], yerr=np.nan_to_num(err), fmt="o", capsize=4, color="tab:blue")
@@ -513,7 +517,7 @@ def plot_ics(probes: pd.DataFrame, path: Path) -> Path | None:
     p = probes[probes["site"] == "ics"]
     if p.empty:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, axes = _subplots(1, 2, figsize=(10, 3.6))
     for norm, h in p.groupby("norm"):
         s = h.groupby("step")[["ics_l2", "ics_cos"]].mean()
         axes[0].plot(s.index, s["ics_l2"], color=_norm_color(norm), label=norm)
