@@ -109,7 +109,7 @@ class ShiftProbe:
         finally:
             for h in hooks:
                 h.remove()
-            for b, saved in zip(self.model.buffers(), buffers):
+            for b, saved in zip(self.model.buffers(), buffers, strict=True):
                 b.copy_(saved)
         for site in self.sites:
             stats = unit_stats(captured[site])
@@ -160,9 +160,9 @@ class IcsProbe:
             self._shadow = copy.deepcopy(self.model)
         shadow = self._shadow
         with torch.no_grad():  # shadow := the updated model, then layers >= l back to before the step
-            for t_shadow, t in zip([*shadow.parameters(), *shadow.buffers()], [*self.model.parameters(), *self.model.buffers()]):
+            for t_shadow, t in zip([*shadow.parameters(), *shadow.buffers()], [*self.model.parameters(), *self.model.buffers()], strict=True):
                 t_shadow.copy_(t)
-            for p, old in zip(_later_params(shadow, self.cfg.layer), later):
+            for p, old in zip(_later_params(shadow, self.cfg.layer), later, strict=True):
                 p.copy_(old)
         shadow.train(self.model.training)
         shadow.zero_grad(set_to_none=True)
@@ -189,16 +189,16 @@ def bn_inputs(model: nn.Module, x: Tensor, prepare: Callable[[Tensor], Tensor], 
     run over H, W: a mini-batch's BN statistics are then exact averages of these rows.
     """
     layers = {i + 1: b for i, b in enumerate(model.blocks) if has_bn(b)}
-    parts: dict[int, list[tuple[Tensor, Tensor]]] = {l: [] for l in layers}
+    parts: dict[int, list[tuple[Tensor, Tensor]]] = {layer: [] for layer in layers}
 
-    def hook(l):
+    def hook(layer: int):
         def fn(module, inputs):
             z = inputs[0].double()
             z = z.flatten(2) if z.dim() > 2 else z.unsqueeze(2)  # (n, C, L)
-            parts[l].append((z.mean(2), (z * z).mean(2)))
+            parts[layer].append((z.mean(2), (z * z).mean(2)))
         return fn
 
-    hooks = [b.norm.register_forward_pre_hook(hook(l)) for l, b in layers.items()]
+    hooks = [b.norm.register_forward_pre_hook(hook(layer)) for layer, b in layers.items()]
     was_training = model.training
     model.eval()
     try:
@@ -208,7 +208,7 @@ def bn_inputs(model: nn.Module, x: Tensor, prepare: Callable[[Tensor], Tensor], 
         model.train(was_training)
         for h in hooks:
             h.remove()
-    return {l: (torch.cat([a for a, _ in p]), torch.cat([b for _, b in p])) for l, p in parts.items()}
+    return {layer: (torch.cat([a for a, _ in p]), torch.cat([b for _, b in p])) for layer, p in parts.items()}
 
 
 def batch_stat_noise(m1: Tensor, m2: Tensor, batch_sizes: list[int], samples: int, gen: torch.Generator) -> list[dict]:

@@ -36,7 +36,14 @@ from rich.table import Table  # noqa: E402
 
 from bnexp.errors import BnexpError  # noqa: E402
 from bnexp.io import atomic_write_bytes, atomic_write_csv, atomic_write_text  # noqa: E402
-from bnexp.stats import Interval, fmt_interval, loglog_slope, mean_ci, paired_bootstrap_ratio, paired_difference_ci  # noqa: E402
+from bnexp.stats import (  # noqa: E402
+    Interval,
+    fmt_interval,
+    loglog_slope,
+    mean_ci,
+    paired_bootstrap_ratio,
+    paired_difference_ci,
+)
 
 NORM_ORDER = {"none": 0, "torch": 1, "custom": 2}
 SEED_KEYS = ("train.seed", "model.norm", "train.batch_size")
@@ -67,7 +74,7 @@ def _groups(df: pd.DataFrame, keys: list[str]):
         return
     for values, g in df.groupby(keys, sort=False, dropna=False):
         values = values if isinstance(values, tuple) else (values,)
-        yield dict(zip(keys, values)), g
+        yield dict(zip(keys, values, strict=True)), g
 
 
 def _iv_cols(prefix: str, iv: Interval) -> dict:
@@ -281,7 +288,7 @@ def regularization_table(df: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(rows)
     for col in ("gen_gap", "loss_gap", "effect"):
         if f"{col}_mean" in out.columns:
-            out[col] = [fmt_interval(Interval(m, lo, hi, 2 if math.isfinite(lo) else 1)) for m, lo, hi in zip(out[f"{col}_mean"], out[f"{col}_ci_low"], out[f"{col}_ci_high"])]
+            out[col] = [fmt_interval(Interval(m, lo, hi, 2 if math.isfinite(lo) else 1)) for m, lo, hi in zip(out[f"{col}_mean"], out[f"{col}_ci_low"], out[f"{col}_ci_high"], strict=True)]
     return _norm_sorted(out, [*keys, "norm"])
 
 
@@ -380,7 +387,7 @@ def plot_accuracy(metrics: pd.DataFrame, keys: list[str], path: Path) -> Path | 
     cols = min(3, len(cells))
     rows = math.ceil(len(cells) / cols)
     fig, axes = _subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
-    for ax, (cell, g) in zip(axes.flat, cells):
+    for ax, (cell, g) in zip(axes.flat, cells, strict=False):
         for norm, h in sorted(_groups(g, ["norm"]), key=lambda t: NORM_ORDER.get(t[0]["norm"], 9)):
             s = h.groupby("step")["test_acc"].agg(["mean", "min", "max", "count"])
             c = _norm_color(norm["norm"])
@@ -411,7 +418,7 @@ def plot_shift_percentiles(probes: pd.DataFrame, keys: list[str], path: Path) ->
     unit = next((u for u in g["unit"].unique() if u != "all"), "all")
     panels = [(n, s) for n in sorted(g["norm"].unique(), key=lambda v: NORM_ORDER.get(v, 9)) for s in ("z", "z_tilde") if ((g["norm"] == n) & (g["site"] == s)).any()]
     fig, axes = _subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
-    for ax, (norm, site) in zip(axes.flat, panels):
+    for ax, (norm, site) in zip(axes.flat, panels, strict=True):
         h = g[(g["norm"] == norm) & (g["site"] == site) & (g["unit"] == unit)].sort_values("step")
         for q, style in (("p15", "--"), ("p50", "-"), ("p85", "--")):
             ax.plot(h["step"], h[q], style, color=_norm_color(norm), label=q)
@@ -425,13 +432,14 @@ def plot_shift_percentiles(probes: pd.DataFrame, keys: list[str], path: Path) ->
     return _save(fig, path)
 
 
-def plot_shift_drift(probes: pd.DataFrame, path: Path) -> Path | None:
-    """Mean |change| of p50 between probes, averaged over units, vs steps; mean over seeds."""
+def plot_shift_drift(probes: pd.DataFrame, keys: list[str], path: Path) -> Path | None:
+    """Mean |change| of p50 and std between probes, averaged over units, vs steps; mean over seeds; first cell."""
     if probes.empty or "drift_p50" not in probes.columns:
         return None
     p = probes[probes["site"].isin(["z", "z_tilde"]) & (probes["unit"].astype(str) == "all")].dropna(subset=["drift_p50"])
     if p.empty:
         return None
+    cell, p = next(iter(_groups(p, keys)))
     fig, axes = _subplots(1, 2, figsize=(10, 3.6))
     for (norm, site), h in p.groupby(["norm", "site"]):
         s = h.groupby("step")[["drift_p50", "drift_std"]].mean()
@@ -439,25 +447,29 @@ def plot_shift_drift(probes: pd.DataFrame, path: Path) -> Path | None:
         label = f"{norm} {'z~' if site == 'z_tilde' else 'z'}"
         axes[0].plot(s.index, s["drift_p50"], style, color=_norm_color(norm), label=label)
         axes[1].plot(s.index, s["drift_std"], style, color=_norm_color(norm), label=label)
-    for ax, what in zip(axes, ("p50", "std")):
+    for ax, what in zip(axes, ("p50", "std"), strict=True):
         ax.set(xlabel="optimizer steps", ylabel=f"mean |Δ {what}| between probes", yscale="log")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle("Covariate shift: drift of the probed layer's inputs (mean over units and seeds)")
+    fig.suptitle(f"Covariate shift at layer {int(p['layer'].iloc[0])}: drift between probes (mean over units and seeds; {_cell_label(cell)})")
     return _save(fig, path)
 
 
 def plot_gen_gap(reg: pd.DataFrame, x: str, path: Path, xlabel: str) -> Path | None:
-    """gen_gap vs `x` (log2 axis) with 95% CI error bars, one line per norm."""
+    """gen_gap vs `x` (log2 axis) with 95% CI error bars, one line per norm x the other cell keys."""
     if reg.empty or x not in reg.columns or "gen_gap_mean" not in reg.columns:
         return None
-    fig, ax = _subplots(figsize=(6, 4))
-    for norm, h in sorted(_groups(reg, ["norm"]), key=lambda t: NORM_ORDER.get(t[0]["norm"], 9)):
-        h = h.dropna(subset=[x]).groupby(x)[["gen_gap_mean", "gen_gap_ci_low", "gen_gap_ci_high"]].mean().sort_index()
-        if h.empty:
-            continue
+    others = [k for k in cell_keys_of(reg) if k != x and reg[k].nunique(dropna=False) > 1]
+    fig, ax = _subplots(figsize=(7, 4.5))
+    lines = sorted(_groups(reg.dropna(subset=[x, "gen_gap_mean"]), ["norm", *others]), key=lambda t: (NORM_ORDER.get(t[0]["norm"], 9), str(t[0])))
+    markers = "osD^v<>"
+    for i, (key, h) in enumerate(lines):
+        h = h.sort_values(x)
         err = np.vstack([h["gen_gap_mean"] - h["gen_gap_ci_low"], h["gen_gap_ci_high"] - h["gen_gap_mean"]])
-        ax.errorbar(h.index.astype(float), h["gen_gap_mean"], yerr=np.nan_to_num(err), marker="o", capsize=3, color=_norm_color(norm["norm"]), label=norm["norm"])
+        xs = h[x].astype(float) * 2 ** (0.03 * (i - (len(lines) - 1) / 2))  # small offset: bars side by side
+        other = {k: key[k] for k in others}
+        ax.errorbar(xs, h["gen_gap_mean"], yerr=np.nan_to_num(err), marker=markers[i % len(markers)], capsize=3,
+                    color=_norm_color(key["norm"]), label=f"{key['norm']} {_cell_label(other) if other else ''}".strip())
     ax.set_xscale("log", base=2)
     ax.set(xlabel=xlabel, ylabel="gen gap = train acc − test acc", title="Generalization gap (mean, 95% CI over seeds)")
     ax.grid(alpha=0.3)
@@ -473,7 +485,7 @@ def plot_bn_noise(table: pd.DataFrame, path: Path) -> Path | None:
     styles = ["-", "--", ":", "-."]
     for (norm, layer), h in table.groupby(["norm", "layer"], sort=False):
         h = h.sort_values("batch_size")
-        for ax, col in zip(axes, ("mean_noise", "var_noise")):
+        for ax, col in zip(axes, ("mean_noise", "var_noise"), strict=True):
             ax.plot(h["batch_size"], h[f"{col}_mean"], styles[(int(layer) - 1) % 4], marker="o", ms=3, color=_norm_color(norm),
                     label=f"{norm} layer {layer} (slope {h[f'{col}_slope'].iloc[0]:.2f})")
     m = np.array(sorted(table["batch_size"].unique()), dtype=float)
@@ -481,7 +493,7 @@ def plot_bn_noise(table: pd.DataFrame, path: Path) -> Path | None:
     exp = table.groupby("batch_size")["expected_mean_noise"].mean()
     axes[0].plot(exp.index, exp.values, "k:", lw=1, label="expected (without replacement)")
     axes[1].plot(m, np.sqrt(2 / m), "k-", lw=1, alpha=0.6, label="√(2/m) (Gaussian)")
-    for ax, what in zip(axes, ("batch mean: rms (μ_B − μ)/σ", "batch variance: rms (σ²_B/σ² − 1)")):
+    for ax, what in zip(axes, ("batch mean: rms (μ_B − μ)/σ", "batch variance: rms (σ²_B/σ² − 1)"), strict=True):
         ax.set(xscale="log", yscale="log", xlabel="batch size m", ylabel=what)
         ax.set_xscale("log", base=2)
         ax.grid(alpha=0.3, which="both")
@@ -511,12 +523,14 @@ def plot_speedup(speed: pd.DataFrame, keys: list[str], path: Path) -> Path | Non
     return _save(fig, path)
 
 
-def plot_ics(probes: pd.DataFrame, path: Path) -> Path | None:
+def plot_ics(probes: pd.DataFrame, keys: list[str], path: Path) -> Path | None:
+    """||G - G'|| and cos(G, G') vs steps per norm, mean over seeds; first cell."""
     if probes.empty or "ics_l2" not in probes.columns:
         return None
     p = probes[probes["site"] == "ics"]
     if p.empty:
         return None
+    cell, p = next(iter(_groups(p, keys)))
     fig, axes = _subplots(1, 2, figsize=(10, 3.6))
     for norm, h in p.groupby("norm"):
         s = h.groupby("step")[["ics_l2", "ics_cos"]].mean()
@@ -527,7 +541,7 @@ def plot_ics(probes: pd.DataFrame, path: Path) -> Path | None:
     for ax in axes:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"Internal covariate shift at layer {int(p['layer'].iloc[0])} (Santurkar et al. Def. 2.1; mean over seeds)")
+    fig.suptitle(f"Internal covariate shift at layer {int(p['layer'].iloc[0])} (Santurkar et al. Def. 2.1; mean over seeds; {_cell_label(cell)})")
     return _save(fig, path)
 
 
@@ -563,26 +577,34 @@ def _claims(tables: dict[str, pd.DataFrame], target: dict | None) -> list[str]:
                        f"{r['speedup_at_best_lr_vs_none']}.")
     reg = tables.get("regularization", pd.DataFrame())
     if not reg.empty and "effect_mean" in reg.columns:
+        rkeys = cell_keys_of(reg)
         for _, r in reg.dropna(subset=["effect_mean"]).iterrows():
             lo, hi = r["effect_ci_low"], r["effect_ci_high"]
+            base = reg[(reg["norm"] == "none") & np.logical_and.reduce([(reg[k] == r[k]) | (reg[k].isna() & pd.isna(r[k])) for k in rkeys] or [True])]
+            fit_none = base["train_acc_mean"].iloc[0] if len(base) else math.nan
             verdict = ("supported (BN's gap is smaller)" if math.isfinite(lo) and lo > 0 else
                        "contradicted (BN's gap is larger)" if math.isfinite(hi) and hi < 0 else
                        "not supported at 95% (the CI includes 0)")
-            out.append(f"**Regularization** ({r['norm']}, {_cell_label({k: r[k] for k in cell_keys_of(reg)})}): gen gap "
-                       f"{r['gen_gap']} with {r['norm']}; effect gap(none) − gap(BN) = {r['effect']} — {verdict}.")
+            if math.isfinite(fit_none) and abs(fit_none - r["train_acc_mean"]) > 0.05:  # gaps of unequally fitted models
+                verdict = f"not comparable: the variants fit the training set unequally (train acc {fit_none:.3f} without BN vs {r['train_acc_mean']:.3f})"
+            none_gap = base["gen_gap"].iloc[0] if len(base) else "—"
+            out.append(f"**Regularization** ({r['norm']}, {_cell_label({k: r[k] for k in rkeys})}): gen gap "
+                       f"{none_gap} without BN vs {r['gen_gap']} with {r['norm']}; effect gap(none) − gap(BN) = {r['effect']} — {verdict}.")
     if not reg.empty and "effect_vs_full_stats_mean" in reg.columns:
         for _, r in reg.dropna(subset=["effect_vs_full_stats_mean"]).iterrows():
             out.append(f"**Ghost batches** ({r['norm']}, {_cell_label({k: r[k] for k in cell_keys_of(reg)})}): gap(full-batch stats) − gap(this) = "
                        f"{r['effect_vs_full_stats_mean']:.3f} [{r['effect_vs_full_stats_ci_low']:.3f}, {r['effect_vs_full_stats_ci_high']:.3f}].")
     sh = tables.get("shift", pd.DataFrame())
-    if not sh.empty:
-        parts = [f"{r['norm']} {'z~' if r['site'] == 'z_tilde' else 'z'}: {r['drift_p50_rel_mean']:.4f}" for _, r in sh.iterrows()]
-        out.append(f"**Covariate shift** (layer {int(sh['layer'].iloc[0])}): drift of the median per probe interval, in units of the "
-                   f"spread — {'; '.join(parts)} (mean over seeds; smaller = less shift).")
+    for cell, g in _groups(sh, cell_keys_of(sh)) if not sh.empty else []:
+        parts = [f"{r['norm']} {'z~' if r['site'] == 'z_tilde' else 'z'} {r['drift_p50_rel_mean']:.3f}" for _, r in g.iterrows()]
+        verdict = _compare(g[g["site"] == "z"], g[g["site"] == "z_tilde"], "drift_p50_rel", "BN's z~ drifts")
+        out.append(f"**Covariate shift** (layer {int(g['layer'].iloc[0])}, {_cell_label(cell)}): mean |Δ median| between probes / std — "
+                   f"{'; '.join(parts)} (mean over seeds){verdict}.")
     ics = tables.get("ics", pd.DataFrame())
-    if not ics.empty:
-        parts = [f"{r['norm']}: ‖G−G′‖/‖G‖ = {r['ics_rel_mean']:.4f}, cos = {r['ics_cos_mean']:.4f}" for _, r in ics.iterrows()]
-        out.append(f"**Internal covariate shift** (layer {int(ics['layer'].iloc[0])}): {'; '.join(parts)}.")
+    for cell, g in _groups(ics, cell_keys_of(ics)) if not ics.empty else []:
+        parts = [f"{r['norm']} ‖G−G′‖/‖G‖ {r['ics_rel_mean']:.3f}, cos {r['ics_cos_mean']:.3f}" for _, r in g.iterrows()]
+        verdict = _compare(g, g, "ics_rel", "ICS is", ("lower", "higher"))
+        out.append(f"**Internal covariate shift** (layer {int(g['layer'].iloc[0])}, {_cell_label(cell)}): {'; '.join(parts)}{verdict}.")
     bn = tables.get("bn_noise", pd.DataFrame())
     if not bn.empty:
         slopes = bn.drop_duplicates(["norm", "layer"])
@@ -591,6 +613,23 @@ def _claims(tables: dict[str, pd.DataFrame], target: dict | None) -> list[str]:
                    f"−0.5 expected, {slopes['expected_slope'].mean():.3f} with the without-replacement correction); "
                    f"batch-variance noise slope {slopes['var_noise_slope'].mean():.3f}.")
     return out
+
+
+def _compare(none_rows: pd.DataFrame, bn_rows: pd.DataFrame, col: str, subject: str, words: tuple[str, str] = ("less", "more")) -> str:
+    """' — <subject> less / more than without BN ...' per BN variant, by whether the 95% CIs overlap."""
+    base = none_rows[none_rows["norm"] == "none"]
+    if base.empty:
+        return ""
+    b = base.iloc[0]
+    parts = []
+    for _, r in bn_rows[bn_rows["norm"] != "none"].iterrows():
+        if r[f"{col}_ci_high"] < b[f"{col}_ci_low"]:
+            parts.append(f"{r['norm']}: {subject} {words[0]} than without BN (95% CIs apart)")
+        elif r[f"{col}_ci_low"] > b[f"{col}_ci_high"]:
+            parts.append(f"{r['norm']}: {subject} {words[1]} than without BN (95% CIs apart)")
+        else:
+            parts.append(f"{r['norm']}: no clear difference (95% CIs overlap)")
+    return " — " + "; ".join(parts) if parts else ""
 
 
 def cell_keys_of(table: pd.DataFrame) -> list[str]:
@@ -679,8 +718,8 @@ def build_report(results_dir: str | Path) -> Report:
         plot_gen_gap(tables["regularization"], ghost, pd_dir / "gen_gap_ghost.png", "ghost batch size (log₂)") if ghost else None,
         plot_bn_noise(tables["bn_noise"], pd_dir / "bn_noise.png"),
         plot_shift_percentiles(probes, keys, pd_dir / "shift_percentiles.png"),
-        plot_shift_drift(probes, pd_dir / "shift_drift.png"),
-        plot_ics(probes, pd_dir / "ics.png"),
+        plot_shift_drift(probes, keys, pd_dir / "shift_drift.png"),
+        plot_ics(probes, keys, pd_dir / "ics.png"),
     ]
     plots = [p for p in plots if p is not None]
     claims = _claims(tables, target)

@@ -7,7 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from bnexp.stats import fmt_interval, loglog_slope, mean_ci, paired_bootstrap_ratio, paired_difference_ci
+from bnexp.stats import (
+    fmt_interval,
+    loglog_slope,
+    mean_ci,
+    paired_bootstrap_ratio,
+    paired_difference_ci,
+)
 
 # Student t quantiles t_{0.975, df}, from tables
 T975 = {2: 4.302652729911275, 3: 3.182446305284263}
