@@ -466,11 +466,13 @@ def plot_gen_gap(reg: pd.DataFrame, x: str, path: Path, xlabel: str) -> Path | N
     for i, (key, h) in enumerate(lines):
         h = h.sort_values(x)
         err = np.vstack([h["gen_gap_mean"] - h["gen_gap_ci_low"], h["gen_gap_ci_high"] - h["gen_gap_mean"]])
-        xs = h[x].astype(float) * 2 ** (0.03 * (i - (len(lines) - 1) / 2))  # small offset: bars side by side
+        xs = h[x].astype(float) * 2 ** (0.025 * (i - (len(lines) - 1) / 2))  # small offset: bars side by side
         other = {k: key[k] for k in others}
         ax.errorbar(xs, h["gen_gap_mean"], yerr=np.nan_to_num(err), marker=markers[i % len(markers)], capsize=3,
                     color=_norm_color(key["norm"]), label=f"{key['norm']} {_cell_label(other) if other else ''}".strip())
     ax.set_xscale("log", base=2)
+    xs_all = reg[x].dropna().astype(float)
+    ax.set_xlim(xs_all.min() / 1.7, xs_all.max() * 1.7)  # room for the offsets, also with one batch size
     ax.set(xlabel=xlabel, ylabel="gen gap = train acc − test acc", title="Generalization gap (mean, 95% CI over seeds)")
     ax.grid(alpha=0.3)
     ax.legend()

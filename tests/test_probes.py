@@ -245,3 +245,27 @@ def test_probes_do_not_change_training_and_write_their_files(tmp_path):
     noise = pd.read_csv(tmp_path / "probed" / "bn_noise.csv")
     assert list(noise.columns) == NOISE_COLUMNS and len(noise) == 3 * 2  # 3 BN layers x 2 sizes
     assert not (tmp_path / "plain" / "probes.csv").exists()
+
+
+def test_cli_noise_measures_at_initialization(tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from bnexp.cli import app
+
+    cfg = tmp_path / "noise.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "name": "noise", "model": {"arch": "mlp", "hidden": [8, 8]}, "train": {"device": "cpu"},
+        "measure": {"bn_noise": {"batch_sizes": [4, 16, 64], "samples": 30}},
+        "sweep": {"model.norm": ["none", "torch"], "train.seed": [0, 1]},
+    }))
+    out = CliRunner().invoke(app, ["noise", str(cfg), "--out", str(tmp_path / "results")])
+    assert out.exit_code == 0, out.output
+    res = tmp_path / "results" / "noise"
+    raw = pd.read_csv(res / "noise" / "bn_noise.csv")
+    assert set(raw["norm"]) == {"torch"} and len(raw) == 2 * 2 * 3  # 2 seeds x 2 BN layers x 3 sizes
+    table = pd.read_csv(res / "tables" / "bn_noise_init.csv")
+    assert table["mean_noise_slope"].between(-0.6, -0.4).all(), table["mean_noise_slope"].tolist()
+    assert (res / "plots" / "bn_noise_init.png").read_bytes()[:4] == b"\x89PNG"
+    bad = CliRunner().invoke(app, ["noise", str(tmp_path / "missing.yaml")])
+    assert bad.exit_code == 2 and "file not found" in bad.output
