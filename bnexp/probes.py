@@ -130,8 +130,10 @@ class IcsProbe:
 
     `before_step` (after backward, before the optimizer step) keeps G and the old values of
     layers >= l; `after_step` copies the updated model, puts those old values back, and takes
-    the gradient G' on the same batch. Norm parameters (gamma, beta) of earlier layers count
-    as earlier layers' weights.
+    the gradient G' on the same batch. The earlier layers' update is the optimizer's actual one
+    (momentum, weight decay included). Norm parameters (gamma, beta) of earlier layers count as
+    earlier layers' weights. Cost: two clones every k steps inside the timed step, one forward and
+    backward of the copy outside it.
     """
 
     def __init__(self, cfg: IcsConfig, model: nn.Module):
