@@ -707,6 +707,10 @@ def build_report(results_dir: str | Path) -> Report:
         "shift": shift_table(probes, keys),
         "ics": ics_table(probes, keys),
     }
+    if not tables["best_lr"].empty:  # the speed-up table also says, per variant, its best lr and where it diverged
+        on = [k for k in keys if k != "train.lr"] + ["norm"]
+        lr_cols = tables["best_lr"][[*on, "best_lr", "diverged_at"]]
+        tables["speedup"] = tables["speedup"].merge(lr_cols, on=on, how="left")
     for name, frame in tables.items():
         if not frame.empty:
             atomic_write_csv(results_dir / "tables" / f"{name}.csv", frame)

@@ -85,7 +85,7 @@ def make_results(root, ghost: bool = False):
 EXPECTED_COLUMNS = {
     "speedup": ["batch_size", "train.lr", "norm", "runs", "reached", "censored", "diverged", "steps_to_target", "steps_mean",
                 "steps_ci_low", "steps_ci_high", "epochs_mean", "time_s_mean", "speedup", "speedup_ci_low", "speedup_ci_high",
-                "speedup_bound", "speedup_pairs", "speedup_vs_none", "time_speedup"],
+                "speedup_bound", "speedup_pairs", "speedup_vs_none", "time_speedup", "best_lr", "diverged_at"],
     "best_lr": ["batch_size", "norm", "best_lr", "steps_at_best_lr", "diverged_at", "smallest_diverged_lr", "speedup_at_best_lr",
                 "speedup_at_best_lr_ci_low", "speedup_at_best_lr_ci_high"],
     "regularization": ["batch_size", "train.lr", "norm", "runs", "diverged", "gen_gap_mean", "gen_gap_ci_low", "gen_gap_ci_high",
