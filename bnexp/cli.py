@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from bnexp.config import PlannedRun, expand, load_experiment
 from bnexp.errors import BnexpError
-from bnexp.report import comparison, rich_table
+from bnexp.report import build_report, print_report
 from bnexp.sweep import is_complete, run_experiment
 
 app = typer.Typer(
@@ -91,7 +91,7 @@ def run(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and show what would run (done runs are skipped); write nothing.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log data shapes and per-run notes.")] = False,
 ) -> None:
-    """Run an experiment: every run of its sweep, then summary.csv and the comparison table.
+    """Run an experiment: every run of its sweep, then summary.csv and the report (see `bnexp report`).
 
     Results go to OUT/<name>/ (see the README for the layout). Runs already complete
     (their summary.json exists) are skipped, so rerunning the same command resumes.
@@ -126,12 +126,11 @@ def run(
         raise _fail(e) from None
     if result.skipped:
         console.print(f"skipped {len(result.skipped)} run(s) already complete")
-    table = comparison(result.summary)
-    if not table.empty:
-        title = "final test accuracy, generalization gap (train − test acc) and steps to target, mean ± std over seeds"
-        if exp.measure.target:
-            title += f" — target: {exp.measure.target.metric} {'≥' if exp.measure.target.metric.endswith('acc') else '≤'} {exp.measure.target.value}"
-        console.print(rich_table(table, title))
+    if not result.summary.empty:
+        try:
+            print_report(build_report(result.results_dir), console)
+        except BnexpError as e:
+            raise _fail(e) from None
     console.print(f"results: {result.results_dir}")
 
 
@@ -169,6 +168,57 @@ def data_info(config: ConfigArg, set_: SetOpt = None) -> None:
             console.print(f"  memory: {data.nbytes() / 2**20:.1f} MiB as stored ({data.x_train.dtype} images)")
     except BnexpError as e:
         raise _fail(e) from None
+
+
+ResultsArg = Annotated[Path, typer.Argument(help="A results folder written by `bnexp run`, e.g. results/quickstart.", show_default=False)]
+
+
+@app.command()
+def report(results: ResultsArg) -> None:
+    """Write tables, plots and report.md for a results folder, and print the key tables.
+
+    Writes RESULTS/tables/{speedup,best_lr,regularization,bn_noise,shift,ics}.csv (each where
+    its data exist), RESULTS/plots/*.png and RESULTS/report.md, which states each claim's outcome
+    with its numbers. Intervals are 95%: t over seeds; speed-ups are paired by seed with a
+    bootstrap; runs that never reach measure.target are censored, shown as bounds, never dropped.
+    """
+    try:
+        print_report(build_report(results), console)
+    except BnexpError as e:
+        raise _fail(e) from None
+
+
+@app.command()
+def noise(
+    config: ConfigArg,
+    out: OutOpt = Path("results"),
+    set_: SetOpt = None,
+) -> None:
+    """BN noise vs batch size at initialization: trains nothing.
+
+    For every planned run with BN, builds the network with its initial weights (train.seed) and
+    measures, at each BN layer, the spread of mini-batch means and variances around the
+    full-training-set statistics for each size in measure.bn_noise.batch_sizes (defaults if the
+    experiment has no measure.bn_noise). Writes OUT/<name>/noise/bn_noise.csv (one row per run,
+    layer and batch size), tables/bn_noise_init.csv with the log-log slopes, and
+    plots/bn_noise_init.png. For the noise at the end of training, set measure.bn_noise and use
+    `bnexp run`.
+    """
+    from bnexp.probes import noise_at_init
+
+    try:
+        exp, _ = load_experiment(config, set_)
+        table, path = noise_at_init(exp, out / exp.name)
+    except BnexpError as e:
+        raise _fail(e) from None
+    if table.empty:
+        console.print("no run of this experiment has BN (model.norm: none everywhere): nothing to measure")
+        return
+    from bnexp.report import rich_table
+
+    slopes = table.drop_duplicates(["norm", "layer"])[["norm", "layer", "runs", "mean_noise_slope", "expected_slope", "var_noise_slope"]]
+    console.print(rich_table(slopes, "BN noise at initialization: log-log slope vs batch size (−0.5 expected)"))
+    console.print(f"results: {path}")
 
 
 def main() -> None:

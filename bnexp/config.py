@@ -23,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Field,
     NonNegativeFloat,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     ValidationError,
@@ -153,8 +154,40 @@ class TargetConfig(Strict):
     value: float  # accuracies: reached when >= value; losses: reached when <= value
 
 
+class ShiftProbeConfig(Strict):
+    """Ioffe & Szegedy Fig. 1: percentiles of the inputs to one layer's nonlinearity, on a fixed batch."""
+
+    layer: PositiveInt = 1  # hidden layer l, 1-based (model.blocks[l-1]); must exist in the model
+    every_steps: PositiveInt = 10  # probe at step 0 and after every k optimizer steps
+    units: list[NonNegativeInt] = Field(default_factory=lambda: [0, 1, 2])  # units (channels) kept one by one
+    probe_size: PositiveInt = 256  # examples in the fixed probe batch (drawn once, the same for every run)
+
+
+class IcsConfig(Strict):
+    """Santurkar et al. 2018, Def. 2.1: how much layer l's gradient moves when earlier layers step."""
+
+    layer: int = Field(2, ge=2)  # hidden layer l, 1-based; >= 2 so that earlier layers exist
+    every_steps: PositiveInt = 10  # measure on the batch of every k-th optimizer step
+
+
+class BnNoiseConfig(Strict):
+    """Spread of mini-batch means / variances around full-training-set statistics, at each BN layer."""
+
+    batch_sizes: list[int] = Field(default_factory=lambda: [4, 8, 16, 32, 64, 128, 256])  # each >= 2
+    samples: PositiveInt = 200  # random mini-batches (drawn without replacement) per batch size
+
+    @model_validator(mode="after")
+    def _sizes_at_least_two(self) -> BnNoiseConfig:
+        if not self.batch_sizes or min(self.batch_sizes) < 2:
+            raise ValueError("batch_sizes must be a non-empty list of sizes >= 2 (a batch variance needs 2 values)")
+        return self
+
+
 class MeasureConfig(Strict):
     target: TargetConfig | None = None  # speed-up = steps until it is first met
+    shift_probe: ShiftProbeConfig | None = None  # covariate shift -> runs/<id>/probes.csv (site z, z_tilde)
+    ics: IcsConfig | None = None  # internal covariate shift -> runs/<id>/probes.csv (site ics)
+    bn_noise: BnNoiseConfig | None = None  # at the end of training -> runs/<id>/bn_noise.csv
 
 
 class RunConfig(Strict):
@@ -165,6 +198,21 @@ class RunConfig(Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     measure: MeasureConfig = Field(default_factory=MeasureConfig)
+
+    @model_validator(mode="after")
+    def _probed_layers_exist(self) -> RunConfig:
+        widths = self.model.hidden if self.model.arch == "mlp" else self.model.channels
+        probe, ics = self.measure.shift_probe, self.measure.ics
+        if probe is not None and probe.layer > len(widths):
+            raise ValueError(f"measure.shift_probe.layer: {probe.layer} is beyond the model's {len(widths)} hidden layers")
+        if probe is not None and probe.units and max(probe.units) >= widths[probe.layer - 1]:
+            raise ValueError(
+                f"measure.shift_probe.units: unit {max(probe.units)} does not exist in hidden layer "
+                f"{probe.layer} ({widths[probe.layer - 1]} units, numbered from 0)"
+            )
+        if ics is not None and ics.layer > len(widths):
+            raise ValueError(f"measure.ics.layer: {ics.layer} is beyond the model's {len(widths)} hidden layers")
+        return self
 
 
 class ExperimentConfig(RunConfig):

@@ -26,6 +26,7 @@ from bnexp.config import RunConfig, TargetConfig, TrainConfig, run_id
 from bnexp.data import Dataset, load_dataset
 from bnexp.io import atomic_write_json, atomic_write_text
 from bnexp.models import build_model, init_weights
+from bnexp.probes import make_probes
 
 log = logging.getLogger("bnexp")
 
@@ -170,6 +171,7 @@ def train_run(
     diverged_step: int | None = None
     last: dict[str, float] = {}
     best_test_acc = 0.0
+    probes = make_probes(cfg, model, data, run_dir)  # measure.shift_probe / ics / bn_noise; no-ops when unset
 
     def record(epoch: float) -> dict[str, float]:
         nonlocal eval_s, reached, best_test_acc
@@ -197,9 +199,11 @@ def train_run(
                 loss, _ = loss_and_correct(model(xb), yb, data.binary)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                probes.before_step(step + 1)  # ICS keeps G and layers >= l before the update
                 opt.step()
                 step += 1
                 train_s += time.perf_counter() - t0
+                probes.after_step(step, lambda m, xb=xb, yb=yb: loss_and_correct(m(xb), yb, data.binary)[0])  # not timed
                 if not math.isfinite(float(loss.detach())):
                     diverged_step = step
                     break
@@ -213,6 +217,7 @@ def train_run(
                 on_progress(epoch + 1, tc.epochs)
     finally:
         metrics.close()
+    probes.close()  # writes probes.csv and bn_noise.csv
 
     summary = RunSummary(
         run_id=rid, status="complete", norm=cfg.model.norm, batch_size=tc.batch_size, lr=tc.lr, seed=tc.seed,
