@@ -664,6 +664,7 @@ class Report:
     plots: list[Path]
     claims: list[str]
     keys: list[str] = field(default_factory=list)
+    summary: pd.DataFrame = field(default_factory=pd.DataFrame)  # summary.csv as read
 
 
 def display_columns(name: str, keys: list[str]) -> list[str]:
@@ -729,7 +730,7 @@ def build_report(results_dir: str | Path) -> Report:
     ]
     plots = [p for p in plots if p is not None]
     claims = _claims(tables, target)
-    report = Report(results_dir, tables, plots, claims, keys)
+    report = Report(results_dir, tables, plots, claims, keys, df)
     atomic_write_text(results_dir / "report.md", report_markdown(report))
     return report
 
@@ -761,6 +762,8 @@ def rich_table(frame: pd.DataFrame, title: str, columns: list[str] | None = None
 
 def print_report(report: Report, console: Console) -> None:
     """The key tables and the claims, for the terminal."""
+    if not report.summary.empty:
+        console.print(rich_table(comparison(report.summary), "Summary: final test accuracy, gen gap (train − test acc) and steps to target, mean ± std over seeds"))
     for name in ("speedup", "best_lr", "regularization", "bn_noise", "shift", "ics"):
         frame = report.tables.get(name, pd.DataFrame())
         if name == "bn_noise" and not frame.empty:  # one line per norm x layer: the slopes
@@ -773,17 +776,27 @@ def print_report(report: Report, console: Console) -> None:
     console.print(f"report: {report.results_dir / 'report.md'} ({len(report.plots)} plots in {report.results_dir / 'plots'})")
 
 
+def _mean_std(values: pd.Series, fmt: str) -> str:
+    v = values.dropna().astype(float)
+    if v.empty:
+        return "—"
+    return f"{v.mean():{fmt}} ± {v.std(ddof=1):{fmt}}" if len(v) > 1 else f"{v.mean():{fmt}}"
+
+
 def comparison(df: pd.DataFrame) -> pd.DataFrame:
-    """Per cell x norm: final test accuracy, gen gap and steps to target, mean [95% CI] over seeds."""
+    """Per cell x norm: final test accuracy, gen gap and steps to target, mean ± std over seeds.
+
+    steps_to_target averages the seeds that reached the target; `reached` says how many did.
+    """
     keys = [*cell_keys(df), "norm"]
     rows = []
     for values, g in _groups(df, keys):
         reached = g["steps_to_target"].dropna()
         rows.append({
             **values, "seeds": len(g),
-            "final_test_acc": fmt_interval(mean_ci(g["final_test_acc"])),
-            "gen_gap": fmt_interval(mean_ci(g["gen_gap"])),
-            "steps_to_target": fmt_interval(mean_ci(reached), ".0f"),
+            "final_test_acc": _mean_std(g["final_test_acc"], ".3f"),
+            "gen_gap": _mean_std(g["gen_gap"], ".3f"),
+            "steps_to_target": _mean_std(reached, ".0f"),
             "reached": f"{len(reached)}/{len(g)}",
         })
     return _norm_sorted(pd.DataFrame(rows), keys)
