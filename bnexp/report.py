@@ -364,6 +364,9 @@ def _subplots(*args, **kwargs):
 def _save(fig, path: Path) -> Path:
     import io
 
+    if getattr(fig, "_suptitle", None) is not None:  # long titles wrap instead of being clipped
+        fig._suptitle.set_wrap(True)
+        fig._suptitle.set_fontsize("medium")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
