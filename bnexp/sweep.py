@@ -21,6 +21,7 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -47,6 +48,7 @@ SUMMARY_COLUMNS = [
 ]
 EXECUTORS = ("local", "ray")
 POLL_S = 1.0  # how often a sweep looks again at runs that another process is training
+GRACE_S = 10.0  # after Ctrl-C, how long runs in progress get to stop before their workers are ended
 
 
 @dataclass
@@ -199,11 +201,16 @@ def _pool_execute(results_dir: str, run: PlannedRun, redo: frozenset[str]) -> Ou
 class PoolExecutor:
     """A local process pool; each worker gets max(1, cores // workers) torch threads.
 
-    Workers are spawned (not forked: forking after torch has started threads can deadlock).
+    Workers come from a fork server that has imported bnexp and torch once (or are spawned
+    where there is none); never forked from this process, whose torch threads could deadlock them.
     """
 
     def __init__(self, results_dir: Path, workers: int):
-        ctx = mp.get_context("spawn")
+        if "forkserver" in mp.get_all_start_methods():
+            ctx = mp.get_context("forkserver")
+            ctx.set_forkserver_preload(["bnexp.store", "bnexp.data.digits"])
+        else:
+            ctx = mp.get_context("spawn")
         self.results_dir = str(results_dir)
         self.stop_event = ctx.Event()
         self.threads = max(1, cpu_cores() // workers)
@@ -222,8 +229,22 @@ class PoolExecutor:
 
     def stop(self) -> None:
         self.stop_event.set()  # running runs stop at their next step; queued ones are cancelled
+        self.stopping = True
 
     def close(self) -> None:
+        if getattr(self, "stopping", False):
+            # Workers drop their run at the next step; one stuck elsewhere (a long evaluation, a
+            # slow data load) is terminated after GRACE_S. Its run resumes from its checkpoint.
+            # (`_processes` is private, but the pool offers no shutdown with a timeout.)
+            procs = list((self.pool._processes or {}).values())
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            deadline = time.monotonic() + GRACE_S
+            for p in procs:
+                p.join(max(0.0, deadline - time.monotonic()))
+            for p in procs:
+                if p.is_alive():
+                    p.terminate()
+                    p.join(5)
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -330,13 +351,22 @@ def run_experiment(
     interrupted = False
     if todo:
         pool = _make_executor(executor, results_dir, n_workers, workers, address, on_run_start, on_epoch)
+        previous = None
         try:
             _drive(pool, todo, redo, outcomes, on_outcome, on_wait)
         except KeyboardInterrupt:
             interrupted = True
+            # One Ctrl-C may arrive as several SIGINTs (`timeout` signals the process and then its
+            # group); the shutdown below is bounded by GRACE_S, so further ones are ignored.
+            if threading.current_thread() is threading.main_thread():
+                previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
             pool.stop()
         finally:
-            pool.close()
+            try:
+                pool.close()
+            finally:
+                if previous is not None:
+                    signal.signal(signal.SIGINT, previous)
     skipped += [r for r, o in outcomes.items() if o.status == "skipped"]
     df = collect_summary(results_dir, plan)
     atomic_write_csv(results_dir / "summary.csv", df)
