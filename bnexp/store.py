@@ -105,6 +105,18 @@ class RunStore:
             (run_dir / "claim.json").unlink(missing_ok=True)
             lock.release()
 
+    def tidy(self, rid: str) -> None:
+        """For a finished run: drop what a process killed between writing summary.json and
+        cleaning up left behind (claim.json, checkpoint.pt, temporary files)."""
+        run_dir = self.run_dir(rid)
+        leftovers = [run_dir / "claim.json", run_dir / CHECKPOINT, *run_dir.glob(".*.tmp")]
+        if not any(p.exists() for p in leftovers) or self._claimed_by_live_process(rid):
+            return
+        with self.claim(rid) as ok:  # claim.json is rewritten, and removed on release
+            if ok and self.summary(rid) is not None:
+                (run_dir / CHECKPOINT).unlink(missing_ok=True)
+                self.remove_temp_files(rid)
+
     def clear(self, rid: str) -> None:
         """Remove a run's results (for --force and --retry-failed); call it holding the claim."""
         run_dir = self.run_dir(rid)

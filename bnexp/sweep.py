@@ -129,6 +129,7 @@ def runs_to_do(store: RunStore, plan: list[PlannedRun], redo: frozenset[str]) ->
         state = store.state(run.run_id)
         if state in ("done", "failed") and state not in redo:
             skipped.append(run.run_id)
+            store.tidy(run.run_id)
         else:
             todo.append(run)
     return todo, skipped
