@@ -26,7 +26,8 @@ def _mean_std(s: pd.Series, fmt: str) -> str:
 
 
 def comparison(df: pd.DataFrame) -> pd.DataFrame:
-    """Per cell × norm: mean ± std over seeds of test accuracy, gen gap and steps to target."""
+    """Per cell × norm: mean ± std over seeds of test accuracy, gen gap and steps to target;
+    plus how many seeds diverged, when any did (their final metrics are those of a broken net)."""
     keys = [*cell_keys(df), "norm"]
     rows = []
     for values, g in df.groupby(keys, sort=False, dropna=False):
@@ -39,8 +40,11 @@ def comparison(df: pd.DataFrame) -> pd.DataFrame:
             "gen_gap": _mean_std(g["gen_gap"], ".3f"),
             "steps_to_target": _mean_std(reached, ".0f"),
             "reached": f"{len(reached)}/{len(g)}",
+            "diverged": f"{int(g['diverged'].fillna(False).astype(bool).sum())}/{len(g)}",
         })
     out = pd.DataFrame(rows)
+    if not out.empty and (out["diverged"].str.split("/").str[0] == "0").all():
+        out = out.drop(columns="diverged")  # shown only where some run diverged
     if not out.empty:
         out = out.sort_values([*keys[:-1], "norm"], key=lambda c: c.map(NORM_ORDER) if c.name == "norm" else c, kind="stable")
     return out

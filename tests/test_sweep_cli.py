@@ -182,7 +182,7 @@ def test_two_concurrent_runs_on_one_folder_train_each_run_once(tmp_path):
     cmd = patched_cmd(log_trainings(log), "run", str(cfg), "--out", str(tmp_path / "out"), "--workers", "1")
     procs = [subprocess.Popen(cmd, env=bnexp_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [p.communicate(timeout=300) for p in procs]
-    for p, (_, err) in zip(procs, outputs):
+    for p, (_, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, err[-3000:]
     results = tmp_path / "out" / "tiny"
     lines = [line.split() for line in log.read_text().splitlines()]

@@ -19,6 +19,7 @@ import bnexp.errors
 import bnexp.store
 import bnexp.sweep
 from bnexp.config import RunConfig, expand, experiment_from_dict
+from bnexp.report import comparison
 from bnexp.store import RunStore, execute_run
 from bnexp.sweep import run_experiment
 from bnexp.train import CHECKPOINT, train_run
@@ -86,6 +87,8 @@ def test_huge_lr_diverges_is_recorded_and_the_sweep_finishes(tmp_path):
     assert int(df.loc[1.0e6, "steps"]) == step
     assert result.diverged == [df.loc[1.0e6, "run_id"]]
     assert pd.read_csv(result.results_dir / "summary.csv")["diverged"].tolist() == [False, True]
+    table = comparison(result.summary).set_index("train.lr")
+    assert table["diverged"].to_dict() == {0.1: "0/1", 1.0e6: "1/1"}, "the table marks the diverged cell"
 
 
 def test_diverge_loss_threshold_stops_early(tmp_path):
