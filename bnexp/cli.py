@@ -121,6 +121,8 @@ def run(
             tasks: dict[str, int] = {}
 
             def on_start(n_todo: int, n_workers: int) -> None:
+                if not n_todo:
+                    return
                 where = f"{n_workers} worker(s)" if executor == "local" else "ray"
                 tasks["runs"] = progress.add_task(f"runs ({where})", total=n_todo)
 
@@ -160,7 +162,7 @@ def run(
     console.print(f"results: {result.results_dir}")
     if result.interrupted:
         done = sum(o.status in ("complete", "diverged") for o in result.outcomes.values())
-        err_console.print(f"[yellow]interrupted[/]: {done} run(s) finished in this call are kept. Resume with:\n  {resume_command(sys.argv[1:])}", highlight=False)
+        err_console.print(f"[yellow]interrupted[/]: {done} run(s) finished in this call are kept. Resume with:\n  {resume_command(sys.argv[1:])}", highlight=False, soft_wrap=True)
         raise typer.Exit(130)
     failed = result.failed
     if failed:
