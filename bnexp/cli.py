@@ -92,10 +92,10 @@ def run(
     out: OutOpt = Path("results"),
     set_: SetOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and show what would run (done runs are skipped); write nothing.")] = False,
-    workers: Annotated[int | None, typer.Option("--workers", "-j", min=1, help="Runs trained at once. Default: one per CPU core (one in all for a single run or for GPU runs). Each local worker gets max(1, cores // N) torch threads; results do not depend on N.", show_default=False)] = None,
+    workers: Annotated[int | None, typer.Option("--workers", "-j", min=1, help="Runs trained at once. Default: one per CPU core (one in all for a single run or for GPU runs). Each local worker gets max(1, cores // N) torch threads (a deterministic CPU run uses 1, see train.deterministic); results do not depend on N.", show_default=False)] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Also rerun runs recorded as failed (by default a rerun skips them, like complete ones).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Rerun every run, complete ones included (their old results are replaced).")] = False,
-    executor: Annotated[str, typer.Option("--executor", help="Where runs execute: local (this machine, a process pool) or ray (Ray tasks; pip install 'bnexp[ray]').")] = "local",
+    executor: Annotated[str, typer.Option("--executor", help="Where runs execute: local (this machine, a process pool) or ray (one Ray task per run; needs Ray: pip install 'ray>=2.9', the bnexp extra named ray).")] = "local",
     address: Annotated[str | None, typer.Option("--address", help="Ray cluster to join (e.g. auto, or ray://host:10001); default: start a local Ray.", show_default=False)] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log data shapes and per-run notes.")] = False,
 ) -> None:

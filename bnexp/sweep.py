@@ -265,7 +265,7 @@ class RayExecutor:
         try:
             import ray
         except ImportError:
-            raise BnexpError("--executor ray: Ray is not installed (pip install 'bnexp[ray]')") from None
+            raise BnexpError("--executor ray: Ray is not installed (pip install 'ray>=2.9', or bnexp's extra named ray)") from None
         self.ray = ray
         self.results_dir = str(Path(results_dir).resolve())
         self.started = not ray.is_initialized()
