@@ -16,8 +16,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bnexp.config import PlannedRun, expand, load_experiment
 from bnexp.errors import BnexpError
 from bnexp.report import comparison, rich_table
-from bnexp.store import Outcome
-from bnexp.sweep import is_complete, resume_command, run_experiment
+from bnexp.store import Outcome, RunStore
+from bnexp.sweep import resume_command, run_experiment
 
 app = typer.Typer(
     help="bnexp — measure what Batch Normalization does: speed-up and regularization, "
@@ -67,7 +67,7 @@ def _plan_table(plan: list[PlannedRun], results_dir: Path | None = None):
     for run in plan:
         cells = [run.run_id, *(str(v) for v in run.params.values())]
         if results_dir is not None:
-            cells.append("done" if is_complete(results_dir / "runs" / run.run_id) else "to run")
+            cells.append(RunStore(results_dir).state(run.run_id))
         table.add_row(*cells)
     return table
 
@@ -91,7 +91,7 @@ def run(
     config: ConfigArg,
     out: OutOpt = Path("results"),
     set_: SetOpt = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and show what would run (done runs are skipped); write nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and show each run with its state (done, failed, partial, running, missing); write nothing.")] = False,
     workers: Annotated[int | None, typer.Option("--workers", "-j", min=1, help="Runs trained at once. Default: one per CPU core (one in all for a single run or for GPU runs). Each local worker gets max(1, cores // N) torch threads (a deterministic CPU run uses 1, see train.deterministic); results do not depend on N.", show_default=False)] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Also rerun runs recorded as failed (by default a rerun skips them, like complete ones).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Rerun every run, complete ones included (their old results are replaced).")] = False,
@@ -179,7 +179,6 @@ def _status_table(results: Path):
     """Per cell (every swept key except the seed): how many runs are done / running / partial / failed / missing."""
     from rich.table import Table
 
-    from bnexp.store import RunStore
 
     plan = read_plan(results)
     store = RunStore(results)

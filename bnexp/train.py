@@ -189,7 +189,9 @@ def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, or
     }
     buf = io.BytesIO()
     torch.save(state, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    # Not fsynced: written every few epochs, and one lost to a power cut is only unreadable or
+    # old, which load_checkpoint handles (the run starts over or resumes from an earlier epoch).
+    atomic_write_bytes(path, buf.getvalue(), durable=False)
 
 
 def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, order: torch.Generator, device: torch.device) -> Progress | None:
