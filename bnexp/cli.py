@@ -179,7 +179,6 @@ def _status_table(results: Path):
     """Per cell (every swept key except the seed): how many runs are done / running / partial / failed / missing."""
     from rich.table import Table
 
-
     plan = read_plan(results)
     store = RunStore(results)
     keys = [c for c in plan.columns if c not in ("run_id", "train.seed")]
