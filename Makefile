@@ -8,28 +8,48 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= configs/quickstart.yaml
 RESULTS ?= results/quickstart
 PYTEST_ARGS ?=
+BATCH_SIZES ?= 64 128 256 512
+LRS ?= 0.01 0.03 0.1 0.3 1.0
+SEEDS ?=
+RUN_ARGS ?=
+# "64 128 256" -> [64,128,256], the YAML list that --set sweep.<key>=... takes
+comma := ,
+empty :=
+space := $(empty) $(empty)
+yaml_list = [$(subst $(space),$(comma),$(strip $(1)))]
+seeds_set = $(if $(strip $(SEEDS)),--set 'sweep.train.seed=$(call yaml_list,$(SEEDS))')
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install quickstart test test-fast lint bench clean
+.PHONY: help install quickstart test test-fast lint bench clean sweep-batch sweep-lr report
 
 help: ## List the targets and what they do
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo ""
 	@echo "  Variables: CONFIG=$(CONFIG) RESULTS=$(RESULTS) PYTEST_ARGS='...'"
+	@echo "             BATCH_SIZES='$(BATCH_SIZES)' LRS='$(LRS)' SEEDS='0 1 2' (default: the config's) RUN_ARGS='--workers 4 ...'"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	# torch and torchvision as a matched pair (the CPU wheels on this machine's disk where present)
 	$(BIN)/pip install "torch==2.14.1" "torchvision==0.29.1"
-	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install -e '.[dev,ray]'
 	touch $(STAMP)
 
-install: $(STAMP) ## Create .venv and install bnexp with its dev tools
+install: $(STAMP) ## Create .venv and install bnexp with its dev tools and Ray (the [dev,ray] extras)
 
 quickstart: $(STAMP) ## Install, then run the embedded default experiment and print the comparison
 	$(BIN)/bnexp run configs/quickstart.yaml
+
+sweep-batch: $(STAMP) ## Sweep CONFIG over BATCH_SIZES (and SEEDS) with bnexp run; rerun to resume
+	$(BIN)/bnexp run $(CONFIG) --set 'sweep.train.batch_size=$(call yaml_list,$(BATCH_SIZES))' $(seeds_set) $(RUN_ARGS)
+
+sweep-lr: $(STAMP) ## Sweep CONFIG over learning rates LRS (and SEEDS) with bnexp run; rerun to resume
+	$(BIN)/bnexp run $(CONFIG) --set 'sweep.train.lr=$(call yaml_list,$(LRS))' $(seeds_set) $(RUN_ARGS)
+
+report: $(STAMP) ## Tables and plots for the results folder RESULTS (bnexp report)
+	$(BIN)/bnexp report $(RESULTS)
 
 test: $(STAMP) ## Install, then run every test (slow ones included)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +16,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bnexp.config import PlannedRun, expand, load_experiment
 from bnexp.errors import BnexpError
 from bnexp.report import build_report, print_report
-from bnexp.sweep import is_complete, run_experiment
+from bnexp.store import Outcome, RunStore
+from bnexp.sweep import resume_command, run_experiment
 
 app = typer.Typer(
     help="bnexp — measure what Batch Normalization does: speed-up and regularization, "
@@ -64,7 +67,7 @@ def _plan_table(plan: list[PlannedRun], results_dir: Path | None = None):
     for run in plan:
         cells = [run.run_id, *(str(v) for v in run.params.values())]
         if results_dir is not None:
-            cells.append("done" if is_complete(results_dir / "runs" / run.run_id) else "to run")
+            cells.append(RunStore(results_dir).state(run.run_id))
         table.add_row(*cells)
     return table
 
@@ -88,13 +91,20 @@ def run(
     config: ConfigArg,
     out: OutOpt = Path("results"),
     set_: SetOpt = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and show what would run (done runs are skipped); write nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and show each run with its state (done, failed, partial, running, missing); write nothing.")] = False,
+    workers: Annotated[int | None, typer.Option("--workers", "-j", min=1, help="Runs trained at once. Default: one per CPU core (one in all for a single run or for GPU runs). Each local worker gets max(1, cores // N) torch threads (a deterministic CPU run uses 1, see train.deterministic); results do not depend on N.", show_default=False)] = None,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Also rerun runs recorded as failed (by default a rerun skips them, like complete ones).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Rerun every run, complete ones included (their old results are replaced).")] = False,
+    executor: Annotated[str, typer.Option("--executor", help="Where runs execute: local (this machine, a process pool) or ray (one Ray task per run; needs Ray: pip install 'ray>=2.9', the bnexp extra named ray).")] = "local",
+    address: Annotated[str | None, typer.Option("--address", help="Ray cluster to join (e.g. auto, or ray://host:10001); default: start a local Ray.", show_default=False)] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log data shapes and per-run notes.")] = False,
 ) -> None:
     """Run an experiment: every run of its sweep, then summary.csv and the report (see `bnexp report`).
 
-    Results go to OUT/<name>/ (see the README for the layout). Runs already complete
-    (their summary.json exists) are skipped, so rerunning the same command resumes.
+    Results go to OUT/<name>/ (see the README for the layout). A rerun of the same command skips
+    finished runs, resumes interrupted ones from their last checkpoint, and shares the work with
+    any other `bnexp run` on the same folder (each run is claimed with a lock). Ctrl-C stops within
+    seconds and prints the command that resumes. Exits 1 if any run failed, listing them.
     """
     _setup_logging(verbose)
     try:
@@ -108,30 +118,203 @@ def run(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=err_console, transient=False,
         ) as progress:
-            runs_task = progress.add_task("runs", total=len(plan))
-            epoch_task = progress.add_task("epochs", total=exp.train.epochs)
+            tasks: dict[str, int] = {}
 
-            def on_run_start(run: PlannedRun, i: int, n: int) -> None:
-                progress.update(runs_task, completed=i)
-                label = " ".join(f"{k.split('.')[-1]}={v}" for k, v in run.params.items()) or run.run_id
-                progress.reset(epoch_task, total=run.config.train.epochs, description=f"  {label}")
+            def on_start(n_todo: int, n_workers: int) -> None:
+                if not n_todo:
+                    return
+                where = f"{n_workers} worker(s)" if executor == "local" else "ray"
+                tasks["runs"] = progress.add_task(f"runs ({where})", total=n_todo)
+
+            def on_run_start(r: PlannedRun) -> None:
+                label = " ".join(f"{k.split('.')[-1]}={v}" for k, v in r.params.items()) or r.run_id
+                if "epochs" not in tasks:
+                    tasks["epochs"] = progress.add_task("epochs", total=r.config.train.epochs)
+                progress.reset(tasks["epochs"], total=r.config.train.epochs, description=f"  {label}")
+
+            def on_outcome(o: Outcome) -> None:
+                progress.advance(tasks["runs"])
+                if o.status == "failed":
+                    progress.console.print(f"[red]failed[/] {o.run_id}: {o.error}", highlight=False)
+
+            def on_wait(busy: list[str]) -> None:
+                progress.update(tasks["runs"], description=f"runs (waiting for {len(busy)} claimed by another process)")
 
             result = run_experiment(
                 exp, raw, out, source=str(config), overrides=set_,
-                on_run_start=on_run_start,
-                on_epoch=lambda e, n: progress.update(epoch_task, completed=e),
+                workers=workers, executor=executor, address=address, retry_failed=retry_failed, force=force,
+                on_start=on_start, on_run_start=on_run_start,
+                on_epoch=lambda e, n: progress.update(tasks["epochs"], completed=e),
+                on_outcome=on_outcome, on_wait=on_wait,
             )
-            progress.update(runs_task, completed=len(plan))
     except BnexpError as e:
         raise _fail(e) from None
     if result.skipped:
-        console.print(f"skipped {len(result.skipped)} run(s) already complete")
+        console.print(f"skipped {len(result.skipped)} run(s) already finished")
     if not result.summary.empty:
         try:
             print_report(build_report(result.results_dir), console)
         except BnexpError as e:
             raise _fail(e) from None
+    if result.diverged:
+        console.print(f"[yellow]diverged[/]: {len(result.diverged)} run(s) stopped early on a NaN/inf or too-large loss: {', '.join(result.diverged)}")
     console.print(f"results: {result.results_dir}")
+    if result.interrupted:
+        done = sum(o.status in ("complete", "diverged") for o in result.outcomes.values())
+        err_console.print(f"[yellow]interrupted[/]: {done} run(s) finished in this call are kept. Resume with:\n  {resume_command(sys.argv[1:])}", highlight=False, soft_wrap=True)
+        raise typer.Exit(130)
+    failed = result.failed
+    if failed:
+        err_console.print(f"[red]{len(failed)} run(s) failed[/] (see runs/<id>/summary.json; rerun with --retry-failed):", highlight=False)
+        for rid, error in failed.items():
+            err_console.print(f"  {rid}: {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+ResultsArg = Annotated[Path, typer.Argument(help="A results folder written by `bnexp run`, e.g. results/quickstart.", show_default=False)]
+
+
+def _status_table(results: Path):
+    """Per cell (every swept key except the seed): how many runs are done / running / partial / failed / missing."""
+    from rich.table import Table
+
+    plan = read_plan(results)
+    store = RunStore(results)
+    keys = [c for c in plan.columns if c not in ("run_id", "train.seed")]
+    counts: dict[tuple, dict[str, int]] = {}
+    totals = dict.fromkeys(("done", "diverged", "running", "partial", "failed", "missing"), 0)
+    for _, row in plan.iterrows():
+        state = store.state(row["run_id"])
+        cell = counts.setdefault(tuple(row[k] for k in keys), dict.fromkeys(totals, 0))
+        cell[state] += 1
+        totals[state] += 1
+        if state == "done" and (store.summary(row["run_id"]) or {}).get("diverged"):
+            cell["diverged"] += 1
+            totals["diverged"] += 1
+    table = Table(title=f"{results}: {len(plan)} run(s) — " + ", ".join(f"{v} {k}" for k, v in totals.items() if v))
+    for key in keys:
+        table.add_column(key, justify="right")
+    styles = {"done": "green", "diverged": "yellow", "running": "cyan", "partial": "magenta", "failed": "red", "missing": "dim"}
+    for state, style in styles.items():
+        table.add_column(state, justify="right", style=style)
+    for cell, c in counts.items():
+        table.add_row(*(str(v) for v in cell), *(str(c[s]) if c[s] else "·" for s in styles))
+    finished = totals["done"] + totals["failed"] == len(plan)
+    return table, finished
+
+
+def read_plan(results: Path):
+    import pandas as pd
+
+    path = results / "plan.csv"
+    if not path.exists():
+        raise BnexpError(f"{results}: no plan.csv here (expected a results folder written by `bnexp run`, e.g. results/quickstart)")
+    return pd.read_csv(path, dtype={"run_id": str}, keep_default_na=False)
+
+
+@app.command()
+def status(
+    results: ResultsArg,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Redraw every --interval seconds until every run is done or failed (Ctrl-C to leave).")] = False,
+    interval: Annotated[float, typer.Option("--interval", min=0.2, help="Seconds between redraws with --watch.")] = 2.0,
+) -> None:
+    """Show each cell of a sweep (every swept key except the seed) with its runs counted as
+    done (diverged among them), running (claimed by a live process), partial (a checkpoint to
+    resume from), failed and missing. Reads only files; safe while sweeps are running."""
+    try:
+        table, finished = _status_table(results)
+        if not watch:
+            console.print(table)
+            return
+        from rich.live import Live
+
+        with Live(table, console=console, auto_refresh=False) as live:
+            while not finished:
+                time.sleep(interval)
+                table, finished = _status_table(results)
+                live.update(table, refresh=True)
+    except BnexpError as e:
+        raise _fail(e) from None
+    except KeyboardInterrupt:
+        pass
+
+
+TIMING_KEYS = ("wall_s", "train_s", "eval_s", "time_to_target_s", "device", "resumed_from_epoch")
+
+
+def _compare_metrics(a: Path, b: Path) -> list[str]:
+    """Differences between two metrics.csv files, one line each; [] when the bytes are equal."""
+    import pandas as pd
+
+    if a.read_bytes() == b.read_bytes():
+        return []
+    fa, fb = pd.read_csv(a), pd.read_csv(b)
+    if list(fa.columns) != list(fb.columns) or len(fa) != len(fb):
+        return [f"metrics.csv: shape differs: {len(fa)} rows {list(fa.columns)} vs {len(fb)} rows {list(fb.columns)}"]
+    lines = []
+    for col in fa.columns:
+        x, y = fa[col].astype(float), fb[col].astype(float)
+        differ = ~((x == y) | (x.isna() & y.isna()))
+        if differ.any():
+            first = int(differ.to_numpy().argmax())
+            lines.append(f"metrics.csv: {col}: {int(differ.sum())} of {len(x)} rows differ, max |diff| {(x - y).abs().max():.3g}, "
+                         f"first at step {fa['step'].iloc[first]}: {x.iloc[first]!r} vs {y.iloc[first]!r}")
+    return lines or ["metrics.csv: bytes differ (formatting only; every value is equal)"]
+
+
+@app.command()
+def repro(
+    results: ResultsArg,
+    run_id: Annotated[str, typer.Argument(help="The run to redo: its id (or a unique prefix), as in plan.csv.", show_default=False)],
+    keep: Annotated[Path | None, typer.Option("--keep", help="Write the rerun here instead of a temporary folder that is removed.", show_default=False)] = None,
+) -> None:
+    """Rerun one finished run from its config.yaml, in a scratch folder, and report any difference
+    from the recorded one: metrics.csv byte for byte, and summary.json without its timings.
+    Exits 0 when identical, 1 when anything differs. The results folder is not modified."""
+    import json
+    import shutil
+    import tempfile
+
+    import yaml
+
+    from bnexp.config import RunConfig
+    from bnexp.config import run_id as compute_run_id
+    from bnexp.train import train_run
+
+    _setup_logging(False)
+    try:
+        matches = sorted(p for p in (results / "runs").glob(f"{run_id}*") if p.is_dir()) if (results / "runs").is_dir() else []
+        if len(matches) != 1:
+            found = "no run" if not matches else f"{len(matches)} runs ({', '.join(p.name for p in matches[:5])})"
+            raise BnexpError(f"{results}/runs/{run_id}: {found} with that id (expected one run id or unique prefix from plan.csv)")
+        run_dir = matches[0]
+        recorded = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else None
+        if recorded is None or recorded.get("status") != "complete":
+            raise BnexpError(f"{run_dir}: not a complete run (status: {recorded.get('status') if recorded else 'no summary.json'}); finish it with `bnexp run` first")
+        cfg = RunConfig.model_validate(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    except BnexpError as e:
+        raise _fail(e) from None
+    if compute_run_id(cfg) != run_dir.name:
+        err_console.print(f"[yellow]note[/]: config.yaml hashes to {compute_run_id(cfg)}, not {run_dir.name} (the schema's defaults changed since?)")
+    scratch = Path(tempfile.mkdtemp(prefix=f"bnexp-repro-{run_dir.name}-")) if keep is None else keep
+    try:
+        with console.status(f"rerunning {run_dir.name} ({cfg.train.epochs} epochs)"):
+            again = train_run(cfg, scratch, params=recorded.get("params", {}))
+        diffs = _compare_metrics(run_dir / "metrics.csv", scratch / "metrics.csv")
+        redone = json.loads((scratch / "summary.json").read_text())
+        for key in sorted(set(recorded) | set(redone)):
+            if key not in TIMING_KEYS and recorded.get(key) != redone.get(key):
+                diffs.append(f"summary.json: {key}: {recorded.get(key)!r} vs {redone.get(key)!r}")
+    finally:
+        if keep is None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    if diffs:
+        console.print(f"[red]differs[/]: run {run_dir.name} rerun on {again.device} (recorded vs rerun):", highlight=False)
+        for line in diffs:
+            console.print(f"  {line}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    n_rows = len((run_dir / "metrics.csv").read_text().splitlines()) - 1
+    console.print(f"[green]reproduced[/]: run {run_dir.name}: metrics.csv identical ({n_rows} rows), summary.json equal apart from timings", highlight=False)
 
 
 data_app = typer.Typer(help="Inspect an experiment's data: shapes, class counts, pixel statistics, memory.", no_args_is_help=True)
@@ -168,9 +351,6 @@ def data_info(config: ConfigArg, set_: SetOpt = None) -> None:
             console.print(f"  memory: {data.nbytes() / 2**20:.1f} MiB as stored ({data.x_train.dtype} images)")
     except BnexpError as e:
         raise _fail(e) from None
-
-
-ResultsArg = Annotated[Path, typer.Argument(help="A results folder written by `bnexp run`, e.g. results/quickstart.", show_default=False)]
 
 
 @app.command()

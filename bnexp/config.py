@@ -141,6 +141,12 @@ class TrainConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     eval_batch_size: PositiveInt = 4096
     eval_every_steps: PositiveInt | None = None  # extra evaluations between epoch ends
+    # a resumable checkpoint every N epochs (model, optimizer, data order, metrics so far); 0 = never
+    checkpoint_every: NonNegativeInt = 1
+    # stop early, recorded as diverged, when a training loss exceeds this (NaN/inf always stop)
+    diverge_loss: PositiveFloat | None = None
+    # seed every RNG and use torch's deterministic algorithms: same config -> same metrics.csv bytes
+    deterministic: bool = True
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self) -> TrainConfig:

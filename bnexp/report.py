@@ -789,7 +789,9 @@ def _mean_std(values: pd.Series, fmt: str) -> str:
 def comparison(df: pd.DataFrame) -> pd.DataFrame:
     """Per cell x norm: final test accuracy, gen gap and steps to target, mean ± std over seeds.
 
-    steps_to_target averages the seeds that reached the target; `reached` says how many did.
+    steps_to_target averages the seeds that reached the target; `reached` says how many did;
+    `diverged` (shown only where some run diverged) how many broke: their final metrics are
+    those of a broken network.
     """
     keys = [*cell_keys(df), "norm"]
     rows = []
@@ -801,5 +803,9 @@ def comparison(df: pd.DataFrame) -> pd.DataFrame:
             "gen_gap": _mean_std(g["gen_gap"], ".3f"),
             "steps_to_target": _mean_std(reached, ".0f"),
             "reached": f"{len(reached)}/{len(g)}",
+            "diverged": f"{int(g['diverged'].fillna(False).astype(bool).sum())}/{len(g)}",
         })
-    return _norm_sorted(pd.DataFrame(rows), keys)
+    out = pd.DataFrame(rows)
+    if not out.empty and (out["diverged"].str.split("/").str[0] == "0").all():
+        out = out.drop(columns="diverged")  # shown only where some run diverged
+    return _norm_sorted(out, keys)

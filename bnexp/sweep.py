@@ -1,17 +1,31 @@
-"""Plan -> runs -> results folder.
+"""Plan -> executor -> run store.
 
 results/<name>/
   experiment.yaml            the file as given, plus overrides
   plan.csv                   run_id + every swept key, one row per run
-  runs/<run_id>/...          written by train.train_run; summary.json last = complete
+  runs/<run_id>/...          written by train.train_run and store.execute_run; summary.json last
   summary.csv                one row per complete run, rebuilt from the summary.json files
-A run whose summary.json exists is skipped, so rerunning the same experiment resumes it.
+                             (never appended to by workers), after every sweep, even interrupted
+
+Resume, skip and claims live in the run store (`bnexp.store`); executors only decide where
+`execute_run` is called: in this process (one worker), in a local process pool, or as Ray tasks.
+A rerun skips runs whose summary.json exists (failed ones too, unless retry_failed), resumes
+partial runs from their checkpoint, and waits for runs another process is training.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import logging
+import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +33,11 @@ import pandas as pd
 import yaml
 
 from bnexp.config import ExperimentConfig, PlannedRun, expand
+from bnexp.errors import BnexpError
 from bnexp.io import atomic_write_csv, atomic_write_text
-from bnexp.train import RunSummary, train_run
+from bnexp.store import Outcome, RunStore, execute_run
+
+log = logging.getLogger("bnexp")
 
 SUMMARY_COLUMNS = [
     "run_id", "norm", "batch_size", "lr", "seed",
@@ -29,15 +46,41 @@ SUMMARY_COLUMNS = [
     "steps_to_target", "epochs_to_target", "time_to_target_s",
     "diverged", "diverged_step", "steps", "epochs", "wall_s", "train_s", "eval_s", "device",
 ]
+EXECUTORS = ("local", "ray")
+POLL_S = 1.0  # how often a sweep looks again at runs that another process is training
+GRACE_S = 10.0  # after Ctrl-C, how long runs in progress get to stop before their workers are ended
 
 
 @dataclass
 class SweepResult:
     results_dir: Path
     plan: list[PlannedRun]
-    ran: list[str]  # run ids trained by this call
-    skipped: list[str]  # run ids already complete
+    outcomes: dict[str, Outcome]  # run id -> what this call did with it
+    skipped: list[str]  # run ids already complete (or failed) before this call
     summary: pd.DataFrame
+    interrupted: bool = False
+    workers: int = 1
+
+    @property
+    def ran(self) -> list[str]:
+        return [r for r, o in self.outcomes.items() if o.status in ("complete", "diverged")]
+
+    @property
+    def failed(self) -> dict[str, str]:
+        """Run id -> error, for runs that failed in this call or before it."""
+        store = RunStore(self.results_dir)
+        out = {}
+        for run in self.plan:
+            s = store.summary(run.run_id)
+            if s is not None and s.get("status") == "failed":
+                out[run.run_id] = s.get("error", "")
+            elif (o := self.outcomes.get(run.run_id)) is not None and o.status == "lost":
+                out[run.run_id] = o.error or ""
+        return out
+
+    @property
+    def diverged(self) -> list[str]:
+        return list(self.summary.loc[self.summary["diverged"].fillna(False).astype(bool), "run_id"])
 
 
 def plan_frame(plan: list[PlannedRun]) -> pd.DataFrame:
@@ -55,13 +98,19 @@ def is_complete(run_dir: Path) -> bool:
 
 
 def collect_summary(results_dir: Path, plan: list[PlannedRun]) -> pd.DataFrame:
-    """summary.csv's table: one row per complete run of the plan, swept keys as extra columns."""
+    """summary.csv's table: one row per complete run of the plan, swept keys as extra columns.
+
+    Failed runs have no metrics and are left out (`bnexp status` and the run command list them);
+    diverged runs are complete and in, with diverged = True.
+    """
     rows = []
     for run in plan:
         path = results_dir / "runs" / run.run_id / "summary.json"
         if not path.exists():
             continue
         s = json.loads(path.read_text())
+        if s.get("status") != "complete":
+            continue
         row = {k: s.get(k) for k in SUMMARY_COLUMNS}
         row.update({k: v for k, v in s.get("params", {}).items() if k not in row})
         rows.append(row)
@@ -69,7 +118,194 @@ def collect_summary(results_dir: Path, plan: list[PlannedRun]) -> pd.DataFrame:
     columns = SUMMARY_COLUMNS + [k for k in extra if k not in SUMMARY_COLUMNS]
     df = pd.DataFrame(rows, columns=columns)
     df["steps_to_target"] = df["steps_to_target"].astype("Int64")
+    df["diverged_step"] = df["diverged_step"].astype("Int64")
     return df
+
+
+def runs_to_do(store: RunStore, plan: list[PlannedRun], redo: frozenset[str]) -> tuple[list[PlannedRun], list[str]]:
+    """(runs to hand to the executor, run ids skipped as already finished)."""
+    todo, skipped = [], []
+    for run in plan:
+        state = store.state(run.run_id)
+        if state in ("done", "failed") and state not in redo:
+            skipped.append(run.run_id)
+            store.tidy(run.run_id)
+        else:
+            todo.append(run)
+    return todo, skipped
+
+
+def cpu_cores() -> int:
+    """Cores this process may use (the affinity mask, e.g. under taskset or a container)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def default_workers(n_runs: int, uses_cuda: bool) -> int:
+    """One worker per core (CPU runs) or one for all (GPU runs share the device); never more than runs."""
+    return max(1, min(n_runs, 1 if uses_cuda else cpu_cores()))
+
+
+# --------------------------------------------------------------------------- executors
+
+
+class SerialExecutor:
+    """Runs in this process, one after another; the only one that reports epochs as they pass."""
+
+    def __init__(self, results_dir: Path, on_run_start: Callable[[PlannedRun], None] | None, on_epoch: Callable[[int, int], None] | None):
+        self.results_dir, self.on_run_start, self.on_epoch = results_dir, on_run_start, on_epoch
+
+    def outcomes(self, runs: list[PlannedRun], redo: frozenset[str]) -> Iterator[Outcome]:
+        for run in runs:
+            if self.on_run_start:
+                self.on_run_start(run)
+            yield execute_run(self.results_dir, run, redo, on_epoch=self.on_epoch)
+
+    def stop(self) -> None:
+        pass  # Ctrl-C has already interrupted the run in this process
+
+    def close(self) -> None:
+        pass
+
+
+_STOP = None  # in a pool worker: the pool's stop Event
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this worker when the sweep process dies (even by SIGKILL), so an
+    orphan never keeps training and holding a run's claim after its sweep is gone."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)
+
+
+def _init_worker(stop_event, threads: int) -> None:
+    global _STOP
+    _STOP = stop_event
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and sets the event
+    _die_with_parent()
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _pool_execute(results_dir: str, run: PlannedRun, redo: frozenset[str]) -> Outcome:
+    return execute_run(results_dir, run, redo, should_stop=_STOP.is_set if _STOP is not None else None)
+
+
+class PoolExecutor:
+    """A local process pool; each worker gets max(1, cores // workers) torch threads.
+
+    Workers come from a fork server that has imported bnexp and torch once (or are spawned
+    where there is none); never forked from this process, whose torch threads could deadlock them.
+    """
+
+    def __init__(self, results_dir: Path, workers: int):
+        if "forkserver" in mp.get_all_start_methods():
+            ctx = mp.get_context("forkserver")
+            ctx.set_forkserver_preload(["bnexp.store", "bnexp.data.digits"])
+        else:
+            ctx = mp.get_context("spawn")
+        self.results_dir = str(results_dir)
+        self.stop_event = ctx.Event()
+        self.threads = max(1, cpu_cores() // workers)
+        self.pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(self.stop_event, self.threads))
+
+    def outcomes(self, runs: list[PlannedRun], redo: frozenset[str]) -> Iterator[Outcome]:
+        futures = {self.pool.submit(_pool_execute, self.results_dir, run, redo): run for run in runs}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            for f in done:
+                try:
+                    yield f.result()
+                except BrokenProcessPool:
+                    yield Outcome(futures[f].run_id, "lost", "a worker process died (killed, or out of memory?); rerun to resume")
+
+    def stop(self) -> None:
+        self.stop_event.set()  # running runs stop at their next step; queued ones are cancelled
+        self.stopping = True
+
+    def close(self) -> None:
+        if getattr(self, "stopping", False):
+            # Workers drop their run at the next step; one stuck elsewhere (a long evaluation, a
+            # slow data load) is terminated after GRACE_S. Its run resumes from its checkpoint.
+            # (`_processes` is private, but the pool offers no shutdown with a timeout.)
+            procs = list((self.pool._processes or {}).values())
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            deadline = time.monotonic() + GRACE_S
+            for p in procs:
+                p.join(max(0.0, deadline - time.monotonic()))
+            for p in procs:
+                if p.is_alive():
+                    p.terminate()
+                    p.join(5)
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ray_execute(results_dir: str, run: PlannedRun, redo: frozenset[str], threads: int) -> Outcome:
+    import torch
+
+    torch.set_num_threads(threads)
+    return execute_run(results_dir, run, redo)
+
+
+class RayExecutor:
+    """Each run is a Ray task needing max(1, cluster CPUs // workers) CPUs (and 1 GPU when the run
+    may use CUDA and the cluster has GPUs). Every node must see the results folder at the same
+    path (a shared file system); claims are file locks there, as locally."""
+
+    def __init__(self, results_dir: Path, workers: int | None, address: str | None):
+        try:
+            import ray
+        except ImportError:
+            raise BnexpError("--executor ray: Ray is not installed (pip install 'ray>=2.9', or bnexp's extra named ray)") from None
+        self.ray = ray
+        self.results_dir = str(Path(results_dir).resolve())
+        self.started = not ray.is_initialized()
+        if self.started:
+            ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+        resources = ray.cluster_resources()
+        self.cpus = max(1, int(resources.get("CPU", 1)) // workers) if workers else 1
+        self.has_gpu = resources.get("GPU", 0) > 0
+        self.refs: dict = {}
+
+    def outcomes(self, runs: list[PlannedRun], redo: frozenset[str]) -> Iterator[Outcome]:
+        ray = self.ray
+        task = ray.remote(_ray_execute)
+        for run in runs:
+            gpus = 1 if self.has_gpu and run.config.train.device != "cpu" else 0
+            ref = task.options(num_cpus=self.cpus, num_gpus=gpus, max_retries=0).remote(self.results_dir, run, redo, self.cpus)
+            self.refs[ref] = run
+        while self.refs:
+            done, _ = ray.wait(list(self.refs), num_returns=1, timeout=0.5)
+            for ref in done:
+                run = self.refs.pop(ref)
+                try:
+                    yield ray.get(ref)
+                except ray.exceptions.RayError as e:
+                    yield Outcome(run.run_id, "lost", f"Ray task failed: {type(e).__name__}: {str(e).splitlines()[0]}")
+
+    def stop(self) -> None:
+        for ref in self.refs:
+            self.ray.cancel(ref)  # KeyboardInterrupt inside the task: its claim is released
+
+    def close(self) -> None:
+        if self.refs:
+            self.ray.wait(list(self.refs), num_returns=len(self.refs), timeout=10)
+            for ref in self.refs:
+                self.ray.cancel(ref, force=True)
+        if self.started:
+            self.ray.shutdown()
+
+
+# --------------------------------------------------------------------------- the sweep
 
 
 def run_experiment(
@@ -78,23 +314,126 @@ def run_experiment(
     out_root: Path,
     source: str = "<config>",
     overrides: list[str] | None = None,
-    on_run_start: Callable[[PlannedRun, int, int], None] | None = None,
+    *,
+    workers: int | None = None,
+    executor: str = "local",
+    address: str | None = None,
+    retry_failed: bool = False,
+    force: bool = False,
+    on_start: Callable[[int, int], None] | None = None,
+    on_run_start: Callable[[PlannedRun], None] | None = None,
     on_epoch: Callable[[int, int], None] | None = None,
+    on_outcome: Callable[[Outcome], None] | None = None,
+    on_wait: Callable[[list[str]], None] | None = None,
 ) -> SweepResult:
-    """Train every planned run that is not complete yet; rebuild summary.csv at the end."""
+    """Train every planned run that is not finished yet; rebuild summary.csv at the end.
+
+    workers: None = `default_workers`. Ctrl-C (KeyboardInterrupt) stops the runs in progress
+    within a step, keeps finished ones and returns with `interrupted=True`.
+    `on_start(to_run, workers)` once, `on_outcome` per finished run (in this process),
+    `on_wait(run_ids)` while waiting for runs another process has claimed.
+    """
+    if executor not in EXECUTORS:
+        raise BnexpError(f"--executor {executor}: unknown executor (expected one of: {', '.join(EXECUTORS)})")
+    if workers is not None and workers < 1:
+        raise BnexpError(f"--workers {workers}: expected a whole number >= 1")
     results_dir = Path(out_root) / exp.name
     plan = expand(exp)
     write_experiment(results_dir, raw, source, list(overrides or []), plan)
-    ran, skipped = [], []
-    for i, run in enumerate(plan):
-        run_dir = results_dir / "runs" / run.run_id
-        if is_complete(run_dir):
-            skipped.append(run.run_id)
-            continue
-        if on_run_start:
-            on_run_start(run, i, len(plan))
-        summary: RunSummary = train_run(run.config, run_dir, params=run.params, on_progress=on_epoch)
-        ran.append(summary.run_id)
+    store = RunStore(results_dir)
+    redo = frozenset({"done", "failed"} if force else {"failed"} if retry_failed else set())
+    todo, skipped = runs_to_do(store, plan, redo)
+    preflight(todo)
+    uses_cuda = any(_may_use_cuda(r) for r in todo)
+    n_workers = workers or default_workers(len(todo), uses_cuda)
+    if on_start:
+        on_start(len(todo), n_workers)
+
+    outcomes: dict[str, Outcome] = {}
+    interrupted = False
+    if todo:
+        pool = _make_executor(executor, results_dir, n_workers, workers, address, on_run_start, on_epoch)
+        previous = None
+        try:
+            _drive(pool, todo, redo, outcomes, on_outcome, on_wait)
+        except KeyboardInterrupt:
+            interrupted = True
+            # One Ctrl-C may arrive as several SIGINTs (`timeout` signals the process and then its
+            # group); the shutdown below is bounded by GRACE_S, so further ones are ignored.
+            if threading.current_thread() is threading.main_thread():
+                previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            pool.stop()
+        finally:
+            try:
+                pool.close()
+            finally:
+                if previous is not None:
+                    signal.signal(signal.SIGINT, previous)
+    skipped += [r for r, o in outcomes.items() if o.status == "skipped"]
     df = collect_summary(results_dir, plan)
     atomic_write_csv(results_dir / "summary.csv", df)
-    return SweepResult(results_dir, plan, ran, skipped, df)
+    return SweepResult(results_dir, plan, outcomes, skipped, df, interrupted, n_workers)
+
+
+def preflight(todo: list[PlannedRun]) -> None:
+    """Load each distinct dataset and build each distinct model once, here, before any run starts.
+
+    A problem the user must fix (a missing or corrupt data file, a CNN on vector data) raises
+    BnexpError now, as one line and exit 2, instead of being recorded as a failure of every run.
+    """
+    from bnexp.data import load_dataset
+    from bnexp.models import build_model
+
+    checked: set[str] = set()
+    for run in todo:
+        key = run.config.data.model_dump_json() + run.config.model.model_dump_json()
+        if key in checked:
+            continue
+        checked.add(key)
+        data = load_dataset(run.config.data)
+        build_model(run.config.model, data.input_shape, data.num_outputs)
+
+
+def _may_use_cuda(run: PlannedRun) -> bool:
+    import torch
+
+    return run.config.train.device == "cuda" or (run.config.train.device == "auto" and torch.cuda.is_available())
+
+
+def _make_executor(kind, results_dir, n_workers, workers_asked, address, on_run_start, on_epoch):
+    if kind == "ray":
+        return RayExecutor(results_dir, workers_asked, address)
+    if n_workers == 1:
+        return SerialExecutor(results_dir, on_run_start, on_epoch)
+    return PoolExecutor(results_dir, n_workers)
+
+
+def _drive(pool, todo: list[PlannedRun], redo, outcomes: dict, on_outcome, on_wait) -> None:
+    """Hand runs to the executor; runs claimed by another process come back "busy" and are
+    offered again every POLL_S until that process finishes them (skipped) or dies (resumed here)."""
+    pending: Iterable[PlannedRun] = todo
+    by_id = {r.run_id: r for r in todo}
+    while pending:
+        busy = []
+        for outcome in pool.outcomes(list(pending), redo):
+            if outcome.status == "busy":
+                busy.append(outcome.run_id)
+                continue
+            outcomes[outcome.run_id] = outcome
+            if on_outcome:
+                on_outcome(outcome)
+        if busy:
+            if on_wait:
+                on_wait(busy)
+            time.sleep(POLL_S)
+        pending = [by_id[r] for r in busy]
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command line that resumes this sweep: the same one (minus --force, which would redo
+    finished runs)."""
+    import shlex
+
+    args = [a for a in argv if a != "--force"]
+    return " ".join(shlex.quote(a) for a in ["bnexp", *args])
+

@@ -2,41 +2,59 @@
 
 The data live as tensors on the run's device; each epoch draws a seeded permutation and walks it
 in mini-batches (no DataLoader on the hot path). After every epoch (and every
-`train.eval_every_steps` steps, if set) the whole train and test sets are evaluated in eval mode,
-and one row goes to metrics.csv. summary.json is written last, atomically: its presence means
-the run is complete.
+`train.eval_every_steps` steps, if set) the whole train and test sets are evaluated in eval mode.
+
+run_dir/
+  config.yaml    the resolved config
+  metrics.csv    one row per evaluation. A pure function of the config: with train.deterministic
+                 the same config gives the same bytes, which is why wall times are not in it but in
+  timing.csv     epoch, step, wall_s, train_s, eval_s per evaluation (machine- and load-dependent)
+  checkpoint.pt  every train.checkpoint_every epochs while the run is in progress, removed at the end
+  summary.json   written last, atomically: its presence means the run is complete
+
+metrics.csv and timing.csv grow row by row (flushed, so they can be watched) and are rewritten
+whole and atomically before summary.json. A run that finds checkpoint.pt resumes from it: model,
+optimizer, data-order generator, global RNGs, step and the rows so far are restored, so it ends
+with the same metrics.csv bytes as a run that was never interrupted.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
+import os
+import random
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from torch import Tensor, nn
 
 from bnexp.config import RunConfig, TargetConfig, TrainConfig, run_id
 from bnexp.data import Dataset, load_dataset
-from bnexp.io import atomic_write_json, atomic_write_text
+from bnexp.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from bnexp.models import build_model, init_weights
 from bnexp.probes import make_probes
 
 log = logging.getLogger("bnexp")
 
-METRIC_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "wall_s"]
+METRIC_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc"]
+TIMING_COLUMNS = ["epoch", "step", "wall_s", "train_s", "eval_s"]
+CHECKPOINT = "checkpoint.pt"
 
 
 @dataclass
 class RunSummary:
     run_id: str
-    status: str  # "complete"
+    status: str  # "complete" (diverged runs too); the run store writes "failed" summaries
     norm: str
     batch_size: int
     lr: float
@@ -59,6 +77,7 @@ class RunSummary:
     train_s: float  # optimizer steps only
     eval_s: float
     device: str
+    resumed_from_epoch: int | None  # None: trained in one go; else the checkpoint it resumed from
     params: dict[str, Any] = field(default_factory=dict)  # the swept keys and their values
 
 
@@ -120,20 +139,107 @@ def target_reached(target: TargetConfig, row: dict[str, float]) -> bool:
     return value >= target.value if target.metric.endswith("_acc") else value <= target.value
 
 
-class _MetricsWriter:
-    """metrics.csv written row by row and flushed, so a crash keeps what was measured."""
+class RunInterrupted(Exception):
+    """`should_stop()` asked the run to stop; its last checkpoint stays for a resume."""
 
-    def __init__(self, path: Path):
-        self.file = path.open("w", newline="")
-        self.writer = csv.DictWriter(self.file, fieldnames=METRIC_COLUMNS)
-        self.writer.writeheader()
+
+def set_determinism(seed: int, deterministic: bool) -> None:
+    """Seed Python's, numpy's and torch's global RNGs; turn torch's deterministic algorithms on/off.
+
+    warn_only: an op without a deterministic kernel (a few CUDA backward ops) warns instead of
+    failing the run; `bnexp repro` is the check that a run really is reproducible.
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # CPU and every CUDA device
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to be deterministic
+        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+
+
+def is_diverged(loss: float, limit: float | None) -> bool:
+    """NaN or inf loss, or a loss above `train.diverge_loss`."""
+    return not math.isfinite(loss) or (limit is not None and loss > limit)
+
+
+@dataclass
+class Progress:
+    """Where a run stands. With the model, optimizer and RNG states it is a checkpoint."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # optimizer steps taken
+    rows: list[dict] = field(default_factory=list)  # metrics.csv rows so far
+    timing: list[dict] = field(default_factory=list)  # timing.csv rows so far
+    train_s: float = 0.0
+    eval_s: float = 0.0
+    wall_s: float = 0.0  # run time so far, across resumes
+    reached: dict | None = None  # {"steps", "epochs", "time_s"} when measure.target was first met
+    best_test_acc: float = 0.0
+    diverged_step: int | None = None
+
+
+def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, order: torch.Generator, progress: Progress) -> None:
+    state = {
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "order": order.get_state(),  # the data-order generator, between epochs
+        "torch_rng": torch.get_rng_state(),  # global RNGs, for anything random inside the model
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "progress": asdict(progress),
+    }
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    # Not fsynced: written every few epochs, and one lost to a power cut is only unreadable or
+    # old, which load_checkpoint handles (the run starts over or resumes from an earlier epoch).
+    atomic_write_bytes(path, buf.getvalue(), durable=False)
+
+
+def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, order: torch.Generator, device: torch.device) -> Progress | None:
+    """Restore model, optimizer and RNGs in place; None (start over) if the file cannot be used."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        order.set_state(state["order"].cpu())
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if state["cuda_rng"] and torch.cuda.is_available() and len(state["cuda_rng"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+        return Progress(**state["progress"])
+    except Exception as e:  # noqa: BLE001 - a checkpoint is an optimization; never fatal
+        log.warning("ignoring checkpoint %s (%s: %s); the run starts over", path, type(e).__name__, e)
+        return None
+
+
+def _csv_text(columns: list[str], rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: r[k] for k in columns} for r in rows)
+    return buf.getvalue()
+
+
+class _CsvLog:
+    """A CSV that grows row by row (flushed, so a crash keeps what was measured and `tail -f`
+    shows progress). It starts as an atomic write of `rows` (a resume's rows so far) and
+    `finish()` rewrites it whole and atomically, so a complete run's file is never partial."""
+
+    def __init__(self, path: Path, columns: list[str], rows: list[dict]):
+        self.path, self.columns = path, columns
+        atomic_write_text(path, _csv_text(columns, rows))
+        self.file = path.open("a", newline="")
+        self.writer = csv.DictWriter(self.file, fieldnames=columns, lineterminator="\n")
 
     def write(self, row: dict) -> None:
-        self.writer.writerow({k: row[k] for k in METRIC_COLUMNS})
+        self.writer.writerow({k: row[k] for k in self.columns})
         self.file.flush()
 
     def close(self) -> None:
         self.file.close()
+
+    def finish(self, rows: list[dict]) -> None:
+        self.close()
+        atomic_write_text(self.path, _csv_text(self.columns, rows))
 
 
 def train_run(
@@ -142,8 +248,40 @@ def train_run(
     params: dict[str, Any] | None = None,
     data: Dataset | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> RunSummary:
-    """Train one run, write config.yaml, metrics.csv and (last) summary.json under run_dir."""
+    """Train one run (resuming from run_dir/checkpoint.pt if there is one); summary.json last.
+
+    `on_progress(epochs_done, epochs)` after each epoch; `should_stop()` before each step, and
+    when it returns True the run raises RunInterrupted (the last checkpoint stays).
+    """
+    with _deterministic_threads(cfg.train):
+        return _train_run(cfg, run_dir, params, data, on_progress, should_stop)
+
+
+@contextmanager
+def _deterministic_threads(tc: TrainConfig):
+    """A deterministic CPU run uses one torch thread: CPU reductions (BN's batch statistics,
+    sums over the batch) split their work by thread count, so their rounding, and then every
+    later number, would depend on how many cores or workers there are. One thread is the count
+    every machine has; sweeps fill the cores with parallel workers instead."""
+    threads = torch.get_num_threads()
+    if tc.deterministic and resolve_device(tc.device).type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_run(
+    cfg: RunConfig,
+    run_dir: Path,
+    params: dict[str, Any] | None = None,
+    data: Dataset | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> RunSummary:
     t_start = time.perf_counter()
     tc = cfg.train
     device = resolve_device(tc.device)
@@ -153,6 +291,7 @@ def train_run(
     run_dir.mkdir(parents=True, exist_ok=True)
     rid = run_id(cfg)
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    set_determinism(tc.seed, tc.deterministic)
 
     model = build_model(cfg.model, data.input_shape, data.num_outputs)
     init_weights(model, tc.seed)
@@ -163,75 +302,96 @@ def train_run(
     if n_train % tc.batch_size == 1 and n_train > 1:
         log.info("dropping the final batch of 1 example each epoch (BN needs > 1 value per channel)")
 
+    ckpt = run_dir / CHECKPOINT
+    prog, resumed_from = Progress(), None
+    if ckpt.exists() and (loaded := load_checkpoint(ckpt, model, opt, order, device)) is not None:
+        prog, resumed_from = loaded, loaded.epoch
+        log.info("run %s: resuming from its checkpoint after epoch %d", rid, loaded.epoch)
+    wall_before = prog.wall_s
     target = cfg.measure.target
-    metrics = _MetricsWriter(run_dir / "metrics.csv")
-    step, train_s, eval_s = 0, 0.0, 0.0
     steps_per_epoch = len(batches_of_epoch(n_train, tc.batch_size, torch.Generator().manual_seed(0)))
-    reached: dict[str, Any] | None = None
-    diverged_step: int | None = None
-    last: dict[str, float] = {}
-    best_test_acc = 0.0
+    metrics = _CsvLog(run_dir / "metrics.csv", METRIC_COLUMNS, prog.rows)
+    timing = _CsvLog(run_dir / "timing.csv", TIMING_COLUMNS, prog.timing)
     probes = make_probes(cfg, model, data, run_dir)  # measure.shift_probe / ics / bn_noise; no-ops when unset
 
-    def record(epoch: float) -> dict[str, float]:
-        nonlocal eval_s, reached, best_test_acc
+    def elapsed() -> float:
+        return wall_before + time.perf_counter() - t_start
+
+    def record(epoch: float) -> None:
         t0 = time.perf_counter()
         train_loss, train_acc = evaluate(model, data, data.x_train, data.y_train, tc.eval_batch_size)
         test_loss, test_acc = evaluate(model, data, data.x_test, data.y_test, tc.eval_batch_size)
-        eval_s += time.perf_counter() - t0
+        prog.eval_s += time.perf_counter() - t0
         row = {
-            "epoch": round(epoch, 4), "step": step, "lr": opt.param_groups[0]["lr"],
+            "epoch": round(epoch, 4), "step": prog.step, "lr": opt.param_groups[0]["lr"],
             "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc,
-            "wall_s": round(time.perf_counter() - t_start, 4),
         }
+        times = {"epoch": row["epoch"], "step": prog.step, "wall_s": round(elapsed(), 4),
+                 "train_s": round(prog.train_s, 4), "eval_s": round(prog.eval_s, 4)}
+        prog.rows.append(row)
+        prog.timing.append(times)
         metrics.write(row)
-        best_test_acc = max(best_test_acc, test_acc)
-        if target is not None and reached is None and target_reached(target, row):
-            reached = {"steps": step, "epochs": round(epoch, 4), "time_s": train_s}
-        return row
+        timing.write(times)
+        prog.best_test_acc = max(prog.best_test_acc, test_acc)
+        if target is not None and prog.reached is None and target_reached(target, row):
+            prog.reached = {"steps": prog.step, "epochs": round(epoch, 4), "time_s": prog.train_s}
 
     try:
-        last = record(0)
-        for epoch in range(tc.epochs):
+        if not prog.rows:
+            record(0)
+        if on_progress and prog.epoch:
+            on_progress(prog.epoch, tc.epochs)
+        for epoch in range(prog.epoch, tc.epochs):
             for idx in batches_of_epoch(n_train, tc.batch_size, order):
+                if should_stop is not None and should_stop():
+                    raise RunInterrupted(f"run {rid} stopped at step {prog.step}")
                 t0 = time.perf_counter()
                 xb, yb = data.prepare(data.x_train[idx]), data.y_train[idx]
                 loss, _ = loss_and_correct(model(xb), yb, data.binary)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                probes.before_step(step + 1)  # ICS keeps G and layers >= l before the update
+                probes.before_step(prog.step + 1)  # ICS keeps G and layers >= l before the update
                 opt.step()
-                step += 1
-                train_s += time.perf_counter() - t0
-                probes.after_step(step, lambda m, xb=xb, yb=yb: loss_and_correct(m(xb), yb, data.binary)[0])  # not timed
-                if not math.isfinite(float(loss.detach())):
-                    diverged_step = step
+                prog.step += 1
+                prog.train_s += time.perf_counter() - t0
+                probes.after_step(prog.step, lambda m, xb=xb, yb=yb: loss_and_correct(m(xb), yb, data.binary)[0])  # not timed
+                if is_diverged(float(loss.detach()), tc.diverge_loss):
+                    prog.diverged_step = prog.step
                     break
-                if tc.eval_every_steps and step % tc.eval_every_steps == 0 and step % steps_per_epoch:
-                    last = record(epoch + (step % steps_per_epoch) / steps_per_epoch)
-            if diverged_step is not None:
-                last = record(epoch + 1)
+                if tc.eval_every_steps and prog.step % tc.eval_every_steps == 0 and prog.step % steps_per_epoch:
+                    record(epoch + (prog.step % steps_per_epoch) / steps_per_epoch)
+            if prog.diverged_step is not None:  # one last evaluation, where it stopped
+                record(epoch + (prog.step - epoch * steps_per_epoch) / steps_per_epoch)
                 break
-            last = record(epoch + 1)
+            record(epoch + 1)
+            prog.epoch = epoch + 1
+            if tc.checkpoint_every and prog.epoch % tc.checkpoint_every == 0 and prog.epoch < tc.epochs:
+                prog.wall_s = elapsed()
+                save_checkpoint(ckpt, model, opt, order, prog)
             if on_progress:
-                on_progress(epoch + 1, tc.epochs)
+                on_progress(prog.epoch, tc.epochs)
     finally:
         metrics.close()
+        timing.close()
+    metrics.finish(prog.rows)
+    timing.finish(prog.timing)
     probes.close()  # writes probes.csv and bn_noise.csv
 
+    last, reached = prog.rows[-1], prog.reached
     summary = RunSummary(
         run_id=rid, status="complete", norm=cfg.model.norm, batch_size=tc.batch_size, lr=tc.lr, seed=tc.seed,
         final_train_acc=last["train_acc"], final_test_acc=last["test_acc"],
         final_train_loss=last["train_loss"], final_test_loss=last["test_loss"],
         gen_gap=last["train_acc"] - last["test_acc"], loss_gap=last["test_loss"] - last["train_loss"],
-        best_test_acc=best_test_acc,
+        best_test_acc=prog.best_test_acc,
         steps_to_target=reached["steps"] if reached else None,
         epochs_to_target=reached["epochs"] if reached else None,
         time_to_target_s=round(reached["time_s"], 4) if reached else None,
-        diverged=diverged_step is not None, diverged_step=diverged_step,
-        steps=step, epochs=tc.epochs, wall_s=round(time.perf_counter() - t_start, 4),
-        train_s=round(train_s, 4), eval_s=round(eval_s, 4), device=str(device),
-        params=dict(params or {}),
+        diverged=prog.diverged_step is not None, diverged_step=prog.diverged_step,
+        steps=prog.step, epochs=tc.epochs, wall_s=round(elapsed(), 4),
+        train_s=round(prog.train_s, 4), eval_s=round(prog.eval_s, 4), device=str(device),
+        resumed_from_epoch=resumed_from, params=dict(params or {}),
     )
     atomic_write_json(run_dir / "summary.json", asdict(summary))
+    ckpt.unlink(missing_ok=True)
     return summary

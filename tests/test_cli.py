@@ -25,7 +25,8 @@ sweep:
   train.seed: [0, 1]
 """
 
-METRICS = ["epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "wall_s"]
+METRICS = ["epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc"]
+TIMING = ["epoch", "step", "wall_s", "train_s", "eval_s"]  # wall times apart: metrics.csv is byte-reproducible
 SUMMARY = [
     "run_id", "norm", "batch_size", "lr", "seed", "final_train_acc", "final_test_acc",
     "final_train_loss", "final_test_loss", "gen_gap", "best_test_acc", "steps_to_target",
@@ -58,6 +59,7 @@ def test_run_writes_the_results_contract(tmp_path: Path):
         assert resolved["train"]["epochs"] == 3 and "sweep" not in resolved
         metrics = pd.read_csv(run / "metrics.csv")
         assert list(metrics.columns) == METRICS
+        assert list(pd.read_csv(run / "timing.csv").columns) == TIMING
         assert list(metrics.epoch) == [0, 1, 2, 3]  # an evaluation before training, then each epoch
         s = json.loads((run / "summary.json").read_text())
         assert s["status"] == "complete" and s["run_id"] == rid
@@ -109,7 +111,7 @@ def test_dry_run_writes_nothing(tmp_path: Path):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY)
     result = runner.invoke(app, ["run", str(cfg), "--out", str(tmp_path / "r"), "--dry-run"])
-    assert result.exit_code == 0 and "to run" in result.output
+    assert result.exit_code == 0 and "missing" in result.output
     assert not (tmp_path / "r").exists()
 
 

@@ -109,7 +109,8 @@ def test_a_sweep_reads_its_data_once(tmp_path, monkeypatch):
         "model": {"hidden": [4]}, "train": {"epochs": 1, "batch_size": 4, "device": "cpu"},
         "sweep": {"model.norm": ["none", "torch"], "train.seed": [0, 1]},
     }))
-    result = cli("run", str(exp), "--out", str(tmp_path / "results"))
+    # one worker process: the data are cached per process (each pool worker loads once)
+    result = cli("run", str(exp), "--out", str(tmp_path / "results"), "--workers", "1")
     assert result.exit_code == 0, result.output
     assert len(pd.read_csv(tmp_path / "results" / "once" / "summary.csv")) == 4 and len(calls) == 1
 

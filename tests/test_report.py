@@ -59,7 +59,7 @@ def make_results(root, ghost: bool = False):
                 (run / "config.yaml").write_text(yaml.safe_dump({"measure": {"target": {"metric": "train_acc", "value": 0.95}}}))
                 steps_axis = np.arange(0, 201, 50)
                 pd.DataFrame({"epoch": steps_axis / 10, "step": steps_axis, "lr": lr, "train_loss": 1 / (1 + steps_axis),
-                              "train_acc": steps_axis / 200, "test_acc": steps_axis / 210, "test_loss": 1.0, "wall_s": 0.1}).to_csv(run / "metrics.csv", index=False)
+                              "train_acc": steps_axis / 200, "test_acc": steps_axis / 210, "test_loss": 1.0}).to_csv(run / "metrics.csv", index=False)
                 probes = []
                 sites = ["z", "z_tilde"] if norm != "none" else ["z"]
                 for step in (0, 10, 20):
