@@ -46,6 +46,16 @@ class DataConfig(Strict):
     standardize: bool = True  # per-feature (digits) or per-channel, with training statistics
 
 
+class BNNoiseConfig(Strict):
+    """Santurkar et al. (2018)'s noisy BN: each training forward multiplies every channel of the
+    BN output by (1 + scale_std·ε₁) and adds mean_std·ε₂, with ε ~ N(0, 1) redrawn per channel
+    every `every_steps` training forwards (so the distribution the next layer sees keeps moving)."""
+
+    mean_std: NonNegativeFloat = 0.0  # std of the random per-channel shift
+    scale_std: NonNegativeFloat = 0.0  # std of the random per-channel scale around 1
+    every_steps: PositiveInt = 1  # training forwards between redraws
+
+
 class ModelConfig(Strict):
     arch: Literal["mlp", "cnn"] = "mlp"
     hidden: list[PositiveInt] = Field(default_factory=lambda: [100, 100, 100])  # MLP widths
@@ -56,6 +66,33 @@ class ModelConfig(Strict):
     norm_position: Literal["pre_activation", "post_activation"] = "pre_activation"
     bn_eps: PositiveFloat = 1e-5
     bn_momentum: float | None = Field(0.1, ge=0, le=1)  # torch's convention; None = cumulative
+    # The controls below separate BN's two effects; they exist only on our layer (norm: custom).
+    # Statistics over virtual sub-batches of this size (Hoffer et al. 2017): changes the
+    # normalization noise without changing the SGD batch. null: the whole mini-batch.
+    ghost_batch_size: int | None = Field(None, ge=2)
+    # batch: normalize with the mini-batch's statistics (BN); population: with the running
+    # estimates in training too (still updated from the batches) - BN without the batch noise.
+    bn_stats: Literal["batch", "population"] = "batch"
+    bn_noise: BNNoiseConfig | None = None  # noisy BN after the normalization; null: off
+    # What eval mode normalizes with: running (torch's way), batch (each eval batch's own
+    # statistics), recalibrate (running estimates recomputed over the whole training set,
+    # layer by layer, before every evaluation).
+    eval_stats: Literal["running", "batch", "recalibrate"] = "running"
+
+    @model_validator(mode="after")
+    def _controls_need_custom_norm(self) -> ModelConfig:
+        on = [
+            f"{key}: {value}" for key, value, off in [
+                ("ghost_batch_size", self.ghost_batch_size, None), ("bn_stats", self.bn_stats, "batch"),
+                ("bn_noise", self.bn_noise, None), ("eval_stats", self.eval_stats, "running"),
+            ] if value != off
+        ]
+        if on and self.norm != "custom":
+            raise ValueError(
+                f"{', '.join(on)} need norm: custom (found norm: {self.norm}); "
+                "these controls are features of bnexp's own BN layer"
+            )
+        return self
 
 
 class TrainConfig(Strict):
@@ -352,6 +389,21 @@ def _check_sweep(exp: ExperimentConfig, raw: dict, source: Source) -> None:
                     problems.append(f"{source.where(('sweep', key, i))}: sweep.{key}[{i}]: {msg}")
     if problems:
         raise ConfigError(problems)
+    # values valid one at a time can still clash together (e.g. model.norm: torch with
+    # model.ghost_batch_size: 32): check every cell of the product
+    keys = list(exp.sweep)
+    for combo in itertools.product(*(exp.sweep[k] for k in keys)):
+        cell = copy.deepcopy(base)
+        for key, value in zip(keys, combo):
+            _set_dotted(cell, tuple(key.split(".")), value)
+        try:
+            RunConfig.model_validate(cell)
+        except ValidationError as e:
+            at = ", ".join(f"{k}={v}" for k, v in zip(keys, combo))
+            for line in _format_errors(e, Source(source.file, {}, set()), RunConfig):
+                problems.append(f"{source.where(('sweep',))}: sweep cell {at}: {line.split(': ', 1)[-1]}")
+    if problems:
+        raise ConfigError(sorted(set(problems), key=problems.index))
 
 
 @dataclass(frozen=True)
