@@ -131,8 +131,7 @@ class BatchNormFunction(torch.autograd.Function):
                 sq = _total([(t := xs - mb).mul_(t).sum(dims, keepdim=nd) for (xs,) in slices])
             mean, var = total.mul_(_const(1 / m, x.dtype)), sq.mul_(_const(1 / m, x.dtype))  # biased variance
         if factor is not None:
-            running_mean.lerp_(mean.view(-1), factor)
-            new_var = (var * _const(m / (m - 1), x.dtype)).view(-1)
+            new_mean, new_var = mean.view(-1), (var * _const(m / (m - 1), x.dtype)).view(-1)
         if not batch_stats:  # constants: the running estimates as they were before this batch
             mean, var, xc = running_mean.view(shape).clone(), running_var.view(shape), None
         invstd = (var + _const(eps, x.dtype)).rsqrt_()
@@ -143,6 +142,7 @@ class BatchNormFunction(torch.autograd.Function):
             b = -mean * a if bias is None else torch.addcmul(bias.view(shape), mean, a, value=-1)
             y = torch.addcmul(b, x, a)  # keeps x's memory format
         if factor is not None:
+            running_mean.lerp_(new_mean, factor)
             running_var.lerp_(new_var, factor)
         ctx.save_for_backward(x if xc is None else xc, mean, invstd, a)
         ctx.centered, ctx.batch_stats = xc is not None, batch_stats
