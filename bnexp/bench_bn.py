@@ -4,6 +4,8 @@ For each shape, the same network is built twice, once with norm=custom and once 
 from the same weights. One sample times `inner` training steps (forward, loss, backward) of one
 of them; samples alternate custom/torch (which goes first flips every repeat), so both see the
 same machine load, and each side's time is the median over the repeats. `ratio` = custom / torch.
+The clock is wall time by default; `clock="cpu"` takes the process's CPU time instead, which
+steadies the numbers on a machine shared with other work.
 
 Shapes (the issue's): the course's cat/non-cat MLP (batch 64, 12288 -> 20 -> 7 -> 5 -> 1,
 BN before each ReLU), one MLP layer on a (256, 100) batch (Linear 100 -> 100, BN, ReLU) and a
@@ -77,19 +79,25 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed_steps(model: nn.Module, x: Tensor, y: Tensor, loss_fn, inner: int, device: torch.device) -> float:
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def _timed_steps(model: nn.Module, x: Tensor, y: Tensor, loss_fn, inner: int, device: torch.device, clock) -> float:
     """Seconds per training step, averaged over `inner` steps."""
     _sync(device)
-    t0 = time.perf_counter()
+    t0 = clock()
     for _ in range(inner):
         model.zero_grad(set_to_none=True)
         x.grad = None
         loss_fn(model(x), y).backward()
     _sync(device)
-    return (time.perf_counter() - t0) / inner
+    return (clock() - t0) / inner
 
 
-def bench_case(case: Case, repeats: int, device: torch.device, min_sample_s: float = 0.01) -> dict:
+def bench_case(case: Case, repeats: int, device: torch.device, min_sample_s: float = 0.02, clock: str = "wall") -> dict:
+    """Time one case; `clock`: wall (perf_counter) or cpu (this process's CPU time, which other
+    processes on a shared machine disturb less; with several torch threads it sums them)."""
+    tick = CLOCKS[clock]
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(case.input_shape, generator=gen).to(device)
     if case.scope == "bn only":
@@ -99,17 +107,20 @@ def bench_case(case: Case, repeats: int, device: torch.device, min_sample_s: flo
     for norm in ("custom", "torch"):
         models[norm] = case.build(norm).to(device).train()
     models["custom"].load_state_dict(models["torch"].state_dict())  # same weights, same buffers
-    # warm up both; size a sample to take at least min_sample_s so the timer's grain is noise-free
-    per_step = max(_timed_steps(m, x, y, case.target, 3, device) for m in models.values())
-    inner = max(1, int(min_sample_s / max(per_step, 1e-7)))
+    # warm up both, then size a sample to take about min_sample_s: short enough to interleave
+    # finely, long enough that the timer's grain and one-off hiccups do not matter
+    for m in models.values():
+        _timed_steps(m, x, y, case.target, 5, device, tick)
+    per_step = statistics.median(_timed_steps(m, x, y, case.target, 3, device, tick) for m in models.values() for _ in range(3))
+    inner = max(1, round(min_sample_s / max(per_step, 1e-7)))
     samples: dict[str, list[float]] = {"custom": [], "torch": []}
     for r in range(repeats):
         for norm in (("custom", "torch") if r % 2 == 0 else ("torch", "custom")):
-            samples[norm].append(_timed_steps(models[norm], x, y, case.target, inner, device))
+            samples[norm].append(_timed_steps(models[norm], x, y, case.target, inner, device, tick))
     custom_ms = statistics.median(samples["custom"]) * 1e3
     torch_ms = statistics.median(samples["torch"]) * 1e3
     return {"shape": case.shape, "scope": case.scope, "custom_ms": custom_ms, "torch_ms": torch_ms,
-            "ratio": custom_ms / torch_ms, "repeats": repeats, "steps_per_sample": inner}
+            "ratio": custom_ms / torch_ms, "repeats": repeats, "steps_per_sample": inner, "clock": clock}
 
 
 def bench_bn(
@@ -117,6 +128,7 @@ def bench_bn(
     device: str | torch.device = "cpu",
     layer_only: bool = True,
     on_case: Callable[[Case], None] | None = None,
+    clock: str = "wall",
 ) -> pd.DataFrame:
     """One row per shape (and scope): shape, scope, custom_ms, torch_ms, ratio (custom / torch)."""
     device = torch.device(device)
@@ -124,5 +136,5 @@ def bench_bn(
     for case in cases(layer_only):
         if on_case:
             on_case(case)
-        rows.append(bench_case(case, repeats, device))
+        rows.append(bench_case(case, repeats, device, clock=clock))
     return pd.DataFrame(rows)

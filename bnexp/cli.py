@@ -148,6 +148,7 @@ def bench_bn(
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads (default: torch's choice).")] = None,
     layer_only: Annotated[bool, typer.Option("--layer-only/--steps-only", help="Also time the BN layer alone (forward + backward).")] = True,
+    clock: Annotated[str, typer.Option(help="wall: elapsed time; cpu: this process's CPU time (steadier on a shared machine; sums threads).")] = "wall",
     csv: Annotated[Path | None, typer.Option(help="Also write the table to this CSV file.")] = None,
 ) -> None:
     """Time a training step (forward + backward) with our BatchNorm and with torch's.
@@ -167,14 +168,16 @@ def bench_bn(
         dev = resolve_device(device) if device in ("auto", "cpu", "cuda") else None
         if dev is None:
             raise BnexpError(f"--device {device!r}: expected cpu, cuda or auto")
+        if clock not in ("wall", "cpu"):
+            raise BnexpError(f"--clock {clock!r}: expected wall or cpu")
     except BnexpError as e:
         raise _fail(e) from None
     if threads:
         torch.set_num_threads(threads)
-    err_console.print(f"device {dev}, {torch.get_num_threads()} torch thread(s), {repeats} repeats")
-    frame = run_bench(repeats=repeats, device=dev, layer_only=layer_only,
+    err_console.print(f"device {dev}, {torch.get_num_threads()} torch thread(s), {repeats} repeats, {clock} clock")
+    frame = run_bench(repeats=repeats, device=dev, layer_only=layer_only, clock=clock,
                       on_case=lambda c: err_console.print(f"  timing {c.shape} [{c.scope}]", highlight=False))
-    table = Table(title=f"training step, custom / torch BatchNorm ({dev}, median of {repeats}, interleaved)")
+    table = Table(title=f"training step, custom / torch BatchNorm ({dev}, {torch.get_num_threads()} thread(s), {clock} clock, median of {repeats}, interleaved)")
     for col in ("shape", "scope", "custom ms", "torch ms", "ratio"):
         table.add_column(col, justify="left" if col in ("shape", "scope") else "right")
     for row in frame.itertuples():

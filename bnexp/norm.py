@@ -117,9 +117,10 @@ class BatchNormFunction(torch.autograd.Function):
         # itself for 2D inputs) to save views, Python floats in arithmetic become cached 0-dim
         # tensors (cheaper to dispatch), and z − μ is kept for backward when x fits in one slice.
         dims, nd = _reduce_dims(x), x.dim() > 2
-        shape = (1, -1) + (1,) * (x.dim() - 2) if nd else (-1,)  # (C,) -> broadcast shape
+        shape = (1, -1) + (1,) * (x.dim() - 2) if nd else None  # (C,) -> broadcast shape
+        chan = (lambda v: v.view(shape)) if nd else (lambda v: v)  # noqa: E731
         m = x.numel() // x.shape[1]
-        slices = _slices(x)
+        slices = _slices(x) if x.numel() > _SLICE_ELEMS else [(x,)]
         xc = None  # z − μ, kept for backward when x fits in one slice
         if batch_stats or factor is not None:
             total = x.sum(dims, keepdim=nd)
@@ -131,15 +132,17 @@ class BatchNormFunction(torch.autograd.Function):
                 sq = _total([(t := xs - mb).mul_(t).sum(dims, keepdim=nd) for (xs,) in slices])
             mean, var = total.mul_(_const(1 / m, x.dtype)), sq.mul_(_const(1 / m, x.dtype))  # biased variance
         if factor is not None:
-            new_mean, new_var = mean.view(-1), (var * _const(m / (m - 1), x.dtype)).view(-1)
+            new_mean, new_var = mean, var * _const(m / (m - 1), x.dtype)
+            if nd:
+                new_mean, new_var = new_mean.view(-1), new_var.view(-1)
         if not batch_stats:  # constants: the running estimates as they were before this batch
-            mean, var, xc = running_mean.view(shape).clone(), running_var.view(shape), None
+            mean, var, xc = chan(running_mean).clone(), chan(running_var), None
         invstd = (var + _const(eps, x.dtype)).rsqrt_()
-        a = invstd if weight is None else invstd * weight.view(shape)  # γ/√(σ² + ε)
+        a = invstd if weight is None else invstd * chan(weight)  # γ/√(σ² + ε)
         if xc is not None:
-            y = xc * a if bias is None else torch.addcmul(bias.view(shape), xc, a)
+            y = xc * a if bias is None else torch.addcmul(chan(bias), xc, a)
         else:
-            b = -mean * a if bias is None else torch.addcmul(bias.view(shape), mean, a, value=-1)
+            b = -mean * a if bias is None else torch.addcmul(chan(bias), mean, a, value=-1)
             y = torch.addcmul(b, x, a)  # keeps x's memory format
         if factor is not None:
             running_mean.lerp_(new_mean, factor)
@@ -164,14 +167,14 @@ class BatchNormFunction(torch.autograd.Function):
             slices = [(z, dy)]
             sum_dy, dot = dy.sum(dims, keepdim=nd), (dy * z).sum(dims, keepdim=nd)  # Σ dz̃, Σ dz̃ (z − μ)
         else:
-            slices = _slices(z, dy)
+            slices = _slices(z, dy) if z.numel() > _SLICE_ELEMS else [(z, dy)]
             sum_dy = _total([dys.sum(dims, keepdim=nd) for _, dys in slices])
             dot = _total([(xs - mean).mul_(dys).sum(dims, keepdim=nd) for xs, dys in slices])
         dgamma = dot * invstd  # Σ dz̃ z_norm
         if need_w:
-            dw = dgamma.view(-1)
+            dw = dgamma.view(-1) if nd else dgamma
         if need_b:
-            db = sum_dy.view(-1)
+            db = sum_dy.view(-1) if nd else sum_dy
         if need_x and ctx.batch_stats:
             # dz = a·dz̃ + cb + kb·(z − μ), cb = −a·dβ/m, kb = −a·dγ·invstd/m
             a_m = a * _const(-1 / m, z.dtype)
