@@ -394,12 +394,12 @@ def _check_sweep(exp: ExperimentConfig, raw: dict, source: Source) -> None:
     keys = list(exp.sweep)
     for combo in itertools.product(*(exp.sweep[k] for k in keys)):
         cell = copy.deepcopy(base)
-        for key, value in zip(keys, combo):
+        for key, value in zip(keys, combo, strict=True):
             _set_dotted(cell, tuple(key.split(".")), value)
         try:
             RunConfig.model_validate(cell)
         except ValidationError as e:
-            at = ", ".join(f"{k}={v}" for k, v in zip(keys, combo))
+            at = ", ".join(f"{k}={v}" for k, v in zip(keys, combo, strict=True))
             for line in _format_errors(e, Source(source.file, {}, set()), RunConfig):
                 problems.append(f"{source.where(('sweep',))}: sweep cell {at}: {line.split(': ', 1)[-1]}")
     if problems:

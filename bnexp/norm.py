@@ -55,7 +55,7 @@ def _slices(*ts: Tensor) -> list[tuple[Tensor, ...]]:
     rows = x.shape[0] if x.device.type != "cpu" else max(1, _SLICE_ELEMS // per_row)
     if rows >= x.shape[0]:
         return [ts]
-    return list(zip(*(t.split(rows) for t in ts)))
+    return list(zip(*(t.split(rows) for t in ts), strict=True))
 
 
 @functools.lru_cache(maxsize=256)
@@ -183,7 +183,7 @@ class BatchNormFunction(torch.autograd.Function):
                 dx = torch.addcmul(cb, dy, a).addcmul_(z, kb)
             else:
                 dx = torch.empty_like(z)
-                for (xs, dys), dxs in zip(slices, dx.split(slices[0][0].shape[0])):
+                for (xs, dys), dxs in zip(slices, dx.split(slices[0][0].shape[0]), strict=True):
                     torch.sub(xs, mean, out=dxs)
                     torch.addcmul(cb, dxs, kb, out=dxs)
                     dxs.addcmul_(dys, a)
@@ -435,16 +435,44 @@ def _is_bn(m: nn.Module) -> bool:
     return isinstance(m, (_BatchNorm, nn.modules.batchnorm._BatchNorm)) and m.track_running_stats
 
 
+class _StopForward(Exception):
+    """Raised by a pooling hook: the layers after the one being recalibrated need not run."""
+
+
+class _Pool:
+    """Forward pre-hook pooling a layer's input statistics over batches: per batch (count,
+    mean, biased var) in the input's dtype, merged exactly in float64 (Chan et al.'s update)."""
+
+    def __init__(self) -> None:
+        self.n, self.mean, self.m2 = 0, None, None  # count, mean (C,), Σ (z − mean)² (C,)
+
+    def __call__(self, module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+        z = inputs[0]
+        dims, nb = _reduce_dims(z), z.numel() // z.shape[1]
+        mean = z.mean(dims, keepdim=True)
+        var = (z - mean).square_().mean(dims).double()  # two passes: no cancellation
+        mean = mean.view(-1).double()
+        if self.n == 0:
+            self.n, self.mean, self.m2 = nb, mean, var * nb
+        else:
+            n = self.n + nb
+            delta = mean - self.mean
+            self.m2 = self.m2 + var * nb + delta * delta * (self.n * nb / n)
+            self.mean = self.mean + delta * (nb / n)
+            self.n = n
+        raise _StopForward
+
+
 @torch.no_grad()
 def recalibrate(model: nn.Module, x: Tensor, batch_size: int, prepare: Callable[[Tensor], Tensor] | None = None) -> None:
     """Set every BN layer's running estimates to the statistics of its inputs over all of `x`.
 
     The inputs a layer sees in eval mode depend on the layers before it, so the layers are done
     one at a time in the order the forward calls them: pass l runs all of `x` in eval mode (earlier
-    layers already recalibrated) and pools layer l's per-batch (count, mean, M2) exactly (Chan et
-    al.'s parallel update), giving the full-set mean and unbiased variance, the same convention
-    as the running estimates. num_batches_tracked is left alone. `prepare` maps a slice of x to
-    the model's input (as Dataset.prepare does).
+    layers already recalibrated) up to layer l and pools its inputs exactly, giving the full-set
+    mean and unbiased variance (the running estimates' convention). num_batches_tracked is left
+    alone. Works on torch's BN layers too. `prepare` maps a slice of x to the model's input (as
+    Dataset.prepare does).
     """
     prepare = prepare or (lambda t: t)
     layers = [m for m in model.modules() if _is_bn(m)]
@@ -454,36 +482,25 @@ def recalibrate(model: nn.Module, x: Tensor, batch_size: int, prepare: Callable[
     model.eval()
     order: list[nn.Module] = []
     hooks = [m.register_forward_pre_hook(lambda m, _: order.append(m) if m not in order else None) for m in layers]
-    model(prepare(x[:batch_size]))
-    for h in hooks:
-        h.remove()
+    try:
+        model(prepare(x[:batch_size]))
+    finally:
+        for h in hooks:
+            h.remove()
     try:
         for layer in order:
-            acc: dict[str, Tensor | int] = {"n": 0}
-
-            def pool(m: nn.Module, inputs: tuple[Tensor, ...]) -> None:
-                z = inputs[0].double()
-                dims = _reduce_dims(z)
-                nb = z.numel() // z.shape[1]
-                var, mean = torch.var_mean(z, dims, correction=0)
-                if acc["n"] == 0:
-                    acc.update(n=nb, mean=mean, m2=var * nb)
-                    return
-                n = acc["n"] + nb
-                delta = mean - acc["mean"]
-                acc["m2"] = acc["m2"] + var * nb + delta * delta * (acc["n"] * nb / n)
-                acc["mean"] = acc["mean"] + delta * (nb / n)
-                acc["n"] = n
-
+            pool = _Pool()
             hook = layer.register_forward_pre_hook(pool)
             try:
                 for i in range(0, len(x), batch_size):
-                    model(prepare(x[i : i + batch_size]))
+                    try:
+                        model(prepare(x[i : i + batch_size]))
+                    except _StopForward:
+                        pass
             finally:
                 hook.remove()
-            n = acc["n"]
-            layer.running_mean.copy_(acc["mean"])
-            layer.running_var.copy_(acc["m2"] / max(n - 1, 1))
+            layer.running_mean.copy_(pool.mean)
+            layer.running_var.copy_(pool.m2 / max(pool.n - 1, 1))
     finally:
         model.train(was_training)
 

@@ -119,7 +119,7 @@ def test_reference_path_matches_the_analytic_backward():
             y = bn.batch_norm_reference(xi, rm, rv, wi, bi, True, 0.1, 1e-5, nbt)
         y.backward(dy)
         grads.append((y, xi.grad, wi.grad, bi.grad, rm, rv))
-    for name, ours, ref in zip(["y", "dx", "dgamma", "dbeta", "running_mean", "running_var"], *grads):
+    for name, ours, ref in zip(["y", "dx", "dgamma", "dbeta", "running_mean", "running_var"], *grads, strict=True):
         assert_close(ours, ref, 1e-10, f"analytic vs autograd {name}")
 
 
@@ -307,7 +307,7 @@ def _train(norm: str, arch: str, steps: int = 200) -> list[float]:
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
 def test_200_training_steps_give_torchs_losses(arch):
     ours, theirs = _train("custom", arch), _train("torch", arch)
-    diffs = [abs(a - b) for a, b in zip(ours, theirs)]
+    diffs = [abs(a - b) for a, b in zip(ours, theirs, strict=True)]
     worst = max(range(len(diffs)), key=diffs.__getitem__)
     assert diffs[worst] <= 1e-4, f"{arch}: loss at step {worst} differs by {diffs[worst]:.3g} (ours {ours[worst]:.6f}, torch {theirs[worst]:.6f})"
     assert theirs[-1] < theirs[0], "the network did not learn: the check would be vacuous"

@@ -216,9 +216,9 @@ def test_build_model_wires_the_controls():
         assert (layer.ghost_batch_size, layer.stats, layer.eval_stats) == (4, "population", "recalibrate")
         assert layer.noise == bn.BNNoise(0.1, 0.2, 5)
     init_weights(model, seed=3)  # seeds each layer's noise stream differently, reproducibly
-    a = [l.noise_generator.initial_seed() for l in layers]
+    a = [layer.noise_generator.initial_seed() for layer in layers]
     init_weights(model, seed=3)
-    assert a == [l.noise_generator.initial_seed() for l in layers] and a[0] != a[1]
+    assert a == [layer.noise_generator.initial_seed() for layer in layers] and a[0] != a[1]
 
 
 @pytest.mark.parametrize("control", [{"ghost_batch_size": 8}, {"bn_stats": "population"}, {"bn_noise": {"mean_std": 0.1}}, {"eval_stats": "batch"}])
