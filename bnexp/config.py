@@ -89,8 +89,8 @@ class ModelConfig(Strict):
         ]
         if on and self.norm != "custom":
             raise ValueError(
-                f"{', '.join(on)} need norm: custom (found norm: {self.norm}); "
-                "these controls are features of bnexp's own BN layer"
+                f"{', '.join(on)}: {'this control needs' if len(on) == 1 else 'these controls need'} "
+                f"norm: custom (found norm: {self.norm}); the controls are features of bnexp's own BN layer"
             )
         return self
 

@@ -62,7 +62,8 @@ def _slices(*ts: Tensor) -> list[tuple[Tensor, ...]]:
 def _const(value: float, dtype: torch.dtype) -> Tensor:
     """A 0-dim CPU tensor: torch dispatches it faster than a Python float (most of all in
     the operand's own dtype), and it mixes with tensors of any device."""
-    return torch.tensor(value, dtype=dtype)
+    with torch.inference_mode(False):  # cached: must not become an inference tensor
+        return torch.tensor(value, dtype=dtype)
 
 
 def _total(parts: list[Tensor]) -> Tensor:
@@ -257,6 +258,18 @@ def ghost_chunks(n: int, ghost_batch_size: int) -> list[int]:
 
 
 class _BatchNorm(nn.Module):
+    """torch's BatchNorm arguments, plus the controls (keyword-only, all off by default):
+
+    ghost_batch_size: in training, statistics (and running-estimate updates, one per piece)
+        over consecutive pieces of this many examples, as if each piece were its own batch.
+    stats: "batch" (BN) or "population": training normalizes with the running estimates as
+        they were before the batch (no gradient through them), which the batches keep updating.
+    noise: BNNoise; in training the output becomes output·s + t with a per-channel draw (s, t)
+        from `noise_generator` (reseed with seed_noise), redrawn every `every_steps` forwards.
+    eval_stats: "running" (torch's), "batch" (eval normalizes with each batch's own statistics)
+        or "recalibrate" (running, with estimates that `recalibrate()` recomputes before evaluation).
+    """
+
     _version = 2  # torch's: state dicts from version < 2 lack num_batches_tracked
     _expected_dims: tuple[int, ...] = ()
 

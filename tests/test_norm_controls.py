@@ -224,7 +224,7 @@ def test_build_model_wires_the_controls():
 @pytest.mark.parametrize("control", [{"ghost_batch_size": 8}, {"bn_stats": "population"}, {"bn_noise": {"mean_std": 0.1}}, {"eval_stats": "batch"}])
 @pytest.mark.parametrize("norm", ["torch", "none"])
 def test_config_refuses_controls_without_custom_norm(norm, control):
-    with pytest.raises(ConfigError, match=r"need norm: custom \(found norm: " + norm):
+    with pytest.raises(ConfigError, match=r"this control needs norm: custom \(found norm: " + norm):
         experiment_from_dict({"model": {"norm": norm, **control}})
     experiment_from_dict({"model": {"norm": "custom", **control}})  # fine with ours
 
@@ -233,7 +233,7 @@ def test_config_reports_a_sweep_cell_that_clashes():
     with pytest.raises(ConfigError) as e:
         experiment_from_dict({"model": {"norm": "custom"}, "sweep": {"model.norm": ["custom", "torch"], "model.ghost_batch_size": [None, 16]}})
     assert "sweep cell model.norm=torch, model.ghost_batch_size=16" in str(e.value)
-    assert "ghost_batch_size: 16 need norm: custom" in str(e.value)
+    assert "ghost_batch_size: 16: this control needs norm: custom" in str(e.value)
     # the same keys without the clash: fine
     experiment_from_dict({"model": {"norm": "custom"}, "sweep": {"model.ghost_batch_size": [None, 16], "model.bn_stats": ["batch", "population"]}})
 
