@@ -42,19 +42,24 @@ def _bcast(v: Tensor, x: Tensor) -> Tensor:
     return v.view((1, -1) + (1,) * (x.dim() - 2))  # (C,) -> (1, C, 1, ...)
 
 
-# On the CPU a fresh tensor of more than a few MiB costs a page fault per 4 KiB page when first
-# written, which takes longer than the arithmetic on it. So the op allocates only what it returns
-# (y forward, dx backward) and forms its temporaries on slices of about 1 MiB along the batch dim,
-# which the allocator reuses and which stay in cache. On CUDA one slice: its allocator caches.
-_SLICE_ELEMS = 1 << 18
+# Inputs of up to _SMALL values are bound by the number of torch calls: the op keeps z − μ for
+# backward. Larger ones are bound by memory: on the CPU a fresh tensor of more than a few MiB
+# costs a page fault per 4 KiB page when first written, which takes longer than the arithmetic
+# on it, so the op allocates only what it returns (y forward, dx backward, as torch's kernel)
+# and uses that buffer as its scratch space. Single-threaded it works slice by slice along the
+# batch dim (_SLICE values per slice), so each slice's passes hit the cache; with several
+# threads it works on the whole tensor, since every op is a parallel region whose threads meet
+# at a barrier, and on a busy machine each meeting can cost a scheduler time slice.
+_SMALL = 1 << 18
+_SLICE = 1 << 18
 
 
 def _slices(*ts: Tensor) -> list[tuple[Tensor, ...]]:
+    """The tensors cut into the same slices along dim 0 (one slice: the tensors themselves)."""
     x = ts[0]
-    per_row = max(1, x.numel() // max(1, x.shape[0]))
-    rows = x.shape[0] if x.device.type != "cpu" else max(1, _SLICE_ELEMS // per_row)
-    if rows >= x.shape[0]:
+    if x.device.type != "cpu" or torch.get_num_threads() > 1 or x.numel() <= _SLICE:
         return [ts]
+    rows = max(1, _SLICE // max(1, x.numel() // x.shape[0]))
     return list(zip(*(t.split(rows) for t in ts), strict=True))
 
 
@@ -113,25 +118,25 @@ class BatchNormFunction(torch.autograd.Function):
         factor: float | None,  # running-estimate update weight; None: no update
         eps: float,
     ) -> Tensor:
-        # Small inputs are bound by the number of torch calls, large ones by memory passes and
-        # allocations. So: per-channel values are kept in x's broadcast shape (keepdim; (C,)
-        # itself for 2D inputs) to save views, Python floats in arithmetic become cached 0-dim
-        # tensors (cheaper to dispatch), and z − μ is kept for backward when x fits in one slice.
+        # Per-channel values stay in x's broadcast shape (keepdim; plain (C,) for 2D inputs) to
+        # save views, and Python floats become cached 0-dim tensors: both cut per-call cost.
         dims, nd = _reduce_dims(x), x.dim() > 2
         shape = (1, -1) + (1,) * (x.dim() - 2) if nd else None  # (C,) -> broadcast shape
         chan = (lambda v: v.view(shape)) if nd else (lambda v: v)  # noqa: E731
         m = x.numel() // x.shape[1]
-        slices = _slices(x) if x.numel() > _SLICE_ELEMS else [(x,)]
-        xc = None  # z − μ, kept for backward when x fits in one slice
+        small = x.numel() <= _SMALL
+        xc = y = None  # xc: z − μ, kept for backward (small inputs); y: the output buffer
         if batch_stats or factor is not None:
             total = x.sum(dims, keepdim=nd)
-            if len(slices) == 1:
+            if small:
                 xc = torch.sub(x, total, alpha=1 / m)
                 sq = (xc * xc).sum(dims, keepdim=nd)
             else:
-                mb = total * _const(1 / m, x.dtype)
-                sq = _total([(t := xs - mb).mul_(t).sum(dims, keepdim=nd) for (xs,) in slices])
-            mean, var = total.mul_(_const(1 / m, x.dtype)), sq.mul_(_const(1 / m, x.dtype))  # biased variance
+                mb, y, sq = total * _const(1 / m, x.dtype), torch.empty_like(x), []
+                for xs, ys in _slices(x, y):
+                    sq.append(torch.sub(xs, mb, out=ys).mul_(ys).sum(dims, keepdim=nd))
+                sq = _total(sq)
+            mean, var = total.mul_(_const(1 / m, x.dtype)), sq.mul_(_const(1 / m, x.dtype))  # biased
         if factor is not None:
             new_mean, new_var = mean, var * _const(m / (m - 1), x.dtype)
             if nd:
@@ -142,9 +147,11 @@ class BatchNormFunction(torch.autograd.Function):
         a = invstd if weight is None else invstd * chan(weight)  # γ/√(σ² + ε)
         if xc is not None:
             y = xc * a if bias is None else torch.addcmul(chan(bias), xc, a)
-        else:
+        else:  # y = z·a + (β − μ·a), as torch's CPU kernel
             b = -mean * a if bias is None else torch.addcmul(chan(bias), mean, a, value=-1)
-            y = torch.addcmul(b, x, a)  # keeps x's memory format
+            y = torch.empty_like(x) if y is None else y  # keeps x's memory format
+            for xs, ys in _slices(x, y):
+                torch.addcmul(b, xs, a, out=ys)
         if factor is not None:
             running_mean.lerp_(new_mean, factor)
             running_var.lerp_(new_var, factor)
@@ -165,12 +172,13 @@ class BatchNormFunction(torch.autograd.Function):
             if not (need_w or need_b):
                 return dx, dw, db, None, None, None, None, None
         if ctx.centered:
-            slices = [(z, dy)]
             sum_dy, dot = dy.sum(dims, keepdim=nd), (dy * z).sum(dims, keepdim=nd)  # Σ dz̃, Σ dz̃ (z − μ)
-        else:
-            slices = _slices(z, dy) if z.numel() > _SLICE_ELEMS else [(z, dy)]
-            sum_dy = _total([dys.sum(dims, keepdim=nd) for _, dys in slices])
-            dot = _total([(xs - mean).mul_(dys).sum(dims, keepdim=nd) for xs, dys in slices])
+        else:  # the dx buffer as scratch: one allocation
+            buf, sum_dy, dot = torch.empty_like(z), [], []
+            for xs, dys, bs in _slices(z, dy, buf):
+                sum_dy.append(dys.sum(dims, keepdim=nd))
+                dot.append(torch.sub(xs, mean, out=bs).mul_(dys).sum(dims, keepdim=nd))
+            sum_dy, dot = _total(sum_dy), _total(dot)
         dgamma = dot * invstd  # Σ dz̃ z_norm
         if need_w:
             dw = dgamma.view(-1) if nd else dgamma
@@ -183,11 +191,9 @@ class BatchNormFunction(torch.autograd.Function):
             if ctx.centered:
                 dx = torch.addcmul(cb, dy, a).addcmul_(z, kb)
             else:
-                dx = torch.empty_like(z)
-                for (xs, dys), dxs in zip(slices, dx.split(slices[0][0].shape[0]), strict=True):
-                    torch.sub(xs, mean, out=dxs)
-                    torch.addcmul(cb, dxs, kb, out=dxs)
-                    dxs.addcmul_(dys, a)
+                for xs, dys, bs in _slices(z, dy, buf):
+                    torch.addcmul(cb, torch.sub(xs, mean, out=bs), kb, out=bs).addcmul_(dys, a)
+                dx = buf
         return dx, dw, db, None, None, None, None, None
 
 

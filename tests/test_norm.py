@@ -90,17 +90,33 @@ def run_steps(ours, theirs, mode, shape, channels_last, dtype, tol, gen, steps=3
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_matches_torch_on_the_grid(mode, affine, track, momentum, shape_name, dtype, monkeypatch):
     shape, spatial, channels_last = SHAPES[shape_name]
-    if "sliced" in shape_name:
-        monkeypatch.setattr(bn, "_SLICE_ELEMS", 20)  # a few rows per slice
+    if "sliced" in shape_name:  # the large-input path, single-threaded: a few rows per slice
+        monkeypatch.setattr(bn, "_SMALL", 20)
+        monkeypatch.setattr(bn, "_SLICE", 20)
+        torch.set_num_threads(1)
     ours, theirs = pair(spatial, dtype, num_features=shape[1], momentum=momentum, affine=affine, track_running_stats=track)
     run_steps(ours, theirs, mode, shape, channels_last, dtype, TOL[dtype], torch.Generator().manual_seed(0))
 
 
-def test_sliced_path_is_taken(monkeypatch):
-    monkeypatch.setattr(bn, "_SLICE_ELEMS", 20)
-    x = torch.randn(4, 5, 6, 3)
-    assert len(bn._slices(x)) == 4  # 90 values per example > 20: one example per slice
+def test_large_inputs_are_sliced_only_single_threaded(monkeypatch):
+    monkeypatch.setattr(bn, "_SLICE", 20)
+    torch.set_num_threads(1)
+    assert len(bn._slices(torch.randn(4, 5, 6, 3))) == 4  # 90 values per example > 20: one each
     assert len(bn._slices(torch.randn(16, 5))) == 4  # 4 rows of 5 per slice
+    torch.set_num_threads(2)
+    assert len(bn._slices(torch.randn(16, 5))) == 1
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape_name", ["(N,C)", "channels_last"])
+def test_large_input_path_matches_torch(shape_name, threads, monkeypatch):
+    monkeypatch.setattr(bn, "_SMALL", 20)
+    monkeypatch.setattr(bn, "_SLICE", 20)
+    torch.set_num_threads(threads)
+    shape, spatial, channels_last = SHAPES[shape_name]
+    for dtype in (torch.float64, torch.float32):
+        ours, theirs = pair(spatial, dtype, num_features=shape[1])
+        run_steps(ours, theirs, "train", shape, channels_last, dtype, TOL[dtype], torch.Generator().manual_seed(7))
 
 
 def test_reference_path_matches_the_analytic_backward():
