@@ -76,7 +76,7 @@ class ModelConfig(Strict):
     bn_noise: BNNoiseConfig | None = None  # noisy BN after the normalization; null: off
     # What eval mode normalizes with: running (torch's way), batch (each eval batch's own
     # statistics), recalibrate (running estimates recomputed over the whole training set,
-    # layer by layer, before every evaluation).
+    # layer by layer, before every evaluation: one extra pass over it per BN layer).
     eval_stats: Literal["running", "batch", "recalibrate"] = "running"
 
     @model_validator(mode="after")
