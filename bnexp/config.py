@@ -117,6 +117,16 @@ class DataConfig(Strict):
         return self
 
 
+class BNNoiseConfig(Strict):
+    """Santurkar et al. (2018)'s noisy BN: each training forward multiplies every channel of the
+    BN output by (1 + scale_std·ε₁) and adds mean_std·ε₂, with ε ~ N(0, 1) redrawn per channel
+    every `every_steps` training forwards (so the distribution the next layer sees keeps moving)."""
+
+    mean_std: NonNegativeFloat = 0.0  # std of the random per-channel shift
+    scale_std: NonNegativeFloat = 0.0  # std of the random per-channel scale around 1
+    every_steps: PositiveInt = 1  # training forwards between redraws
+
+
 class ModelConfig(Strict):
     arch: Literal["mlp", "cnn"] = "mlp"
     hidden: list[PositiveInt] = Field(default_factory=lambda: [100, 100, 100])  # MLP widths
@@ -127,6 +137,33 @@ class ModelConfig(Strict):
     norm_position: Literal["pre_activation", "post_activation"] = "pre_activation"
     bn_eps: PositiveFloat = 1e-5
     bn_momentum: float | None = Field(0.1, ge=0, le=1)  # torch's convention; None = cumulative
+    # The controls below separate BN's two effects; they exist only on our layer (norm: custom).
+    # Statistics over virtual sub-batches of this size (Hoffer et al. 2017): changes the
+    # normalization noise without changing the SGD batch. null: the whole mini-batch.
+    ghost_batch_size: int | None = Field(None, ge=2)
+    # batch: normalize with the mini-batch's statistics (BN); population: with the running
+    # estimates in training too (still updated from the batches) - BN without the batch noise.
+    bn_stats: Literal["batch", "population"] = "batch"
+    bn_noise: BNNoiseConfig | None = None  # noisy BN after the normalization; null: off
+    # What eval mode normalizes with: running (torch's way), batch (each eval batch's own
+    # statistics), recalibrate (running estimates recomputed over the whole training set,
+    # layer by layer, before every evaluation: one extra pass over it per BN layer).
+    eval_stats: Literal["running", "batch", "recalibrate"] = "running"
+
+    @model_validator(mode="after")
+    def _controls_need_custom_norm(self) -> ModelConfig:
+        on = [
+            f"{key}: {value}" for key, value, off in [
+                ("ghost_batch_size", self.ghost_batch_size, None), ("bn_stats", self.bn_stats, "batch"),
+                ("bn_noise", self.bn_noise, None), ("eval_stats", self.eval_stats, "running"),
+            ] if value != off
+        ]
+        if on and self.norm != "custom":
+            raise ValueError(
+                f"{', '.join(on)}: {'this control needs' if len(on) == 1 else 'these controls need'} "
+                f"norm: custom (found norm: {self.norm}); the controls are features of bnexp's own BN layer"
+            )
+        return self
 
 
 class TrainConfig(Strict):
@@ -465,7 +502,7 @@ def validate_experiment(raw: dict, source: Source, problems: list[str] | None = 
         exp = ExperimentConfig.model_validate(raw)
     except ValidationError:
         pass
-    expand(exp)  # every combination must be valid too (e.g. nesterov with a swept momentum)
+    expand(exp, source)  # every combination must be valid too (e.g. nesterov with a swept momentum)
     return exp
 
 
@@ -533,7 +570,7 @@ def run_id(cfg: RunConfig) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:10]
 
 
-def expand(exp: ExperimentConfig) -> list[PlannedRun]:
+def expand(exp: ExperimentConfig, source: Source | None = None) -> list[PlannedRun]:
     """The Cartesian product of the sweep, last key fastest, in the order written."""
     base = exp.model_dump(mode="python", exclude={"sweep"})
     keys = list(exp.sweep)
@@ -545,7 +582,8 @@ def expand(exp: ExperimentConfig) -> list[PlannedRun]:
         try:
             cfg = RunConfig.model_validate(cell)
         except ValidationError as e:
-            raise ConfigError(_format_errors(e, Source("<sweep>", {}, set()), RunConfig, dict(zip(keys, combo)))) from None
+            where = source or Source("<sweep>", {}, set())
+            raise ConfigError(_format_errors(e, where, RunConfig, dict(zip(keys, combo)))) from None
         rid = run_id(cfg)
         if rid in seen:  # e.g. a value listed twice: one run, not two
             continue

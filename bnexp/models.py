@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from bnexp.config import ModelConfig
 from bnexp.errors import BnexpError
-from bnexp.norm import make_norm
+from bnexp.norm import BNNoise, make_norm
 
 ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
@@ -52,8 +52,13 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_outputs: int
     norm_first = cfg.norm_position == "pre_activation"
     bias = not (has_norm and norm_first)
 
+    noise = BNNoise(**cfg.bn_noise.model_dump()) if cfg.bn_noise is not None else None
+
     def norm(width: int, spatial: bool) -> nn.Module:
-        return make_norm(cfg.norm, width, spatial, eps=cfg.bn_eps, momentum=cfg.bn_momentum)
+        return make_norm(
+            cfg.norm, width, spatial, eps=cfg.bn_eps, momentum=cfg.bn_momentum,
+            ghost_batch_size=cfg.ghost_batch_size, stats=cfg.bn_stats, noise=noise, eval_stats=cfg.eval_stats,
+        )
 
     blocks = []
     if cfg.arch == "mlp":
@@ -80,8 +85,12 @@ def init_weights(model: nn.Module, seed: int) -> None:
     """torch's default init, drawn from per-layer generators seeded by (seed, layer index).
 
     So a network with BN and one without start from the same weights: the bias a BN network
-    lacks does not shift the random stream of the layers after it. Norm layers keep γ=1, β=0.
+    lacks does not shift the random stream of the layers after it. Norm layers keep γ=1, β=0;
+    noisy BN layers restart their noise stream from (seed, norm-layer index).
     """
+    norms = [m for m in model.modules() if hasattr(m, "seed_noise")]
+    for i, norm in enumerate(norms):
+        norm.seed_noise(seed * 1_000_003 + 500_000 + i)
     layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
     for i, layer in enumerate(layers):
         fan_in = layer.weight[0].numel()

@@ -42,6 +42,7 @@ from bnexp.config import RunConfig, TargetConfig, TrainConfig, run_id
 from bnexp.data import Dataset, load_dataset
 from bnexp.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from bnexp.models import build_model, init_weights
+from bnexp.norm import recalibrate
 from bnexp.probes import make_probes
 
 log = logging.getLogger("bnexp")
@@ -319,6 +320,8 @@ def _train_run(
 
     def record(epoch: float) -> None:
         t0 = time.perf_counter()
+        if cfg.model.eval_stats == "recalibrate":  # running estimates from the whole training set
+            recalibrate(model, data.x_train, tc.eval_batch_size, data.prepare)
         train_loss, train_acc = evaluate(model, data, data.x_train, data.y_train, tc.eval_batch_size)
         test_loss, test_acc = evaluate(model, data, data.x_test, data.y_test, tc.eval_batch_size)
         prog.eval_s += time.perf_counter() - t0
