@@ -212,3 +212,14 @@ def test_npz_float_vectors_train_end_to_end(tmp_path):
     assert result.exit_code == 0, result.output
     df = pd.read_csv(tmp_path / "results" / "vec" / "summary.csv")
     assert df["final_train_acc"].iloc[0] > 0.9, f"a linearly separable problem learnt to only {df['final_train_acc'].iloc[0]:.2f}"
+
+
+@pytest.mark.slow
+def test_ghost_bn_config_one_epoch_on_the_shared_subset(shared_data, tmp_path):
+    folder = shared_data / "cifar10-subset"
+    df = run_config("ghost_bn_cifar10", tmp_path, f"data.train={folder / 'train.npz'}", f"data.test={folder / 'test.npz'}",
+                    "data.train_per_class=64", "data.test_per_class=10", "sweep.train.seed=[0]",
+                    "sweep.model.ghost_batch_size=[32, 512]", "measure.bn_noise.samples=5")
+    assert len(df) == 2 and set(df["model.ghost_batch_size"]) == {32, 512}
+    assert (df["steps"] == 2).all(), df["steps"].tolist()  # 640 images: one batch of 512, one of 128
+    assert (tmp_path / "ghost_bn_cifar10" / "tables" / "regularization.csv").exists()
