@@ -218,9 +218,12 @@ def status(
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Redraw every --interval seconds until every run is done or failed (Ctrl-C to leave).")] = False,
     interval: Annotated[float, typer.Option("--interval", min=0.2, help="Seconds between redraws with --watch.")] = 2.0,
 ) -> None:
-    """Show each cell of a sweep (every swept key except the seed) with its runs counted as
-    done (diverged among them), running (claimed by a live process), partial (a checkpoint to
-    resume from), failed and missing. Reads only files; safe while sweeps are running."""
+    """Show how far a sweep is: per cell, runs done, running, partial, failed and missing.
+
+    A cell is every swept key except the seed. done counts diverged runs too (shown apart);
+    running = claimed by a live process; partial = a checkpoint to resume from. Reads only
+    files, so it is safe while sweeps are running.
+    """
     try:
         table, finished = _status_table(results)
         if not watch:
@@ -268,9 +271,12 @@ def repro(
     run_id: Annotated[str, typer.Argument(help="The run to redo: its id (or a unique prefix), as in plan.csv.", show_default=False)],
     keep: Annotated[Path | None, typer.Option("--keep", help="Write the rerun here instead of a temporary folder that is removed.", show_default=False)] = None,
 ) -> None:
-    """Rerun one finished run from its config.yaml, in a scratch folder, and report any difference
-    from the recorded one: metrics.csv byte for byte, and summary.json without its timings.
-    Exits 0 when identical, 1 when anything differs. The results folder is not modified."""
+    """Rerun one finished run and report any difference from the recorded one.
+
+    The run is redone from its config.yaml in a scratch folder; metrics.csv is compared byte
+    for byte and summary.json without its timings. Exits 0 when identical, 1 when anything
+    differs. The results folder is not modified.
+    """
     import json
     import shutil
     import tempfile
