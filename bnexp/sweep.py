@@ -21,6 +21,7 @@ import yaml
 from bnexp.config import ExperimentConfig, PlannedRun, expand
 from bnexp.io import atomic_write_csv, atomic_write_text
 from bnexp.train import RunSummary, train_run
+from bnexp.vectorize import train_cell_seeds
 
 SUMMARY_COLUMNS = [
     "run_id", "norm", "batch_size", "lr", "seed",
@@ -28,6 +29,7 @@ SUMMARY_COLUMNS = [
     "gen_gap", "loss_gap", "best_test_acc",
     "steps_to_target", "epochs_to_target", "time_to_target_s",
     "diverged", "diverged_step", "steps", "epochs", "wall_s", "train_s", "eval_s", "device",
+    "peak_rss_mb", "seeds_together",
 ]
 
 
@@ -86,13 +88,21 @@ def run_experiment(
     plan = expand(exp)
     write_experiment(results_dir, raw, source, list(overrides or []), plan)
     ran, skipped = [], []
+    grouped: set[str] = set()  # vectorize_seeds: runs already trained with, or tried in, their cell
     for i, run in enumerate(plan):
         run_dir = results_dir / "runs" / run.run_id
         if is_complete(run_dir):
-            skipped.append(run.run_id)
+            if run.run_id not in ran:
+                skipped.append(run.run_id)
             continue
         if on_run_start:
             on_run_start(run, i, len(plan))
+        if run.config.train.vectorize_seeds and run.run_id not in grouped:  # issue 7 hook
+            together, considered = train_cell_seeds(run, plan, results_dir, on_progress=on_epoch)
+            grouped.update(considered)
+            ran.extend(together)
+            if together:
+                continue
         summary: RunSummary = train_run(run.config, run_dir, params=run.params, on_progress=on_epoch)
         ran.append(summary.run_id)
     df = collect_summary(results_dir, plan)

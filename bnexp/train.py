@@ -12,6 +12,8 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import resource
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -59,6 +61,10 @@ class RunSummary:
     eval_s: float
     device: str
     params: dict[str, Any] = field(default_factory=dict)  # the swept keys and their values
+    # peak resident memory of this process so far, MiB (CUDA: peak allocated on the device);
+    # a worker that trains many runs reports its own high-water mark
+    peak_rss_mb: float | None = None
+    seeds_together: int = 1  # > 1: trained in one vectorized model with other seeds (shared times)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -75,6 +81,22 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory so far, MiB: the process's max RSS on the CPU, allocated memory on CUDA."""
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
+def loss_of(logits: Tensor, y: Tensor, binary: bool) -> Tensor:
+    """Mean loss only (the training step needs no accuracy: no argmax per step)."""
+    if binary:
+        z = logits.squeeze(1)
+        return nn.functional.binary_cross_entropy_with_logits(z, y.to(z.dtype))
+    return nn.functional.cross_entropy(logits, y)
 
 
 def loss_and_correct(logits: Tensor, y: Tensor, binary: bool) -> tuple[Tensor, Tensor]:
@@ -187,23 +209,42 @@ def train_run(
             reached = {"steps": step, "epochs": round(epoch, 4), "time_s": train_s}
         return row
 
+    # Divergence check (speed, issue 7): reading the loss back is free on the CPU but stalls
+    # an accelerator's queue, so there the losses stay on the device and are read every
+    # `check_every` steps and at each evaluation; diverged_step is still the exact first step.
+    check_every = 1 if device.type == "cpu" else 32
+    pending: list[Tensor] = []  # losses of the steps not yet checked, oldest first
+
+    def first_nonfinite() -> int | None:
+        if len(pending) <= 1:  # the CPU's case: one float() is the cheapest check
+            ok = not pending or math.isfinite(float(pending.pop()))
+            return None if ok else step
+        bad = (~torch.isfinite(torch.stack(pending))).nonzero()
+        first = step - len(pending) + 1 + int(bad[0, 0]) if len(bad) else None
+        pending.clear()
+        return first
+
     try:
         last = record(0)
         for epoch in range(tc.epochs):
             for idx in batches_of_epoch(n_train, tc.batch_size, order):
                 t0 = time.perf_counter()
                 xb, yb = data.prepare(data.x_train[idx]), data.y_train[idx]
-                loss, _ = loss_and_correct(model(xb), yb, data.binary)
+                loss = loss_of(model(xb), yb, data.binary)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 step += 1
+                pending.append(loss.detach())
+                if len(pending) >= check_every or (tc.eval_every_steps and step % tc.eval_every_steps == 0):
+                    diverged_step = first_nonfinite()
                 train_s += time.perf_counter() - t0
-                if not math.isfinite(float(loss.detach())):
-                    diverged_step = step
+                if diverged_step is not None:
                     break
                 if tc.eval_every_steps and step % tc.eval_every_steps == 0 and step % steps_per_epoch:
                     last = record(epoch + (step % steps_per_epoch) / steps_per_epoch)
+            if diverged_step is None:
+                diverged_step = first_nonfinite()
             if diverged_step is not None:
                 last = record(epoch + 1)
                 break
@@ -225,7 +266,7 @@ def train_run(
         diverged=diverged_step is not None, diverged_step=diverged_step,
         steps=step, epochs=tc.epochs, wall_s=round(time.perf_counter() - t_start, 4),
         train_s=round(train_s, 4), eval_s=round(eval_s, 4), device=str(device),
-        params=dict(params or {}),
+        params=dict(params or {}), peak_rss_mb=peak_memory_mb(device),
     )
     atomic_write_json(run_dir / "summary.json", asdict(summary))
     return summary
