@@ -91,6 +91,11 @@ def peak_memory_mb(device: torch.device) -> float:
     return round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
+def divergence_check_every(device: torch.device) -> int:
+    """Steps between divergence checks: every step on the CPU (free), every 32 elsewhere."""
+    return 1 if device.type == "cpu" else 32
+
+
 def loss_of(logits: Tensor, y: Tensor, binary: bool) -> Tensor:
     """Mean loss only (the training step needs no accuracy: no argmax per step)."""
     if binary:
@@ -212,7 +217,7 @@ def train_run(
     # Divergence check (speed, issue 7): reading the loss back is free on the CPU but stalls
     # an accelerator's queue, so there the losses stay on the device and are read every
     # `check_every` steps and at each evaluation; diverged_step is still the exact first step.
-    check_every = 1 if device.type == "cpu" else 32
+    check_every = divergence_check_every(device)
     pending: list[Tensor] = []  # losses of the steps not yet checked, oldest first
 
     def first_nonfinite() -> int | None:
