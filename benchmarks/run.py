@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tiny", action="store_true", help="tiny sizes and 1 repeat: checks the code, not the speed")
     ap.add_argument("--repeats", type=int, default=None, help="repeats per measurement (default 5; 1 with --tiny)")
     ap.add_argument("--section", action="append", choices=[*SECTIONS, "bn"], help="only these sections (repeatable)")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads in this process (default: torch's)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads in this process (default 1: on shared cores, intra-op threads make "
+                         "small-model timings swing 10-100x; 0 = torch's default)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results.csv", help="CSV to write")
     args = ap.parse_args(argv)
     console = Console(stderr=True)
@@ -57,12 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     sections = tuple(args.section or (*SECTIONS, "bn"))
     t0 = time.perf_counter()
     parts = [bench_train(tiny=args.tiny, repeats=args.repeats, sections=tuple(s for s in sections if s != "bn"),
-                         log=log, threads=args.threads)]
+                         log=log, threads=args.threads or None)]
     if "bn" in sections:
         parts.append(bn_rows(1 if args.tiny and not args.repeats else args.repeats, log))
     df = pd.concat([p for p in parts if p is not None and not p.empty], ignore_index=True)
     atomic_write_csv(args.out, df)
-    title = (f"bnexp benchmarks — CPU, {torch.get_num_threads() if not args.threads else args.threads} torch threads, "
+    title = (f"bnexp benchmarks — CPU, {args.threads or torch.get_num_threads()} torch thread(s), "
              f"{'tiny sizes' if args.tiny else 'full sizes'}, {time.perf_counter() - t0:.0f} s")
     Console(width=max(Console().width, 160)).print(rich_table(df, title))
     console.print(f"written: {args.out}")

@@ -150,7 +150,7 @@ def train_seeds(
     S = len(cfgs)
     run_dirs = [Path(d) for d in run_dirs]
     params_list = params_list or [{} for _ in cfgs]
-    for cfg, d in zip(cfgs, run_dirs):
+    for cfg, d in zip(cfgs, run_dirs, strict=True):
         d.mkdir(parents=True, exist_ok=True)
         atomic_write_text(d / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     cfg0, tc = cfgs[0], cfgs[0].train
@@ -254,7 +254,7 @@ def train_seeds(
 
     wall_s = round(time.perf_counter() - t_start, 4)
     summaries = []
-    for s, (cfg, d) in enumerate(zip(cfgs, run_dirs)):
+    for s, (cfg, d) in enumerate(zip(cfgs, run_dirs, strict=True)):
         row, r = last[s], reached[s]
         summary = RunSummary(
             run_id=run_id(cfg), status="complete", norm=cfg.model.norm, batch_size=tc.batch_size, lr=tc.lr,

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from bnexp.config import DataConfig, RunConfig, experiment_from_dict, run_id
 from bnexp.data import load_dataset
@@ -119,7 +118,7 @@ def test_sweep_groups_seeds_and_falls_back_with_a_log_line(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="bnexp"):
         res = run_experiment(experiment_from_dict(_exp(True)), _exp(True), tmp_path / "v")
     assert sorted(res.ran) == sorted(r.run_id for r in res.plan) and not res.skipped
-    together = dict(zip(res.summary["norm"] + res.summary["seed"].astype(str), res.summary["seeds_together"]))
+    together = dict(zip(res.summary["norm"] + res.summary["seed"].astype(str), res.summary["seeds_together"], strict=True))
     assert together == {"none0": 2, "none1": 2, "torch0": 1, "torch1": 1}
     fallbacks = [r.message for r in caplog.records if "one by one" in r.message]
     assert len(fallbacks) == 1 and "norm: torch" in fallbacks[0], fallbacks
