@@ -388,14 +388,14 @@ def bench_workers(tiny: bool, repeats: int, log: Callable[[str], None] = print) 
 # --------------------------------------------------------------------------- memory
 
 _MEMORY_SCRIPT = r"""
-import json, resource, sys, torch
+import json, sys, torch
 from pathlib import Path
 from bnexp.config import RunConfig
 from bnexp.data import Dataset
-from bnexp.train import train_run
+from bnexp.train import peak_memory_mb, train_run
 n, n_test, out = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
 torch.optim.SGD([torch.zeros(1, requires_grad=True)])  # the optimizer's lazy imports, before the baseline
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+base = peak_memory_mb(torch.device("cpu"))
 g = torch.Generator().manual_seed(0)
 x = torch.randint(0, 256, (n + n_test, 3, 32, 32), dtype=torch.uint8, generator=g)
 y = torch.randint(0, 10, (n + n_test,), generator=g)

@@ -84,9 +84,19 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory so far, MiB: the process's max RSS on the CPU, allocated memory on CUDA."""
+    """Peak memory so far, MiB: the process's peak RSS on the CPU, allocated memory on CUDA.
+
+    Linux: VmHWM of /proc/self/status, because ru_maxrss carries over a parent's peak into a
+    child started by fork + exec (a subprocess of a 1.4 GB parent starts at 1.4 GB).
+    """
     if device.type == "cuda":
         return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 2**10, 1)  # kB
+    except OSError:
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
