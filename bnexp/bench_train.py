@@ -346,7 +346,7 @@ def _python_env() -> dict:
 
 
 def has_workers_option() -> bool:
-    out = subprocess.run([sys.executable, "-m", "bnexp", "run", "--help"], capture_output=True, text=True, env=_python_env())
+    out = subprocess.run([sys.executable, "-m", "bnexp", "run", "--help"], capture_output=True, text=True, env=_python_env(), cwd=REPO)
     return "--workers" in out.stdout
 
 
@@ -356,7 +356,7 @@ def bench_workers(tiny: bool, repeats: int, log: Callable[[str], None] = print) 
     if not has_workers_option():
         return pd.DataFrame([_row("workers", case, "speed-up", "n/a (needs --workers)", "x", ">= 1.7")], columns=COLUMNS)
     exp = yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text())
-    exp["train"]["epochs"] = 2 if tiny else 20
+    exp["train"]["epochs"] = 2 if tiny else 40  # the quickstart's own length: runs of ~1 s, not worker start-up
     exp["train"]["device"] = "cpu"
     exp["sweep"] = {"model.norm": ["none", "custom", "torch"], "train.seed": [0, 1, 2, 3]}
     log(f"workers: {case}, {exp['train']['epochs']} epochs")
@@ -370,7 +370,7 @@ def bench_workers(tiny: bool, repeats: int, log: Callable[[str], None] = print) 
             t0 = time.perf_counter()
             proc = subprocess.run(
                 [sys.executable, "-m", "bnexp", "run", str(path), "--out", str(out), "--workers", str(workers)],
-                capture_output=True, text=True, env=_python_env(),
+                capture_output=True, text=True, env=_python_env(), cwd=REPO,
             )
             if proc.returncode != 0:
                 raise RuntimeError(f"bnexp run --workers {workers} failed: {proc.stderr[-500:]}")
@@ -417,7 +417,7 @@ def bench_memory(tiny: bool, log: Callable[[str], None] = print) -> pd.DataFrame
     with tempfile.TemporaryDirectory(prefix="bnexp-bench-") as tmp:
         proc = subprocess.run(
             [sys.executable, "-c", _MEMORY_SCRIPT, str(n), str(n_test), tmp],
-            capture_output=True, text=True, env=_python_env(),
+            capture_output=True, text=True, env=_python_env(), cwd=REPO,
         )
     if proc.returncode != 0:
         raise RuntimeError(f"memory run failed: {proc.stderr[-500:]}")
