@@ -57,6 +57,9 @@ test: $(STAMP) ## Install, then run every test (slow ones included)
 test-fast: $(STAMP) ## Run the tests not marked slow
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+bench: $(STAMP) ## Time bnexp's training loop against hand-written ones, vectorized seeds, workers, memory (table + benchmarks/results.csv)
+	$(BIN)/python benchmarks/run.py
+
 lint: $(STAMP) ## Check style with ruff
 	$(BIN)/ruff check bnexp tests benchmarks
 

@@ -184,6 +184,10 @@ class TrainConfig(Strict):
     diverge_loss: PositiveFloat | None = None
     # seed every RNG and use torch's deterministic algorithms: same config -> same metrics.csv bytes
     deterministic: bool = True
+    # train the runs of one sweep cell that differ only in train.seed as one batched model
+    # (bnexp.vectorize); each run's results equal a separate run's. Falls back, with a log
+    # line, where a model or option cannot be vectorized. Not part of the run id.
+    vectorize_seeds: bool = False
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self) -> TrainConfig:
@@ -566,7 +570,8 @@ class PlannedRun:
 
 def run_id(cfg: RunConfig) -> str:
     """Short hash of the resolved run config; `name` (the output folder) is excluded."""
-    payload = json.dumps(cfg.model_dump(mode="json", exclude={"name"}), sort_keys=True)
+    # how a run is executed (vectorize_seeds) does not change what it computes: not hashed
+    payload = json.dumps(cfg.model_dump(mode="json", exclude={"name": True, "train": {"vectorize_seeds"}}), sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:10]
 
 

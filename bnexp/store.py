@@ -21,6 +21,7 @@ same in-process, in a process pool or as a Ray task.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -169,3 +170,51 @@ def execute_run(
         except Exception as e:  # noqa: BLE001 - recorded, and the sweep goes on
             return Outcome(run.run_id, "failed", store.record_failure(run, e), time.perf_counter() - t0)
         return Outcome(run.run_id, "diverged" if summary.diverged else "complete", seconds=time.perf_counter() - t0)
+
+
+def execute_task(
+    results_dir: str | Path,
+    task: list[PlannedRun],
+    redo: frozenset[str] = frozenset(),
+    should_stop: Callable[[], bool] | None = None,
+    on_epoch: Callable[[int, int], None] | None = None,
+) -> list[Outcome]:
+    """One run (`execute_run`), or the seeds of a cell trained together as one batched model.
+
+    Each run of a group is claimed first; those another process holds come back "busy", those
+    finished are skipped, and the rest train together (one alone trains as usual). A failure is
+    recorded in every run of the group. Batched training keeps no checkpoint: a group that is
+    interrupted trains again from the start.
+    """
+    if len(task) == 1:
+        return [execute_run(results_dir, task[0], redo, should_stop, on_epoch)]
+    from bnexp.vectorize import train_seeds
+
+    store = RunStore(results_dir)
+    outcomes: list[Outcome] = []
+    t0 = time.perf_counter()
+    with contextlib.ExitStack() as claims:
+        todo = []
+        for run in task:
+            if not claims.enter_context(store.claim(run.run_id)):
+                outcomes.append(Outcome(run.run_id, "busy"))
+                continue
+            state = store.state(run.run_id)
+            if state in ("done", "failed") and state not in redo:
+                outcomes.append(Outcome(run.run_id, "skipped"))
+                continue
+            if state in ("done", "failed"):
+                store.clear(run.run_id)
+            store.remove_temp_files(run.run_id)
+            todo.append(run)
+        if len(todo) >= 2:
+            try:
+                summaries = train_seeds([r.config for r in todo], [store.run_dir(r.run_id) for r in todo],
+                                        [r.params for r in todo], on_progress=on_epoch)
+            except Exception as e:  # noqa: BLE001 - recorded, and the sweep goes on
+                error = [store.record_failure(r, e) for r in todo][0]
+                return outcomes + [Outcome(r.run_id, "failed", error, time.perf_counter() - t0) for r in todo]
+            seconds = (time.perf_counter() - t0) / len(todo)
+            return outcomes + [Outcome(s.run_id, "diverged" if s.diverged else "complete", seconds=seconds) for s in summaries]
+    # zero or one run left: released above, so execute_run can claim it again
+    return outcomes + [execute_run(results_dir, r, redo, should_stop, on_epoch) for r in todo]

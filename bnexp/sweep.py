@@ -23,7 +23,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -35,7 +35,8 @@ import yaml
 from bnexp.config import ExperimentConfig, PlannedRun, expand
 from bnexp.errors import BnexpError
 from bnexp.io import atomic_write_csv, atomic_write_text
-from bnexp.store import Outcome, RunStore, execute_run
+from bnexp.store import Outcome, RunStore, execute_task
+from bnexp.vectorize import group_by_seed, why_not_vectorized
 
 log = logging.getLogger("bnexp")
 
@@ -45,8 +46,10 @@ SUMMARY_COLUMNS = [
     "gen_gap", "loss_gap", "best_test_acc",
     "steps_to_target", "epochs_to_target", "time_to_target_s",
     "diverged", "diverged_step", "steps", "epochs", "wall_s", "train_s", "eval_s", "device",
+    "peak_rss_mb", "seeds_together",
 ]
 EXECUTORS = ("local", "ray")
+Task = list[PlannedRun]  # runs trained by one call: one run, or the seeds of a cell trained together
 POLL_S = 1.0  # how often a sweep looks again at runs that another process is training
 GRACE_S = 10.0  # after Ctrl-C, how long runs in progress get to stop before their workers are ended
 
@@ -157,11 +160,11 @@ class SerialExecutor:
     def __init__(self, results_dir: Path, on_run_start: Callable[[PlannedRun], None] | None, on_epoch: Callable[[int, int], None] | None):
         self.results_dir, self.on_run_start, self.on_epoch = results_dir, on_run_start, on_epoch
 
-    def outcomes(self, runs: list[PlannedRun], redo: frozenset[str]) -> Iterator[Outcome]:
-        for run in runs:
+    def outcomes(self, tasks: list[Task], redo: frozenset[str]) -> Iterator[Outcome]:
+        for task in tasks:
             if self.on_run_start:
-                self.on_run_start(run)
-            yield execute_run(self.results_dir, run, redo, on_epoch=self.on_epoch)
+                self.on_run_start(task[0])
+            yield from execute_task(self.results_dir, task, redo, on_epoch=self.on_epoch)
 
     def stop(self) -> None:
         pass  # Ctrl-C has already interrupted the run in this process
@@ -195,8 +198,8 @@ def _init_worker(stop_event, threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _pool_execute(results_dir: str, run: PlannedRun, redo: frozenset[str]) -> Outcome:
-    return execute_run(results_dir, run, redo, should_stop=_STOP.is_set if _STOP is not None else None)
+def _pool_execute(results_dir: str, task: Task, redo: frozenset[str]) -> list[Outcome]:
+    return execute_task(results_dir, task, redo, should_stop=_STOP.is_set if _STOP is not None else None)
 
 
 class PoolExecutor:
@@ -217,16 +220,17 @@ class PoolExecutor:
         self.threads = max(1, cpu_cores() // workers)
         self.pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(self.stop_event, self.threads))
 
-    def outcomes(self, runs: list[PlannedRun], redo: frozenset[str]) -> Iterator[Outcome]:
-        futures = {self.pool.submit(_pool_execute, self.results_dir, run, redo): run for run in runs}
+    def outcomes(self, tasks: list[Task], redo: frozenset[str]) -> Iterator[Outcome]:
+        futures = {self.pool.submit(_pool_execute, self.results_dir, task, redo): task for task in tasks}
         pending = set(futures)
         while pending:
             done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
             for f in done:
                 try:
-                    yield f.result()
+                    yield from f.result()
                 except BrokenProcessPool:
-                    yield Outcome(futures[f].run_id, "lost", "a worker process died (killed, or out of memory?); rerun to resume")
+                    for run in futures[f]:
+                        yield Outcome(run.run_id, "lost", "a worker process died (killed, or out of memory?); rerun to resume")
 
     def stop(self) -> None:
         self.stop_event.set()  # running runs stop at their next step; queued ones are cancelled
@@ -249,11 +253,11 @@ class PoolExecutor:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _ray_execute(results_dir: str, run: PlannedRun, redo: frozenset[str], threads: int) -> Outcome:
+def _ray_execute(results_dir: str, task: Task, redo: frozenset[str], threads: int) -> list[Outcome]:
     import torch
 
     torch.set_num_threads(threads)
-    return execute_run(results_dir, run, redo)
+    return execute_task(results_dir, task, redo)
 
 
 class RayExecutor:
@@ -276,21 +280,22 @@ class RayExecutor:
         self.has_gpu = resources.get("GPU", 0) > 0
         self.refs: dict = {}
 
-    def outcomes(self, runs: list[PlannedRun], redo: frozenset[str]) -> Iterator[Outcome]:
+    def outcomes(self, tasks: list[Task], redo: frozenset[str]) -> Iterator[Outcome]:
         ray = self.ray
-        task = ray.remote(_ray_execute)
-        for run in runs:
-            gpus = 1 if self.has_gpu and run.config.train.device != "cpu" else 0
-            ref = task.options(num_cpus=self.cpus, num_gpus=gpus, max_retries=0).remote(self.results_dir, run, redo, self.cpus)
-            self.refs[ref] = run
+        remote = ray.remote(_ray_execute)
+        for task in tasks:
+            gpus = 1 if self.has_gpu and task[0].config.train.device != "cpu" else 0
+            ref = remote.options(num_cpus=self.cpus, num_gpus=gpus, max_retries=0).remote(self.results_dir, task, redo, self.cpus)
+            self.refs[ref] = task
         while self.refs:
             done, _ = ray.wait(list(self.refs), num_returns=1, timeout=0.5)
             for ref in done:
-                run = self.refs.pop(ref)
+                task = self.refs.pop(ref)
                 try:
-                    yield ray.get(ref)
+                    yield from ray.get(ref)
                 except ray.exceptions.RayError as e:
-                    yield Outcome(run.run_id, "lost", f"Ray task failed: {type(e).__name__}: {str(e).splitlines()[0]}")
+                    for run in task:
+                        yield Outcome(run.run_id, "lost", f"Ray task failed: {type(e).__name__}: {str(e).splitlines()[0]}")
 
     def stop(self) -> None:
         for ref in self.refs:
@@ -408,14 +413,32 @@ def _make_executor(kind, results_dir, n_workers, workers_asked, address, on_run_
     return PoolExecutor(results_dir, n_workers)
 
 
+def make_tasks(todo: list[PlannedRun]) -> list[Task]:
+    """The units of work: one run each, except that with train.vectorize_seeds the runs of a cell
+    that differ only in train.seed form one task, trained as one batched model (bnexp.vectorize)
+    where it can be; where it cannot, its runs stay separate and a log line says why."""
+    if not any(r.config.train.vectorize_seeds for r in todo):
+        return [[r] for r in todo]
+    tasks: list[Task] = []
+    for group in group_by_seed(todo):
+        if group[0].config.train.vectorize_seeds and len(group) > 1:
+            reason = why_not_vectorized([r.config for r in group])
+            if reason is None:
+                tasks.append(group)
+                continue
+            log.warning("vectorize_seeds: training %d seeds of a cell one by one: %s", len(group), reason)
+        tasks.extend([r] for r in group)
+    return tasks
+
+
 def _drive(pool, todo: list[PlannedRun], redo, outcomes: dict, on_outcome, on_wait) -> None:
-    """Hand runs to the executor; runs claimed by another process come back "busy" and are
+    """Hand tasks to the executor; runs claimed by another process come back "busy" and are
     offered again every POLL_S until that process finishes them (skipped) or dies (resumed here)."""
-    pending: Iterable[PlannedRun] = todo
+    tasks = make_tasks(todo)
     by_id = {r.run_id: r for r in todo}
-    while pending:
+    while tasks:
         busy = []
-        for outcome in pool.outcomes(list(pending), redo):
+        for outcome in pool.outcomes(tasks, redo):
             if outcome.status == "busy":
                 busy.append(outcome.run_id)
                 continue
@@ -426,7 +449,7 @@ def _drive(pool, todo: list[PlannedRun], redo, outcomes: dict, on_outcome, on_wa
             if on_wait:
                 on_wait(busy)
             time.sleep(POLL_S)
-        pending = [by_id[r] for r in busy]
+        tasks = [[by_id[r]] for r in busy]
 
 
 def resume_command(argv: list[str]) -> str:

@@ -26,6 +26,8 @@ import logging
 import math
 import os
 import random
+import resource
+import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -78,8 +80,12 @@ class RunSummary:
     train_s: float  # optimizer steps only
     eval_s: float
     device: str
-    resumed_from_epoch: int | None  # None: trained in one go; else the checkpoint it resumed from
+    resumed_from_epoch: int | None = None  # None: trained in one go; else the checkpoint it resumed from
     params: dict[str, Any] = field(default_factory=dict)  # the swept keys and their values
+    # peak resident memory of this process so far, MiB (CUDA: peak allocated on the device);
+    # a worker that trains many runs reports its own high-water mark
+    peak_rss_mb: float | None = None
+    seeds_together: int = 1  # > 1: trained in one vectorized model with other seeds (shared times)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -96,6 +102,37 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory so far, MiB: the process's peak RSS on the CPU, allocated memory on CUDA.
+
+    Linux: VmHWM of /proc/self/status, because ru_maxrss carries over a parent's peak into a
+    child started by fork + exec (a subprocess of a 1.4 GB parent starts at 1.4 GB).
+    """
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 2**10, 1)  # kB
+    except OSError:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
+def divergence_check_every(device: torch.device) -> int:
+    """Steps between divergence checks: every step on the CPU (free), every 32 elsewhere."""
+    return 1 if device.type == "cpu" else 32
+
+
+def loss_of(logits: Tensor, y: Tensor, binary: bool) -> Tensor:
+    """Mean loss only (the training step needs no accuracy: no argmax per step)."""
+    if binary:
+        z = logits.squeeze(1)
+        return nn.functional.binary_cross_entropy_with_logits(z, y.to(z.dtype))
+    return nn.functional.cross_entropy(logits, y)
 
 
 def loss_and_correct(logits: Tensor, y: Tensor, binary: bool) -> tuple[Tensor, Tensor]:
@@ -339,6 +376,21 @@ def _train_run(
         if target is not None and prog.reached is None and target_reached(target, row):
             prog.reached = {"steps": prog.step, "epochs": round(epoch, 4), "time_s": prog.train_s}
 
+    # Divergence check (speed, issue 7): reading the loss back is free on the CPU but stalls
+    # an accelerator's queue, so there the losses stay on the device and are read every
+    # `check_every` steps and at each evaluation; diverged_step is still the exact first step.
+    check_every = divergence_check_every(device)
+    pending: list[Tensor] = []  # losses of the steps not yet checked, oldest first
+
+    def first_diverged() -> int | None:
+        """The first unchecked step whose loss is NaN/inf or above train.diverge_loss, if any."""
+        if not pending:
+            return None
+        n = len(pending)
+        losses = [float(pending[0])] if n == 1 else torch.stack(pending).float().cpu().tolist()  # one read-back
+        pending.clear()
+        return next((prog.step - n + 1 + i for i, v in enumerate(losses) if is_diverged(v, tc.diverge_loss)), None)
+
     try:
         if not prog.rows:
             record(0)
@@ -350,7 +402,7 @@ def _train_run(
                     raise RunInterrupted(f"run {rid} stopped at step {prog.step}")
                 t0 = time.perf_counter()
                 xb, yb = data.prepare(data.x_train[idx]), data.y_train[idx]
-                loss, _ = loss_and_correct(model(xb), yb, data.binary)
+                loss = loss_of(model(xb), yb, data.binary)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 probes.before_step(prog.step + 1)  # ICS keeps G and layers >= l before the update
@@ -358,11 +410,16 @@ def _train_run(
                 prog.step += 1
                 prog.train_s += time.perf_counter() - t0
                 probes.after_step(prog.step, lambda m, xb=xb, yb=yb: loss_and_correct(m(xb), yb, data.binary)[0])  # not timed
-                if is_diverged(float(loss.detach()), tc.diverge_loss):
-                    prog.diverged_step = prog.step
-                    break
-                if tc.eval_every_steps and prog.step % tc.eval_every_steps == 0 and prog.step % steps_per_epoch:
+                pending.append(loss.detach())
+                evaluate_now = tc.eval_every_steps and prog.step % tc.eval_every_steps == 0
+                if len(pending) >= check_every or evaluate_now:
+                    prog.diverged_step = first_diverged()
+                    if prog.diverged_step is not None:
+                        break
+                if evaluate_now and prog.step % steps_per_epoch:
                     record(epoch + (prog.step % steps_per_epoch) / steps_per_epoch)
+            if prog.diverged_step is None:
+                prog.diverged_step = first_diverged()
             if prog.diverged_step is not None:  # one last evaluation, where it stopped
                 record(epoch + (prog.step - epoch * steps_per_epoch) / steps_per_epoch)
                 break
@@ -393,7 +450,7 @@ def _train_run(
         diverged=prog.diverged_step is not None, diverged_step=prog.diverged_step,
         steps=prog.step, epochs=tc.epochs, wall_s=round(elapsed(), 4),
         train_s=round(prog.train_s, 4), eval_s=round(prog.eval_s, 4), device=str(device),
-        resumed_from_epoch=resumed_from, params=dict(params or {}),
+        resumed_from_epoch=resumed_from, params=dict(params or {}), peak_rss_mb=peak_memory_mb(device),
     )
     atomic_write_json(run_dir / "summary.json", asdict(summary))
     ckpt.unlink(missing_ok=True)
