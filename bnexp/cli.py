@@ -242,7 +242,8 @@ def status(
         pass
 
 
-TIMING_KEYS = ("wall_s", "train_s", "eval_s", "time_to_target_s", "device", "resumed_from_epoch")
+# how a run went, not what it computed: repro does not compare these
+TIMING_KEYS = ("wall_s", "train_s", "eval_s", "time_to_target_s", "device", "resumed_from_epoch", "peak_rss_mb", "seeds_together")
 
 
 def _compare_metrics(a: Path, b: Path) -> list[str]:
