@@ -13,7 +13,7 @@ Sections:
              (c) that loop fed by DataLoader(TensorDataset); same model, data, steps
   denormal   step time of the quickstart's sigmoid MLP (no BN) with and without flushing denormals
   vectorize  8 seeds of the quickstart MLP one after another vs trained together (bnexp.vectorize)
-  workers    a 12-run sweep with `bnexp run --workers 1` vs `--workers 2`, in subprocesses
+  workers    a 12-run sweep with 1 worker vs 2, each in a fresh process, timed inside it
   memory     peak RSS of a 50,000-image CIFAR-shaped uint8 run, in a subprocess
 """
 
@@ -345,11 +345,6 @@ def _python_env() -> dict:
     return env
 
 
-def has_workers_option() -> bool:
-    out = subprocess.run([sys.executable, "-m", "bnexp", "run", "--help"], capture_output=True, text=True, env=_python_env(), cwd=REPO)
-    return "--workers" in out.stdout
-
-
 _SWEEP_SCRIPT = r"""
 import sys, time
 from pathlib import Path
@@ -367,8 +362,6 @@ if __name__ == "__main__":
 def bench_workers(tiny: bool, repeats: int, log: Callable[[str], None] = print) -> pd.DataFrame:
     """A 12-run quickstart sweep (3 norms x 4 seeds) with --workers 1 and 2, fresh folders."""
     case = "12-run quickstart sweep, --workers 2 vs 1"
-    if not has_workers_option():
-        return pd.DataFrame([_row("workers", case, "speed-up", "n/a (needs --workers)", "x", ">= 1.7")], columns=COLUMNS)
     exp = yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text())
     exp["train"]["epochs"] = 2 if tiny else 40  # the quickstart's own length: runs of ~1 s, not worker start-up
     exp["train"]["device"] = "cpu"

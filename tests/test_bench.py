@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from bnexp.bench_train import COLUMNS, bench_train, has_workers_option, rich_table
+from bnexp.bench_train import COLUMNS, bench_train, rich_table
 from bnexp.cli import app
 
 LOOP_MEASURES = {
@@ -41,11 +41,12 @@ def test_tiny_bench_produces_every_row(tmp_path):
     assert "a/b (steps)" in text and "throughput ratio" in text and ">= 0.95" in text
 
 
-def test_workers_row_says_what_it_needs():
-    df = bench_train(tiny=True, sections=("workers",), log=lambda m: None) if not has_workers_option() else None
-    if df is None:
-        pytest.skip("this checkout has --workers: the row is a measurement (covered by the slow test)")
-    assert df.value.item() == "n/a (needs --workers)" and df.ok.item() is None
+@pytest.mark.slow
+def test_workers_rows_time_both_sweeps():
+    df = bench_train(tiny=True, sections=("workers",), log=lambda m: None).set_index("measure")
+    one, two = df.loc["--workers 1", "value"], df.loc["--workers 2", "value"]
+    assert one > 0 and two > 0
+    assert df.loc["speed-up", "value"] == pytest.approx(one / two) and df.loc["speed-up", "goal"] == ">= 1.7"
 
 
 @pytest.mark.slow
