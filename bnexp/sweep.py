@@ -212,13 +212,23 @@ class PoolExecutor:
     def __init__(self, results_dir: Path, workers: int):
         if "forkserver" in mp.get_all_start_methods():
             ctx = mp.get_context("forkserver")
-            ctx.set_forkserver_preload(["bnexp.store", "bnexp.data.digits"])
+            ctx.set_forkserver_preload(["bnexp.store", "bnexp.data.digits", "torch._dynamo"])  # _dynamo: torch.optim's first use
         else:
             ctx = mp.get_context("spawn")
         self.results_dir = str(results_dir)
         self.stop_event = ctx.Event()
         self.threads = max(1, cpu_cores() // workers)
         self.pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(self.stop_event, self.threads))
+        # start the workers now, from a thread: starting them waits for the fork server to import
+        # torch, which can overlap this process's own work until the first run is handed out
+        threading.Thread(target=self._start_workers, args=(workers,), daemon=True).start()
+
+    def _start_workers(self, n: int) -> None:
+        try:
+            for _ in range(n):
+                self.pool.submit(int)
+        except RuntimeError:  # the pool was shut down meanwhile (e.g. a data error): nothing to start
+            pass
 
     def outcomes(self, tasks: list[Task], redo: frozenset[str]) -> Iterator[Outcome]:
         futures = {self.pool.submit(_pool_execute, self.results_dir, task, redo): task for task in tasks}
@@ -348,16 +358,23 @@ def run_experiment(
     store = RunStore(results_dir)
     redo = frozenset({"done", "failed"} if force else {"failed"} if retry_failed else set())
     todo, skipped = runs_to_do(store, plan, redo)
-    preflight(todo)
     uses_cuda = any(_may_use_cuda(r) for r in todo)
     n_workers = workers or default_workers(len(todo), uses_cuda)
+    # the executor first: a pool's workers start (a fresh interpreter importing torch, seconds)
+    # while this process checks the data and models
+    pool = _make_executor(executor, results_dir, n_workers, workers, address, on_run_start, on_epoch) if todo else None
+    try:
+        preflight(todo)
+    except BaseException:
+        if pool is not None:
+            pool.close()
+        raise
     if on_start:
         on_start(len(todo), n_workers)
 
     outcomes: dict[str, Outcome] = {}
     interrupted = False
-    if todo:
-        pool = _make_executor(executor, results_dir, n_workers, workers, address, on_run_start, on_epoch)
+    if pool is not None:
         previous = None
         try:
             _drive(pool, todo, redo, outcomes, on_outcome, on_wait)
