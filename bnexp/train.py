@@ -21,6 +21,7 @@ with the same metrics.csv bytes as a run that was never interrupted.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import logging
 import math
@@ -280,23 +281,6 @@ class _CsvLog:
         atomic_write_text(self.path, _csv_text(self.columns, rows))
 
 
-def train_run(
-    cfg: RunConfig,
-    run_dir: Path,
-    params: dict[str, Any] | None = None,
-    data: Dataset | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> RunSummary:
-    """Train one run (resuming from run_dir/checkpoint.pt if there is one); summary.json last.
-
-    `on_progress(epochs_done, epochs)` after each epoch; `should_stop()` before each step, and
-    when it returns True the run raises RunInterrupted (the last checkpoint stays).
-    """
-    with _deterministic_threads(cfg.train):
-        return _train_run(cfg, run_dir, params, data, on_progress, should_stop)
-
-
 @contextmanager
 def _deterministic_threads(tc: TrainConfig):
     """A deterministic CPU run uses one torch thread: CPU reductions (BN's batch statistics,
@@ -312,7 +296,17 @@ def _deterministic_threads(tc: TrainConfig):
         torch.set_num_threads(threads)
 
 
-def _train_run(
+def _in_deterministic_threads(fn):
+    @functools.wraps(fn)
+    def wrapper(cfg: RunConfig, *args, **kwargs):
+        with _deterministic_threads(cfg.train):
+            return fn(cfg, *args, **kwargs)
+
+    return wrapper
+
+
+@_in_deterministic_threads
+def train_run(
     cfg: RunConfig,
     run_dir: Path,
     params: dict[str, Any] | None = None,
@@ -320,6 +314,11 @@ def _train_run(
     on_progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> RunSummary:
+    """Train one run (resuming from run_dir/checkpoint.pt if there is one); summary.json last.
+
+    `on_progress(epochs_done, epochs)` after each epoch; `should_stop()` before each step, and
+    when it returns True the run raises RunInterrupted (the last checkpoint stays).
+    """
     t_start = time.perf_counter()
     tc = cfg.train
     device = resolve_device(tc.device)
