@@ -6,7 +6,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -15,9 +15,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from bnexp.config import PlannedRun, expand, load_experiment
 from bnexp.errors import BnexpError
-from bnexp.report import build_report, print_report
-from bnexp.store import Outcome, RunStore
-from bnexp.sweep import resume_command, run_experiment
+
+# The modules that import torch, pandas and matplotlib are imported inside the commands that use
+# them, so `bnexp --help` and `bnexp validate` answer in a fraction of a second.
+if TYPE_CHECKING:
+    from bnexp.store import Outcome
 
 app = typer.Typer(
     help="bnexp — measure what Batch Normalization does: speed-up and regularization, "
@@ -67,6 +69,8 @@ def _plan_table(plan: list[PlannedRun], results_dir: Path | None = None):
     for run in plan:
         cells = [run.run_id, *(str(v) for v in run.params.values())]
         if results_dir is not None:
+            from bnexp.store import RunStore
+
             cells.append(RunStore(results_dir).state(run.run_id))
         table.add_row(*cells)
     return table
@@ -106,6 +110,9 @@ def run(
     any other `bnexp run` on the same folder (each run is claimed with a lock). Ctrl-C stops within
     seconds and prints the command that resumes. Exits 1 if any run failed, listing them.
     """
+    from bnexp.report import build_report, print_report
+    from bnexp.sweep import resume_command, run_experiment
+
     _setup_logging(verbose)
     try:
         exp, raw = load_experiment(config, set_)
@@ -179,6 +186,8 @@ def _status_table(results: Path):
     from rich.table import Table
 
     plan = read_plan(results)
+    from bnexp.store import RunStore
+
     store = RunStore(results)
     keys = [c for c in plan.columns if c not in ("run_id", "train.seed")]
     counts: dict[tuple, dict[str, int]] = {}
@@ -370,6 +379,8 @@ def report(results: ResultsArg) -> None:
     bootstrap; runs that never reach measure.target are censored, shown as bounds, never dropped.
     """
     try:
+        from bnexp.report import build_report, print_report
+
         print_report(build_report(results), console)
     except BnexpError as e:
         raise _fail(e) from None
