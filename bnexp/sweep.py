@@ -96,10 +96,6 @@ def write_experiment(results_dir: Path, raw: dict, source: str, overrides: list[
     atomic_write_csv(results_dir / "plan.csv", plan_frame(plan))
 
 
-def is_complete(run_dir: Path) -> bool:
-    return (run_dir / "summary.json").exists()
-
-
 def collect_summary(results_dir: Path, plan: list[PlannedRun]) -> pd.DataFrame:
     """summary.csv's table: one row per complete run of the plan, swept keys as extra columns.
 

@@ -7,7 +7,7 @@ stacked along a leading seed dim S and updated in place under vmap). The stacked
 are ordinary leaf tensors of shape (S, ...); the loss is the sum of the per-seed mean losses, so
 each seed's slice of the gradient is its own run's gradient, and the optimizers used here (SGD,
 Adam) are elementwise, so one optimizer on the stacked tensors takes every seed's own step.
-Each run's folder gets config.yaml, metrics.csv and (last) summary.json exactly as
+Each run's folder gets config.yaml, metrics.csv, timing.csv and (last) summary.json exactly as
 `train.train_run` writes them; the times in them are those of the whole batch of seeds
 (`seeds_together` in summary.json says how many shared them).
 
@@ -86,37 +86,6 @@ def group_by_seed(runs: list[PlannedRun]) -> list[list[PlannedRun]]:
         key = yaml.safe_dump(_without_seed(run.config), sort_keys=True)
         groups.setdefault(key, []).append(run)
     return list(groups.values())
-
-
-def train_cell_seeds(
-    run: PlannedRun,
-    plan: list[PlannedRun],
-    results_dir: Path,
-    on_progress: Callable[[int, int], None] | None = None,
-) -> tuple[list[str], list[str]]:
-    """The sweep's hook: train `run` with the other incomplete seeds of its cell, vectorized.
-
-    Returns (run ids trained, run ids considered). Nothing trained means: train the considered
-    runs separately; the reason is logged once for the cell.
-    """
-    key = _without_seed(run.config)
-    cell = [
-        r for r in plan
-        if _without_seed(r.config) == key and not (results_dir / "runs" / r.run_id / "summary.json").exists()
-    ]
-    considered = [r.run_id for r in cell]
-    if len(cell) < 2:
-        return [], considered
-    reason = why_not_vectorized([r.config for r in cell])
-    if reason is not None:
-        log.warning("vectorize_seeds: training %d seeds of a cell one by one: %s", len(cell), reason)
-        return [], considered
-    log.info("vectorize_seeds: training seeds %s together", [r.config.train.seed for r in cell])
-    train_seeds(
-        [r.config for r in cell], [results_dir / "runs" / r.run_id for r in cell],
-        [r.params for r in cell], on_progress=on_progress,
-    )
-    return considered, considered
 
 
 class _Stacked:
