@@ -88,6 +88,32 @@ class RunSummary:
     peak_rss_mb: float | None = None
     seeds_together: int = 1  # > 1: trained in one vectorized model with other seeds (shared times)
 
+    @classmethod
+    def from_run(
+        cls, cfg: RunConfig, last: dict[str, float], reached: dict[str, Any] | None, best_test_acc: float,
+        diverged_step: int | None, steps: int, wall_s: float, train_s: float, eval_s: float,
+        device: torch.device, params: dict[str, Any] | None, **extra: Any,
+    ) -> RunSummary:
+        """The summary of a finished run from its last metrics row and what it recorded on the way.
+
+        `reached`: {steps, epochs, time_s} where measure.target was first met, else None.
+        """
+        return cls(
+            run_id=run_id(cfg), status="complete", norm=cfg.model.norm, batch_size=cfg.train.batch_size,
+            lr=cfg.train.lr, seed=cfg.train.seed,
+            final_train_acc=last["train_acc"], final_test_acc=last["test_acc"],
+            final_train_loss=last["train_loss"], final_test_loss=last["test_loss"],
+            gen_gap=last["train_acc"] - last["test_acc"], loss_gap=last["test_loss"] - last["train_loss"],
+            best_test_acc=best_test_acc,
+            steps_to_target=reached["steps"] if reached else None,
+            epochs_to_target=reached["epochs"] if reached else None,
+            time_to_target_s=round(reached["time_s"], 4) if reached else None,
+            diverged=diverged_step is not None, diverged_step=diverged_step,
+            steps=steps, epochs=cfg.train.epochs, wall_s=round(wall_s, 4),
+            train_s=round(train_s, 4), eval_s=round(eval_s, 4), device=str(device),
+            params=dict(params or {}), peak_rss_mb=peak_memory_mb(device), **extra,
+        )
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -437,19 +463,9 @@ def train_run(
     probes.close()  # writes probes.csv and bn_noise.csv
 
     last, reached = prog.rows[-1], prog.reached
-    summary = RunSummary(
-        run_id=rid, status="complete", norm=cfg.model.norm, batch_size=tc.batch_size, lr=tc.lr, seed=tc.seed,
-        final_train_acc=last["train_acc"], final_test_acc=last["test_acc"],
-        final_train_loss=last["train_loss"], final_test_loss=last["test_loss"],
-        gen_gap=last["train_acc"] - last["test_acc"], loss_gap=last["test_loss"] - last["train_loss"],
-        best_test_acc=prog.best_test_acc,
-        steps_to_target=reached["steps"] if reached else None,
-        epochs_to_target=reached["epochs"] if reached else None,
-        time_to_target_s=round(reached["time_s"], 4) if reached else None,
-        diverged=prog.diverged_step is not None, diverged_step=prog.diverged_step,
-        steps=prog.step, epochs=tc.epochs, wall_s=round(elapsed(), 4),
-        train_s=round(prog.train_s, 4), eval_s=round(prog.eval_s, 4), device=str(device),
-        resumed_from_epoch=resumed_from, params=dict(params or {}), peak_rss_mb=peak_memory_mb(device),
+    summary = RunSummary.from_run(
+        cfg, last, reached, prog.best_test_acc, prog.diverged_step, prog.step, elapsed(),
+        prog.train_s, prog.eval_s, device, params, resumed_from_epoch=resumed_from,
     )
     atomic_write_json(run_dir / "summary.json", asdict(summary))
     ckpt.unlink(missing_ok=True)

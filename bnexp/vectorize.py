@@ -33,7 +33,7 @@ import yaml
 from torch import Tensor
 from torch.func import functional_call, stack_module_state, vmap
 
-from bnexp.config import PlannedRun, RunConfig, run_id
+from bnexp.config import PlannedRun, RunConfig
 from bnexp.data import Dataset, load_dataset
 from bnexp.io import atomic_write_json, atomic_write_text
 from bnexp.models import build_model, init_weights
@@ -47,7 +47,6 @@ from bnexp.train import (
     loss_and_correct,
     loss_of,
     make_optimizer,
-    peak_memory_mb,
     resolve_device,
     target_reached,
 )
@@ -237,24 +236,12 @@ def train_seeds(
         writers[s].finish(rows[s])
         timers[s].finish(times[s])
 
-    wall_s = round(time.perf_counter() - t_start, 4)
+    wall_s = time.perf_counter() - t_start
     summaries = []
     for s, (cfg, d) in enumerate(zip(cfgs, run_dirs, strict=True)):
-        row, r = last[s], reached[s]
-        summary = RunSummary(
-            run_id=run_id(cfg), status="complete", norm=cfg.model.norm, batch_size=tc.batch_size, lr=tc.lr,
-            seed=cfg.train.seed,
-            final_train_acc=row["train_acc"], final_test_acc=row["test_acc"],
-            final_train_loss=row["train_loss"], final_test_loss=row["test_loss"],
-            gen_gap=row["train_acc"] - row["test_acc"], loss_gap=row["test_loss"] - row["train_loss"],
-            best_test_acc=best[s],
-            steps_to_target=r["steps"] if r else None,
-            epochs_to_target=r["epochs"] if r else None,
-            time_to_target_s=round(r["time_s"], 4) if r else None,
-            diverged=diverged_step[s] is not None, diverged_step=diverged_step[s],
-            steps=diverged_step[s] or step, epochs=tc.epochs, wall_s=wall_s,
-            train_s=round(train_s, 4), eval_s=round(eval_s, 4), device=str(device),
-            params=dict(params_list[s]), peak_rss_mb=peak_memory_mb(device), seeds_together=S,
+        summary = RunSummary.from_run(
+            cfg, last[s], reached[s], best[s], diverged_step[s], diverged_step[s] or step, wall_s,
+            train_s, eval_s, device, params_list[s], seeds_together=S,
         )
         atomic_write_json(d / "summary.json", asdict(summary))
         summaries.append(summary)
