@@ -39,8 +39,13 @@ def bn_rows(repeats: int | None, log) -> pd.DataFrame | None:
         case = f"{r.get('shape', '')} {r.get('scope', '')}".strip()
         rows.append(dict(section="bn", case=case, measure="custom step", value=r["custom_ms"], unit="ms", goal="", ok=None, note=""))
         rows.append(dict(section="bn", case=case, measure="torch step", value=r["torch_ms"], unit="ms", goal="", ok=None, note=""))
+        # the goal (<= 1.15) is the issue's, for a whole training step; the layer alone is shown
+        # for insight (a harder comparison: the layers around it are shared cost)
+        step = r.get("scope") == "step"
         rows.append(dict(section="bn", case=case, measure="custom / torch", value=r["ratio"], unit="x",
-                         goal="<= 1.15", ok=bool(r["ratio"] <= 1.15), note=f"median of {r.get('repeats', '?')}"))
+                         goal="<= 1.15" if step else "", ok=bool(r["ratio"] <= 1.15) if step else None,
+                         note=f"median of {r.get('repeats', '?')}; {r.get('custom_path', '')}"
+                              + ("" if step else "; the layer alone, no goal")))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -61,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     parts = [bench_train(tiny=args.tiny, repeats=args.repeats, sections=tuple(s for s in sections if s != "bn"),
                          log=log, threads=args.threads or None)]
     if "bn" in sections:
+        if args.threads:  # bench_train restores the thread count it found; the title promises this one
+            torch.set_num_threads(args.threads)
         parts.append(bn_rows(1 if args.tiny and not args.repeats else args.repeats, log))
     df = pd.concat([p for p in parts if p is not None and not p.empty], ignore_index=True)
     atomic_write_csv(args.out, df)

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from bnexp.config import ModelConfig
 from bnexp.models import build_model, init_weights
-from bnexp.norm import make_norm
+from bnexp.norm import BatchNorm1d, BatchNorm2d, make_norm
 
 
 @dataclass
@@ -94,6 +94,24 @@ def _timed_steps(model: nn.Module, x: Tensor, y: Tensor, loss_fn, inner: int, de
     return (clock() - t0) / inner
 
 
+def custom_path(model: nn.Module, x: Tensor) -> str:
+    """Which implementation our BN layers in `model` take on input x: "C kernel", "torch ops",
+    or both joined by " + " (each layer decides by its own input; see bnexp.norm)."""
+    seen: list[str] = []
+
+    def hook(_module, _inputs, out: Tensor) -> None:
+        seen.append("C kernel" if getattr(out.grad_fn, "kernel", None) is not None else "torch ops")
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (BatchNorm1d, BatchNorm2d))]
+    try:
+        with torch.enable_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return " + ".join(dict.fromkeys(seen)) or "none"
+
+
 def bench_case(case: Case, repeats: int, device: torch.device, min_sample_s: float = 0.02, clock: str = "wall") -> dict:
     """Time one case; `clock`: wall (perf_counter) or cpu (this process's CPU time, which other
     processes on a shared machine disturb less; with several torch threads it sums them)."""
@@ -120,7 +138,8 @@ def bench_case(case: Case, repeats: int, device: torch.device, min_sample_s: flo
     custom_ms = statistics.median(samples["custom"]) * 1e3
     torch_ms = statistics.median(samples["torch"]) * 1e3
     return {"shape": case.shape, "scope": case.scope, "custom_ms": custom_ms, "torch_ms": torch_ms,
-            "ratio": custom_ms / torch_ms, "repeats": repeats, "steps_per_sample": inner, "clock": clock}
+            "ratio": custom_ms / torch_ms, "repeats": repeats, "steps_per_sample": inner, "clock": clock,
+            "custom_path": custom_path(models["custom"], x)}
 
 
 def bench_bn(
@@ -130,7 +149,8 @@ def bench_bn(
     on_case: Callable[[Case], None] | None = None,
     clock: str = "wall",
 ) -> pd.DataFrame:
-    """One row per shape (and scope): shape, scope, custom_ms, torch_ms, ratio (custom / torch)."""
+    """One row per shape (and scope): shape, scope, custom_ms, torch_ms, ratio (custom / torch),
+    custom_path (the implementation our layer took: C kernel or torch ops)."""
     device = torch.device(device)
     rows = []
     for case in cases(layer_only):

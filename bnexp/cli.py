@@ -439,7 +439,9 @@ def bench_bn(
 
     Shapes: the cat/non-cat MLP (batch 64, 12288->20->7->5->1), an MLP layer on (256, 100) and a
     CIFAR-shaped conv block on (128, 64, 32, 32). Samples alternate custom/torch; ratio =
-    median custom / median torch (goal: <= 1.15 for every "step" row).
+    median custom / median torch (goal: <= 1.15 for every "step" row). "custom path" says which
+    implementation our layer took: its C kernel, or torch ops (CUDA, no C compiler, or
+    BNEXP_BN_KERNEL=off, which times the torch-ops path on the CPU).
     """
     import torch
     from rich.table import Table
@@ -462,12 +464,12 @@ def bench_bn(
     frame = run_bench(repeats=repeats, device=dev, layer_only=layer_only, clock=clock,
                       on_case=lambda c: err_console.print(f"  timing {c.shape} [{c.scope}]", highlight=False))
     table = Table(title=f"training step, custom / torch BatchNorm ({dev}, {torch.get_num_threads()} thread(s), {clock} clock, median of {repeats}, interleaved)")
-    for col in ("shape", "scope", "custom ms", "torch ms", "ratio"):
-        table.add_column(col, justify="left" if col in ("shape", "scope") else "right")
+    for col in ("shape", "scope", "custom ms", "torch ms", "ratio", "custom path"):
+        table.add_column(col, justify="right" if col.endswith(("ms", "ratio")) else "left")
     for row in frame.itertuples():
         ok = row.ratio <= 1.15
         ratio = f"[{'green' if ok else 'red'}]{row.ratio:.3f}[/]" if row.scope == "step" else f"{row.ratio:.3f}"
-        table.add_row(row.shape, row.scope, f"{row.custom_ms:.3f}", f"{row.torch_ms:.3f}", ratio)
+        table.add_row(row.shape, row.scope, f"{row.custom_ms:.3f}", f"{row.torch_ms:.3f}", ratio, row.custom_path)
     console.print(table)
     if csv is not None:
         atomic_write_csv(csv, frame)

@@ -2,7 +2,8 @@
 
 `BatchNorm1d` / `BatchNorm2d` are drop-ins for torch.nn.BatchNorm1d / BatchNorm2d: the same
 constructor, parameters, buffers, state_dict keys and numbers. They compute their statistics and
-their normalization themselves (never torch's batch_norm kernels), with an analytic backward.
+their normalization themselves (never torch's batch_norm kernels), with an analytic backward: on
+the CPU in our C kernel (bn_kernel.py), elsewhere with torch ops.
 
 Conventions (the same as torch's):
 - training: normalize with the batch mean and the *biased* batch variance (divide by m);
@@ -23,6 +24,7 @@ On top of that, the controls that separate BN's two effects (all off by default)
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -30,6 +32,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
+
+from bnexp import bn_kernel
 
 # --------------------------------------------------------------------------- the op
 
@@ -42,14 +46,21 @@ def _bcast(v: Tensor, x: Tensor) -> Tensor:
     return v.view((1, -1) + (1,) * (x.dim() - 2))  # (C,) -> (1, C, 1, ...)
 
 
-# Inputs of up to _SMALL values are bound by the number of torch calls: the op keeps z − μ for
-# backward. Larger ones are bound by memory: on the CPU a fresh tensor of more than a few MiB
-# costs a page fault per 4 KiB page when first written, which takes longer than the arithmetic
-# on it, so the op allocates only what it returns (y forward, dx backward, as torch's kernel)
-# and uses that buffer as its scratch space. Single-threaded it works slice by slice along the
-# batch dim (_SLICE values per slice), so each slice's passes hit the cache; with several
-# threads it works on the whole tensor, since every op is a parallel region whose threads meet
-# at a barrier, and on a busy machine each meeting can cost a scheduler time slice.
+# Two implementations of the same formulas:
+# - the C kernel (bn_kernel.py, kernels/batchnorm.c): one call per direction. It takes CPU
+#   float32/float64 inputs of up to _SMALL values, and larger ones when torch runs on one thread
+#   (it is single-threaded; with several threads torch's parallel ops win on large inputs).
+#   Small inputs are bound by the per-call cost of torch ops, which this avoids (about 25 calls
+#   become 2); large ones by memory traffic, where it makes the same passes as torch's kernel.
+# - torch ops, for everything else (CUDA, other dtypes, no C compiler). Inputs of up to _SMALL
+#   values keep z − μ for backward. Larger inputs are bound by memory: on the CPU a fresh tensor
+#   of more than a few MiB costs a page fault per 4 KiB page when first written, which takes
+#   longer than the arithmetic on it, so the op allocates only what it returns (y forward, dx
+#   backward, as torch's kernel) and uses that buffer as its scratch space. Single-threaded it
+#   works slice by slice along the batch dim (_SLICE values per slice), so each slice's passes
+#   hit the cache; with several threads it works on the whole tensor, since every op is a
+#   parallel region whose threads meet at a barrier, and on a busy machine each meeting can
+#   cost a scheduler time slice.
 _SMALL = 1 << 18
 _SLICE = 1 << 18
 
@@ -75,6 +86,40 @@ def _total(parts: list[Tensor]) -> Tensor:
     return parts[0] if len(parts) == 1 else torch.stack(parts).sum(0)
 
 
+_KERNEL_DTYPES = (torch.float32, torch.float64)
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _kernel_layout(x: Tensor, per_channel: tuple[Tensor | None, ...], needs_running: bool) -> tuple | None:
+    """(outer, inner, memory format) when the C kernel takes x, viewed as (outer, C, inner); else None.
+
+    The kernel takes CPU float32/float64 inputs, small or on one torch thread, that are contiguous
+    or channels_last, with per-channel tensors (γ, β, running estimates; None allowed) contiguous,
+    on the CPU, of x's dtype.
+    needs_running: the call reads or updates the running estimates, which must then exist.
+    """
+    dtype = x.dtype  # (is_cpu, not device.type: called per forward, and 4x cheaper)
+    if not x.is_cpu or dtype not in _KERNEL_DTYPES or x.shape[1] == 0:
+        return None
+    if x.numel() > _SMALL and torch.get_num_threads() > 1:
+        return None
+    if needs_running and (per_channel[2] is None or per_channel[3] is None):
+        return None
+    for t in per_channel:
+        if t is not None and not (t.dtype == dtype and t.is_cpu and t.is_contiguous()):
+            return None
+    if bn_kernel.load() is None:
+        return None
+    if x.is_contiguous():
+        return x.shape[0], math.prod(x.shape[2:]), torch.contiguous_format
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return x.numel() // x.shape[1], 1, torch.channels_last
+    return None
+
+
 class BatchNormFunction(torch.autograd.Function):
     r"""Batch normalization with an analytic backward, in the lecture's notation.
 
@@ -84,8 +129,11 @@ class BatchNormFunction(torch.autograd.Function):
         z_norm^(i) = (z^(i) − μ) / √(σ² + ε)
         z̃^(i) = γ z_norm^(i) + β
 
-    Forward computes μ, then σ² from the centred values (no cancellation), then z̃ = z·a + b with
-    a = γ/√(σ² + ε) and b = β − μ·a, one fused multiply-add (the form torch's CPU kernel uses).
+    Forward computes μ, then σ² from the centred values (no cancellation), then
+    z̃ = (z − μ)·a + β with a = γ/√(σ² + ε); large inputs on the torch-ops path use z·a + b,
+    b = β − μ·a, one fused multiply-add and no temporary (the form torch's CPU kernel uses).
+    Both directions run either in our C kernel (CPU, see _kernel_layout and bn_kernel.py) or as
+    torch ops; the two compute the same formulas and agree up to rounding.
 
     Backward, given dz̃ = ∂L/∂z̃. β and γ enter every z̃^(i):
 
@@ -118,8 +166,20 @@ class BatchNormFunction(torch.autograd.Function):
         factor: float | None,  # running-estimate update weight; None: no update
         eps: float,
     ) -> Tensor:
-        # Per-channel values stay in x's broadcast shape (keepdim; plain (C,) for 2D inputs) to
-        # save views, and Python floats become cached 0-dim tensors: both cut per-call cost.
+        layout = _kernel_layout(x, (weight, bias, running_mean, running_var), not batch_stats or factor is not None)
+        ctx.kernel, ctx.batch_stats = layout, batch_stats
+        if layout is not None:  # the C kernel: y, and stats = [μ, invstd] for backward
+            outer, inner, _ = layout
+            y, stats = torch.empty_like(x), x.new_empty(2 * x.shape[1])
+            bn_kernel.check(bn_kernel.load().forward[x.dtype](
+                x.data_ptr(), y.data_ptr(), outer, x.shape[1], inner, _ptr(weight), _ptr(bias), _ptr(running_mean),
+                _ptr(running_var), batch_stats, -1.0 if factor is None else factor, eps, stats.data_ptr(),
+            ))
+            ctx.save_for_backward(x, weight, stats)
+            return y
+        # The torch-ops path. Per-channel values stay in x's broadcast shape (keepdim; plain (C,)
+        # for 2D inputs) to save views, and Python floats become cached 0-dim tensors: both cut
+        # per-call cost.
         dims, nd = _reduce_dims(x), x.dim() > 2
         shape = (1, -1) + (1,) * (x.dim() - 2) if nd else None  # (C,) -> broadcast shape
         chan = (lambda v: v.view(shape)) if nd else (lambda v: v)  # noqa: E731
@@ -156,45 +216,68 @@ class BatchNormFunction(torch.autograd.Function):
             running_mean.lerp_(new_mean, factor)
             running_var.lerp_(new_var, factor)
         ctx.save_for_backward(x if xc is None else xc, mean, invstd, a)
-        ctx.centered, ctx.batch_stats = xc is not None, batch_stats
+        ctx.centered = xc is not None
         return y
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dy: Tensor):
-        z, mean, invstd, a = ctx.saved_tensors  # z: x − μ if ctx.centered else x; (C,) in x's broadcast shape
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        dims, nd = _reduce_dims(z), z.dim() > 2
-        m = z.numel() // z.shape[1]
-        dx = dw = db = None
-        if need_x and not ctx.batch_stats:
-            dx = dy * a
-            if not (need_w or need_b):
-                return dx, dw, db, None, None, None, None, None
-        if ctx.centered:
-            sum_dy, dot = dy.sum(dims, keepdim=nd), (dy * z).sum(dims, keepdim=nd)  # Σ dz̃, Σ dz̃ (z − μ)
-        else:  # the dx buffer as scratch: one allocation
-            buf, sum_dy, dot = torch.empty_like(z), [], []
-            for xs, dys, bs in _slices(z, dy, buf):
-                sum_dy.append(dys.sum(dims, keepdim=nd))
-                dot.append(torch.sub(xs, mean, out=bs).mul_(dys).sum(dims, keepdim=nd))
-            sum_dy, dot = _total(sum_dy), _total(dot)
-        dgamma = dot * invstd  # Σ dz̃ z_norm
-        if need_w:
-            dw = dgamma.view(-1) if nd else dgamma
-        if need_b:
-            db = sum_dy.view(-1) if nd else sum_dy
-        if need_x and ctx.batch_stats:
-            # dz = a·dz̃ + cb + kb·(z − μ), cb = −a·dβ/m, kb = −a·dγ·invstd/m
-            a_m = a * _const(-1 / m, z.dtype)
-            cb, kb = sum_dy * a_m, (dgamma * invstd).mul_(a_m)
-            if ctx.centered:
-                dx = torch.addcmul(cb, dy, a).addcmul_(z, kb)
-            else:
-                for xs, dys, bs in _slices(z, dy, buf):
-                    torch.addcmul(cb, torch.sub(xs, mean, out=bs), kb, out=bs).addcmul_(dys, a)
-                dx = buf
+        # A double backward is refused (once_differentiable). Grad mode is on here only under
+        # create_graph=True, so only then is the wrapper (a no_grad block, ~2 µs) worth its cost.
+        if torch.is_grad_enabled():
+            return _backward_once(ctx, dy)
+        return _backward(ctx, dy)
+
+
+def _backward(ctx, dy: Tensor) -> tuple[Tensor | None, ...]:
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    if ctx.kernel is not None:  # the C kernel, from the stats [μ, invstd] forward wrote
+        x, weight, stats = ctx.saved_tensors
+        outer, inner, memory_format = ctx.kernel
+        c = x.shape[1]
+        dy = dy.contiguous(memory_format=memory_format)  # the layout the kernel assumes: x's
+        dx = torch.empty_like(x) if need_x else None
+        dw = x.new_empty(c) if need_w else None
+        db = x.new_empty(c) if need_b else None
+        bn_kernel.check(bn_kernel.load().backward[x.dtype](
+            dy.data_ptr(), x.data_ptr(), _ptr(dx), outer, c, inner, _ptr(weight), stats.data_ptr(),
+            ctx.batch_stats, _ptr(dw), _ptr(db),
+        ))
         return dx, dw, db, None, None, None, None, None
+    z, mean, invstd, a = ctx.saved_tensors  # z: x − μ if ctx.centered else x; (C,) in x's broadcast shape
+    dims, nd = _reduce_dims(z), z.dim() > 2
+    m = z.numel() // z.shape[1]
+    dx = dw = db = None
+    if need_x and not ctx.batch_stats:
+        dx = dy * a
+        if not (need_w or need_b):
+            return dx, dw, db, None, None, None, None, None
+    if ctx.centered:
+        sum_dy, dot = dy.sum(dims, keepdim=nd), (dy * z).sum(dims, keepdim=nd)  # Σ dz̃, Σ dz̃ (z − μ)
+    else:  # the dx buffer as scratch: one allocation
+        buf, sum_dy, dot = torch.empty_like(z), [], []
+        for xs, dys, bs in _slices(z, dy, buf):
+            sum_dy.append(dys.sum(dims, keepdim=nd))
+            dot.append(torch.sub(xs, mean, out=bs).mul_(dys).sum(dims, keepdim=nd))
+        sum_dy, dot = _total(sum_dy), _total(dot)
+    dgamma = dot * invstd  # Σ dz̃ z_norm
+    if need_w:
+        dw = dgamma.view(-1) if nd else dgamma
+    if need_b:
+        db = sum_dy.view(-1) if nd else sum_dy
+    if need_x and ctx.batch_stats:
+        # dz = a·dz̃ + cb + kb·(z − μ), cb = −a·dβ/m, kb = −a·dγ·invstd/m
+        a_m = a * _const(-1 / m, z.dtype)
+        cb, kb = sum_dy * a_m, (dgamma * invstd).mul_(a_m)
+        if ctx.centered:
+            dx = torch.addcmul(cb, dy, a).addcmul_(z, kb)
+        else:
+            for xs, dys, bs in _slices(z, dy, buf):
+                torch.addcmul(cb, torch.sub(xs, mean, out=bs), kb, out=bs).addcmul_(dys, a)
+            dx = buf
+    return dx, dw, db, None, None, None, None, None
+
+
+_backward_once = once_differentiable(_backward)
 
 
 def batch_norm_reference(

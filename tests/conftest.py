@@ -23,6 +23,16 @@ def shared_data() -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _kernel_cache(tmp_path_factory):
+    """The BatchNorm C kernel is built into this session's temporary folder, not the user's
+    ~/.cache (tests write nothing outside tmp); subprocesses inherit it."""
+    with pytest.MonkeyPatch.context() as mp:
+        if "BNEXP_CACHE_DIR" not in os.environ:
+            mp.setenv("BNEXP_CACHE_DIR", str(tmp_path_factory.mktemp("bnexp-cache")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _few_threads(monkeypatch):
     """Tests run on 2 shared cores: keep torch from oversubscribing them."""
@@ -32,3 +42,32 @@ def _few_threads(monkeypatch):
     torch.set_num_threads(min(n, 2))
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def ops_path(monkeypatch):
+    """Our BatchNorm without its C kernel: every input takes the torch-ops path."""
+    from bnexp import bn_kernel
+
+    monkeypatch.setattr(bn_kernel, "load", lambda: None)
+
+
+@pytest.fixture
+def kernel_path():
+    """Our BatchNorm's C kernel, built. Skipped, with the reason, only where there is no C
+    compiler at all; a compiler that fails on our source is a test failure."""
+    import shutil
+
+    from bnexp import bn_kernel
+
+    if shutil.which(bn_kernel.compiler()) is None:
+        pytest.skip(f"no C compiler {bn_kernel.compiler()!r} on PATH: the C kernel cannot be built here")
+    assert bn_kernel.load() is not None, "the BatchNorm C kernel did not build (see the warning)"
+    return bn_kernel.load()
+
+
+@pytest.fixture(params=["kernel", "ops"])
+def bn_impl(request):
+    """Runs a test once with our BatchNorm's C kernel and once with its torch-ops path."""
+    request.getfixturevalue(f"{request.param}_path")
+    return request.param

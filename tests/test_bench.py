@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -76,3 +77,25 @@ def test_cli_bench_train_rejects_an_unknown_section():
     result = CliRunner().invoke(app, ["bench", "train", "--section", "nope"])
     assert result.exit_code == 2
     assert "unknown section" in result.output
+
+
+def test_bn_rows_judge_only_training_steps_against_the_goal(monkeypatch):
+    """The <= 1.15 goal is for a whole training step; the layer-alone rows carry no verdict."""
+    import importlib.util
+
+    import bnexp.bench_bn
+
+    spec = importlib.util.spec_from_file_location("bench_runner", Path(__file__).resolve().parents[1] / "benchmarks" / "run.py")
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    fake = pd.DataFrame([
+        dict(shape="MLP layer (256, 100)", scope="step", custom_ms=1.2, torch_ms=1.0, ratio=1.2, repeats=3, custom_path="C kernel"),
+        dict(shape="BN (256, 100)", scope="bn only", custom_ms=1.2, torch_ms=1.0, ratio=1.2, repeats=3, custom_path="C kernel"),
+    ])
+    monkeypatch.setattr(bnexp.bench_bn, "bench_bn", lambda **kw: fake)
+    df = runner.bn_rows(3, log=lambda msg: None)
+    ratios = df[df.measure == "custom / torch"].set_index("case")
+    step, alone = ratios.loc["MLP layer (256, 100) step"], ratios.loc["BN (256, 100) bn only"]
+    assert step["goal"] == "<= 1.15" and step["ok"] == False  # noqa: E712 (a numpy bool)
+    assert alone["goal"] == "" and alone["ok"] is None and "no goal" in alone["note"]
+    assert "C kernel" in step["note"]

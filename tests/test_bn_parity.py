@@ -14,7 +14,7 @@ from bnexp.norm import BatchNorm1d, BatchNorm2d
     (BatchNorm1d, nn.BatchNorm1d, (16, 6, 5)),
     (BatchNorm2d, nn.BatchNorm2d, (8, 6, 5, 4)),
 ])
-def test_train_then_eval_matches_torch(ours, theirs, shape):
+def test_train_then_eval_matches_torch(ours, theirs, shape, bn_impl):
     torch.manual_seed(0)
     a, b = ours(6).double(), theirs(6).double()
     with torch.no_grad():

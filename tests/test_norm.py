@@ -15,8 +15,8 @@ from bnexp.models import build_model, init_weights
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 
-# name -> (shape, spatial, channels_last); "sliced" cases force the large-input code path
-# (temporaries formed on slices of the batch) on small inputs
+# name -> (shape, spatial, channels_last); "sliced" cases force the torch-ops path's large-input
+# code (temporaries formed on slices of the batch) on small inputs
 SHAPES = {
     "(N,C)": ((16, 5), False, False),
     "(N,C,L)": ((8, 5, 7), False, False),
@@ -49,7 +49,9 @@ def pair(spatial: bool, dtype: torch.dtype, **kw) -> tuple[nn.Module, nn.Module]
     return ours, theirs
 
 
-def run_steps(ours, theirs, mode, shape, channels_last, dtype, tol, gen, steps=3):
+def run_steps(ours, theirs, mode, shape, channels_last, dtype, tol, gen, steps=3, impl=None):
+    """A few steps of both layers on the same batches, comparing everything after each. impl:
+    "kernel" or "ops" also asserts that our layer took that implementation."""
     for step in range(steps):
         # two training steps first in eval mode, so the running estimates are not (0, 1)
         training = mode == "train" or step < 2
@@ -60,6 +62,9 @@ def run_steps(ours, theirs, mode, shape, channels_last, dtype, tol, gen, steps=3
             x = x.contiguous(memory_format=torch.channels_last)
         xo, xt = x.clone().requires_grad_(), x.clone().requires_grad_()
         yo, yt = ours(xo), theirs(xt)
+        if impl is not None:
+            took = "kernel" if yo.grad_fn.kernel is not None else "ops"
+            assert took == impl, f"our layer took the {took} path, expected {impl}"
         dy = torch.randn(shape, generator=gen, dtype=dtype)
         yo.backward(dy)
         yt.backward(dy)
@@ -82,20 +87,26 @@ def run_steps(ours, theirs, mode, shape, channels_last, dtype, tol, gen, steps=3
             assert yo.is_contiguous(memory_format=torch.channels_last) == yt.is_contiguous(memory_format=torch.channels_last)
 
 
+# (shape name, implementation): the C kernel and the torch ops for every shape, but the sliced
+# cases, which exist for the torch-ops path
+GRID = [(name, impl) for name in SHAPES for impl in (("ops",) if "sliced" in name else ("kernel", "ops"))]
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("shape_name", list(SHAPES))
+@pytest.mark.parametrize("shape_name,impl", GRID, ids=[f"{n}-{i}" for n, i in GRID])
 @pytest.mark.parametrize("momentum", [0.1, None], ids=["m0.1", "mNone"])
 @pytest.mark.parametrize("track", [True, False], ids=["track", "notrack"])
 @pytest.mark.parametrize("affine", [True, False], ids=["affine", "noaffine"])
 @pytest.mark.parametrize("mode", ["train", "eval"])
-def test_matches_torch_on_the_grid(mode, affine, track, momentum, shape_name, dtype, monkeypatch):
+def test_matches_torch_on_the_grid(mode, affine, track, momentum, shape_name, impl, dtype, request, monkeypatch):
+    request.getfixturevalue("kernel_path" if impl == "kernel" else "ops_path")
     shape, spatial, channels_last = SHAPES[shape_name]
     if "sliced" in shape_name:  # the large-input path, single-threaded: a few rows per slice
         monkeypatch.setattr(bn, "_SMALL", 20)
         monkeypatch.setattr(bn, "_SLICE", 20)
         torch.set_num_threads(1)
     ours, theirs = pair(spatial, dtype, num_features=shape[1], momentum=momentum, affine=affine, track_running_stats=track)
-    run_steps(ours, theirs, mode, shape, channels_last, dtype, TOL[dtype], torch.Generator().manual_seed(0))
+    run_steps(ours, theirs, mode, shape, channels_last, dtype, TOL[dtype], torch.Generator().manual_seed(0), impl=impl)
 
 
 def test_large_inputs_are_sliced_only_single_threaded(monkeypatch):
@@ -109,17 +120,23 @@ def test_large_inputs_are_sliced_only_single_threaded(monkeypatch):
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("shape_name", ["(N,C)", "channels_last"])
-def test_large_input_path_matches_torch(shape_name, threads, monkeypatch):
+@pytest.mark.parametrize("impl", ["kernel", "ops"])
+def test_large_input_path_matches_torch(impl, shape_name, threads, request, monkeypatch):
+    """Inputs above _SMALL: the kernel takes them on one thread only; the torch ops otherwise."""
+    request.getfixturevalue("kernel_path" if impl == "kernel" else "ops_path")
     monkeypatch.setattr(bn, "_SMALL", 20)
     monkeypatch.setattr(bn, "_SLICE", 20)
     torch.set_num_threads(threads)
     shape, spatial, channels_last = SHAPES[shape_name]
+    took = "kernel" if impl == "kernel" and threads == 1 else "ops"
     for dtype in (torch.float64, torch.float32):
         ours, theirs = pair(spatial, dtype, num_features=shape[1])
-        run_steps(ours, theirs, "train", shape, channels_last, dtype, TOL[dtype], torch.Generator().manual_seed(7))
+        run_steps(ours, theirs, "train", shape, channels_last, dtype, TOL[dtype], torch.Generator().manual_seed(7), impl=took)
 
 
-def test_reference_path_matches_the_analytic_backward():
+@pytest.mark.parametrize("impl", ["kernel", "ops"])
+def test_reference_path_matches_the_analytic_backward(impl, request):
+    request.getfixturevalue(f"{impl}_path")
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(6, 4, 5, 5, generator=gen, dtype=torch.float64)
     w = torch.rand(4, generator=gen, dtype=torch.float64) + 0.5
@@ -139,9 +156,11 @@ def test_reference_path_matches_the_analytic_backward():
         assert_close(ours, ref, 1e-10, f"analytic vs autograd {name}")
 
 
+@pytest.mark.parametrize("impl", ["kernel", "ops"])
 @pytest.mark.parametrize("shape", [(6, 3), (5, 3, 4), (4, 3, 3, 2)], ids=["2d", "3d", "4d"])
 @pytest.mark.parametrize("mode", ["train", "eval"])
-def test_gradcheck(shape, mode):
+def test_gradcheck(shape, mode, impl, request):
+    request.getfixturevalue(f"{impl}_path")
     gen = torch.Generator().manual_seed(2)
     x = torch.randn(shape, generator=gen, dtype=torch.float64, requires_grad=True)
     w = (torch.rand(shape[1], generator=gen, dtype=torch.float64) + 0.5).requires_grad_()
@@ -155,13 +174,17 @@ def test_gradcheck(shape, mode):
     assert torch.autograd.gradcheck(f, (x, w, b))
 
 
-def test_gradcheck_layer_without_affine():
+@pytest.mark.parametrize("impl", ["kernel", "ops"])
+def test_gradcheck_layer_without_affine(impl, request):
+    request.getfixturevalue(f"{impl}_path")
     layer = bn.BatchNorm2d(3, affine=False, track_running_stats=False, dtype=torch.float64)
     x = torch.randn(4, 3, 2, 2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(layer, (x,))
 
 
-def test_double_backward_is_refused():
+@pytest.mark.parametrize("impl", ["kernel", "ops"])
+def test_double_backward_is_refused(impl, request):
+    request.getfixturevalue(f"{impl}_path")
     layer = bn.BatchNorm1d(3)
     x = torch.randn(5, 3, requires_grad=True)
     (g,) = torch.autograd.grad(layer(x).pow(2).sum(), x, create_graph=True)
@@ -321,7 +344,7 @@ def _train(norm: str, arch: str, steps: int = 200) -> list[float]:
 
 
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
-def test_200_training_steps_give_torchs_losses(arch):
+def test_200_training_steps_give_torchs_losses(arch, bn_impl):
     ours, theirs = _train("custom", arch), _train("torch", arch)
     diffs = [abs(a - b) for a, b in zip(ours, theirs, strict=True)]
     worst = max(range(len(diffs)), key=diffs.__getitem__)

@@ -40,7 +40,7 @@ def test_ghost_chunks_fold_a_remainder_of_one(n, g, want):
 
 @pytest.mark.parametrize("n", [12, 13, 14])
 @pytest.mark.parametrize("spatial", [False, True])
-def test_ghost_statistics_are_per_chunk(n, spatial):
+def test_ghost_statistics_are_per_chunk(n, spatial, bn_impl):
     """Each chunk normalized with its own mean and biased variance; running estimates and
     num_batches_tracked as if torch's layer had seen the chunks one after another."""
     gen = torch.Generator().manual_seed(0)
@@ -70,7 +70,7 @@ def test_ghost_statistics_are_per_chunk(n, spatial):
     assert int(ours.num_batches_tracked) == len(sizes)
 
 
-def test_ghost_is_off_in_eval_and_for_small_batches():
+def test_ghost_is_off_in_eval_and_for_small_batches(bn_impl):
     layer = bn.BatchNorm1d(2, ghost_batch_size=4, dtype=torch.float64)
     x = torch.randn(4, 2, dtype=torch.float64)
     y = layer(x)  # batch not larger than the ghost size: the whole batch
@@ -88,7 +88,7 @@ def test_ghost_batch_size_below_two_is_refused():
 # ----------------------------------------------------------------- population statistics
 
 
-def test_population_mode_normalizes_with_the_buffers():
+def test_population_mode_normalizes_with_the_buffers(bn_impl):
     gen = torch.Generator().manual_seed(1)
     layer = bn.BatchNorm2d(3, stats="population", dtype=torch.float64)
     ref = nn.BatchNorm2d(3, dtype=torch.float64)  # for the buffer updates
@@ -122,7 +122,7 @@ def test_population_mode_needs_running_stats():
 # ----------------------------------------------------------------- noise
 
 
-def test_noise_changes_only_on_its_schedule():
+def test_noise_changes_only_on_its_schedule(bn_impl):
     noise = bn.BNNoise(mean_std=0.5, scale_std=0.3, every_steps=3)
     layer = bn.BatchNorm1d(4, noise=noise, dtype=torch.float64)
     plain = bn.BatchNorm1d(4, dtype=torch.float64)
@@ -144,7 +144,7 @@ def test_noise_changes_only_on_its_schedule():
     assert max_diff(layer(x), want) < 1e-12, "no noise in eval mode"
 
 
-def test_noise_reaches_gamma_and_beta_through_the_draw():
+def test_noise_reaches_gamma_and_beta_through_the_draw(bn_impl):
     layer = bn.BatchNorm1d(3, noise=bn.BNNoise(0.2, 0.2, 1), dtype=torch.float64)
     x = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
 
@@ -158,7 +158,7 @@ def test_noise_reaches_gamma_and_beta_through_the_draw():
 # ----------------------------------------------------------------- eval statistics
 
 
-def test_eval_stats_batch_uses_the_eval_batch():
+def test_eval_stats_batch_uses_the_eval_batch(bn_impl):
     layer = bn.BatchNorm1d(3, eval_stats="batch", dtype=torch.float64)
     layer(torch.randn(10, 3, dtype=torch.float64) * 5)
     before = {k: v.clone() for k, v in layer.state_dict().items()}
@@ -178,7 +178,7 @@ def _two_layer_net(norm: str) -> nn.Module:
 
 
 @pytest.mark.parametrize("norm", ["custom", "torch"])
-def test_recalibrate_equals_the_full_set_statistics(norm):
+def test_recalibrate_equals_the_full_set_statistics(norm, bn_impl):
     net = _two_layer_net(norm)
     x = torch.randn(50, 5, dtype=torch.float64) * 2 + 1
     for _ in range(3):
