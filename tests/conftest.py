@@ -71,3 +71,13 @@ def bn_impl(request):
     """Runs a test once with our BatchNorm's C kernel and once with its torch-ops path."""
     request.getfixturevalue(f"{request.param}_path")
     return request.param
+
+
+@pytest.fixture
+def fresh_data_cache():
+    """bnexp.data's per-process dataset cache emptied before and after the test."""
+    from bnexp.data import clear_cache
+
+    clear_cache()
+    yield
+    clear_cache()

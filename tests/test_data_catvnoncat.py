@@ -10,15 +10,10 @@ import pytest
 import torch
 
 from bnexp.config import DataConfig
-from bnexp.data import clear_cache, load_dataset
+from bnexp.data import load_dataset
 from bnexp.errors import DataError
 
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    clear_cache()
-    yield
-    clear_cache()
+pytestmark = pytest.mark.usefixtures("fresh_data_cache")  # each test loads its own files
 
 
 def write_course_file(path: Path, split: str, x: np.ndarray, y: np.ndarray, classes=(b"non-cat", b"cat")) -> None:

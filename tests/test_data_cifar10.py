@@ -11,18 +11,13 @@ import pytest
 import torch
 
 from bnexp.config import DataConfig
-from bnexp.data import clear_cache, load_dataset
+from bnexp.data import load_dataset
 from bnexp.errors import DataError
+
+pytestmark = pytest.mark.usefixtures("fresh_data_cache")  # each test loads its own files
 
 NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 PER_BATCH = 40  # images per data_batch_i (10,000 in the real files)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    clear_cache()
-    yield
-    clear_cache()
 
 
 def write_batch(path: Path, x_rows: np.ndarray, labels: list[int], bytes_keys: bool = False) -> None:

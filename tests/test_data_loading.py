@@ -15,17 +15,12 @@ from typer.testing import CliRunner
 
 from bnexp.cli import app
 from bnexp.config import ConfigError, DataConfig, experiment_from_dict, load_experiment
-from bnexp.data import clear_cache, load_dataset
+from bnexp.data import load_dataset
+
+pytestmark = pytest.mark.usefixtures("fresh_data_cache")  # each test loads its own files
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR_CONFIGS = ["cifar10_cat_vs_noncat", "cifar10_batch_sweep"]
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    clear_cache()
-    yield
-    clear_cache()
 
 
 def cli(*args: str):

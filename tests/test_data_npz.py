@@ -12,14 +12,9 @@ from bnexp.config import DataConfig
 from bnexp.data import clear_cache, load_dataset
 from bnexp.errors import DataError
 
+pytestmark = pytest.mark.usefixtures("fresh_data_cache")  # each test loads its own files
+
 CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    clear_cache()
-    yield
-    clear_cache()
 
 
 def write_pair(root: Path, x_tr, y_tr, x_te, y_te, **extra) -> tuple[Path, Path]:
