@@ -164,11 +164,8 @@ def loss_of(logits: Tensor, y: Tensor, binary: bool) -> Tensor:
 
 def loss_and_correct(logits: Tensor, y: Tensor, binary: bool) -> tuple[Tensor, Tensor]:
     """Mean loss and number of correct predictions. Binary: logits (N, 1), threshold 0."""
-    if binary:
-        z = logits.squeeze(1)
-        loss = nn.functional.binary_cross_entropy_with_logits(z, y.to(z.dtype))
-        return loss, ((z > 0).long() == y).sum()
-    return nn.functional.cross_entropy(logits, y), (logits.argmax(1) == y).sum()
+    predicted = (logits.squeeze(1) > 0).long() if binary else logits.argmax(1)
+    return loss_of(logits, y, binary), (predicted == y).sum()
 
 
 @torch.inference_mode()
