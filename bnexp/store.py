@@ -124,6 +124,18 @@ class RunStore:
         for name in ("summary.json", CHECKPOINT, "metrics.csv", "timing.csv"):
             (run_dir / name).unlink(missing_ok=True)
 
+    def ready_to_train(self, rid: str, redo: frozenset[str]) -> bool:
+        """Call it holding the claim. False: the run is done or failed and `redo` does not name
+        that state (skip it). True: train it, after clearing the results a redo replaces and
+        any temporary files a kill left behind."""
+        state = self.state(rid)  # again, under the claim: another process may have finished it
+        if state in ("done", "failed"):
+            if state not in redo:
+                return False
+            self.clear(rid)
+        self.remove_temp_files(rid)
+        return True
+
     def remove_temp_files(self, rid: str) -> None:
         """Temporary files of atomic writes cut short by a kill; call it holding the claim."""
         for tmp in self.run_dir(rid).glob(".*.tmp"):
@@ -157,12 +169,8 @@ def execute_run(
     with store.claim(run.run_id) as claimed:
         if not claimed:
             return Outcome(run.run_id, "busy")
-        state = store.state(run.run_id)  # again, under the claim: another process may have finished it
-        if state in ("done", "failed") and state not in redo:
+        if not store.ready_to_train(run.run_id, redo):
             return Outcome(run.run_id, "skipped")
-        if state in ("done", "failed"):
-            store.clear(run.run_id)
-        store.remove_temp_files(run.run_id)
         try:
             summary = train_run(run.config, store.run_dir(run.run_id), params=run.params, on_progress=on_epoch, should_stop=should_stop)
         except RunInterrupted:
@@ -198,15 +206,10 @@ def execute_task(
         for run in task:
             if not claims.enter_context(store.claim(run.run_id)):
                 outcomes.append(Outcome(run.run_id, "busy"))
-                continue
-            state = store.state(run.run_id)
-            if state in ("done", "failed") and state not in redo:
+            elif not store.ready_to_train(run.run_id, redo):
                 outcomes.append(Outcome(run.run_id, "skipped"))
-                continue
-            if state in ("done", "failed"):
-                store.clear(run.run_id)
-            store.remove_temp_files(run.run_id)
-            todo.append(run)
+            else:
+                todo.append(run)
         if len(todo) >= 2:
             try:
                 summaries = train_seeds([r.config for r in todo], [store.run_dir(r.run_id) for r in todo],
