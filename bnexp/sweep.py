@@ -15,7 +15,6 @@ partial runs from their checkpoint, and waits for runs another process is traini
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing as mp
 import os
@@ -102,13 +101,10 @@ def collect_summary(results_dir: Path, plan: list[PlannedRun]) -> pd.DataFrame:
     Failed runs have no metrics and are left out (`bnexp status` and the run command list them);
     diverged runs are complete and in, with diverged = True.
     """
-    rows = []
+    store, rows = RunStore(results_dir), []
     for run in plan:
-        path = results_dir / "runs" / run.run_id / "summary.json"
-        if not path.exists():
-            continue
-        s = json.loads(path.read_text())
-        if s.get("status") != "complete":
+        s = store.summary(run.run_id)
+        if s is None or s.get("status") != "complete":
             continue
         row = {k: s.get(k) for k in SUMMARY_COLUMNS}
         row.update({k: v for k, v in s.get("params", {}).items() if k not in row})
@@ -213,6 +209,7 @@ class PoolExecutor:
             ctx = mp.get_context("spawn")
         self.results_dir = str(results_dir)
         self.stop_event = ctx.Event()
+        self.stopping = False  # stop() was called: close() ends the workers within GRACE_S
         self.threads = max(1, cpu_cores() // workers)
         self.pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(self.stop_event, self.threads))
         # start the workers now, from a thread: starting them waits for the fork server to import
@@ -243,7 +240,7 @@ class PoolExecutor:
         self.stopping = True
 
     def close(self) -> None:
-        if getattr(self, "stopping", False):
+        if self.stopping:
             # Workers drop their run at the next step; one stuck elsewhere (a long evaluation, a
             # slow data load) is terminated after GRACE_S. Its run resumes from its checkpoint.
             # (`_processes` is private, but the pool offers no shutdown with a timeout.)
