@@ -299,10 +299,6 @@ class RunProbes:
             atomic_write_csv(self.run_dir / "bn_noise.csv", pd.DataFrame(rows, columns=NOISE_COLUMNS))
 
 
-def make_probes(cfg: RunConfig, model: nn.Module, data, run_dir: Path) -> RunProbes:
-    return RunProbes(cfg, model, data, run_dir)
-
-
 def noise_at_init(exp, results_dir: Path) -> tuple[pd.DataFrame, Path]:
     """`bnexp noise`: BN noise of every planned BN run's freshly initialized network (no training).
 

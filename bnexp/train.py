@@ -46,7 +46,7 @@ from bnexp.data import Dataset, load_dataset
 from bnexp.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from bnexp.models import build_model, init_weights
 from bnexp.norm import recalibrate
-from bnexp.probes import make_probes
+from bnexp.probes import RunProbes
 
 log = logging.getLogger("bnexp")
 
@@ -372,7 +372,7 @@ def train_run(
     steps_per_epoch = len(batches_of_epoch(n_train, tc.batch_size, torch.Generator().manual_seed(0)))
     metrics = _CsvLog(run_dir / "metrics.csv", METRIC_COLUMNS, prog.rows)
     timing = _CsvLog(run_dir / "timing.csv", TIMING_COLUMNS, prog.timing)
-    probes = make_probes(cfg, model, data, run_dir)  # measure.shift_probe / ics / bn_noise; no-ops when unset
+    probes = RunProbes(cfg, model, data, run_dir)  # measure.shift_probe / ics / bn_noise; no-ops when unset
 
     def elapsed() -> float:
         return wall_before + time.perf_counter() - t_start
