@@ -64,14 +64,16 @@ def _plan_table(plan: list[PlannedRun], results_dir: Path | None = None):
     table.add_column("run_id")
     for key in plan[0].params if plan else []:
         table.add_column(key, justify="right")
+    store = None
     if results_dir is not None:
+        from bnexp.store import RunStore
+
+        store = RunStore(results_dir)
         table.add_column("status")
     for run in plan:
         cells = [run.run_id, *(str(v) for v in run.params.values())]
-        if results_dir is not None:
-            from bnexp.store import RunStore
-
-            cells.append(RunStore(results_dir).state(run.run_id))
+        if store is not None:
+            cells.append(store.state(run.run_id))
         table.add_row(*cells)
     return table
 
@@ -116,10 +118,8 @@ def run(
     _setup_logging(verbose)
     try:
         exp, raw = load_experiment(config, set_)
-        plan = expand(exp)
-        results_dir = out / exp.name
         if dry_run:
-            console.print(_plan_table(plan, results_dir))
+            console.print(_plan_table(expand(exp), out / exp.name))
             return
         with Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -295,6 +295,7 @@ def repro(
 
     from bnexp.config import RunConfig
     from bnexp.config import run_id as compute_run_id
+    from bnexp.store import RunStore
     from bnexp.train import train_run
 
     _setup_logging(False)
@@ -304,7 +305,7 @@ def repro(
             found = "no run" if not matches else f"{len(matches)} runs ({', '.join(p.name for p in matches[:5])})"
             raise BnexpError(f"{results}/runs/{run_id}: {found} with that id (expected one run id or unique prefix from plan.csv)")
         run_dir = matches[0]
-        recorded = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else None
+        recorded = RunStore(results).summary(run_dir.name)
         if recorded is None or recorded.get("status") != "complete":
             raise BnexpError(f"{run_dir}: not a complete run (status: {recorded.get('status') if recorded else 'no summary.json'}); finish it with `bnexp run` first")
         cfg = RunConfig.model_validate(yaml.safe_load((run_dir / "config.yaml").read_text()))
