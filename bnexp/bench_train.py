@@ -38,6 +38,7 @@ from torch import nn
 
 from bnexp.config import DataConfig, RunConfig
 from bnexp.data import Dataset, load_dataset
+from bnexp.errors import DataError
 from bnexp.models import build_model, init_weights
 from bnexp.train import batches_of_epoch, train_run
 
@@ -71,46 +72,27 @@ def _uint8_images(n: int, n_test: int, hw: int, classes: int, seed: int = 0) -> 
 def cat_data(root: Path, n: int | None = None) -> tuple[Dataset, str]:
     """The course's cat/non-cat set (209 + 50 RGB 64x64, uint8, /255 per batch), else generated."""
     try:
-        cfg = DataConfig(dataset="catvnoncat", root=str(root / "catvnoncat"))
-        data, source = load_dataset(cfg), "catvnoncat files"
-    except Exception:  # no loader on this branch yet, or no files: read them, or generate
-        path = root / "catvnoncat"
-        if (path / "train_catvnoncat.h5").exists():
-            import h5py
-
-            def read(name, key):
-                with h5py.File(path / name, "r") as f:
-                    return torch.from_numpy(np.asarray(f[key]))
-
-            x_tr = read("train_catvnoncat.h5", "train_set_x").permute(0, 3, 1, 2).contiguous()
-            y_tr = read("train_catvnoncat.h5", "train_set_y").long()
-            x_te = read("test_catvnoncat.h5", "test_set_x").permute(0, 3, 1, 2).contiguous()
-            y_te = read("test_catvnoncat.h5", "test_set_y").long()
-            source = "catvnoncat files"
-        else:
-            x_tr, y_tr, x_te, y_te = _uint8_images(209, 50, 64, 2)
-            source = "generated (no files)"
-        data = Dataset("catvnoncat", x_tr, y_tr, x_te, y_te, ("non-cat", "cat"), binary=True)
+        data, source = load_dataset(DataConfig(dataset="catvnoncat", root=str(root / "catvnoncat"))), "catvnoncat files"
+    except DataError:  # no files here: random images of the same shape
+        x_tr, y_tr, x_te, y_te = _uint8_images(209, 50, 64, 2)
+        data, source = Dataset("catvnoncat", x_tr, y_tr, x_te, y_te, ("non-cat", "cat"), binary=True), "generated (no files)"
     if n is not None:
         data = _subset(data, n, max(2, n // 4))
     return data, source
 
 
 def cifar_data(root: Path, n: int, n_test: int) -> tuple[Dataset, str]:
-    """CIFAR-10 (the subset's files, uint8 CHW, standardized per batch), else generated."""
+    """The first n / n_test images of the CIFAR-10 subset's files (npz loader: uint8 CHW,
+    standardized per batch), else generated."""
     path = root / "cifar10-subset"
-    if (path / "train.npz").exists():
-        with np.load(path / "train.npz") as d:
-            x_tr, y_tr = torch.from_numpy(d["x"][:n]).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(d["y"][:n])
-        with np.load(path / "test.npz") as d:
-            x_te, y_te = torch.from_numpy(d["x"][:n_test]).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(d["y"][:n_test])
-        source = "cifar10-subset files"
-    else:
+    try:
+        data = load_dataset(DataConfig(dataset="npz", train=str(path / "train.npz"), test=str(path / "test.npz")))
+        return _subset(data, n, n_test), "cifar10-subset files"
+    except DataError:  # no files here: random images of the same shape
         x_tr, y_tr, x_te, y_te = _uint8_images(n, n_test, 32, 10)
-        source = "generated (no files)"
-    mean = x_tr.float().mean((0, 2, 3)) / 255
-    std = (x_tr.float() / 255).std((0, 2, 3))
-    return Dataset("cifar10", x_tr, y_tr.long(), x_te, y_te.long(), tuple(map(str, range(10))), mean=mean, std=std), source
+        mean = x_tr.float().mean((0, 2, 3)) / 255
+        std = (x_tr.float() / 255).std((0, 2, 3))
+        return Dataset("cifar10", x_tr, y_tr, x_te, y_te, tuple(map(str, range(10))), mean=mean, std=std), "generated (no files)"
 
 
 def _subset(data: Dataset, n: int, n_test: int) -> Dataset:
