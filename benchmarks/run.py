@@ -62,12 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=True)
     log = lambda msg: console.print(f"[dim]{msg}[/]")  # noqa: E731
     sections = tuple(args.section or (*SECTIONS, "bn"))
+    if args.threads:  # for every section in this process, as the title says
+        torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    parts = [bench_train(tiny=args.tiny, repeats=args.repeats, sections=tuple(s for s in sections if s != "bn"),
-                         log=log, threads=args.threads or None)]
+    parts = [bench_train(tiny=args.tiny, repeats=args.repeats, sections=tuple(s for s in sections if s != "bn"), log=log)]
     if "bn" in sections:
-        if args.threads:  # bench_train restores the thread count it found; the title promises this one
-            torch.set_num_threads(args.threads)
         parts.append(bn_rows(1 if args.tiny and not args.repeats else args.repeats, log))
     df = pd.concat([p for p in parts if p is not None and not p.empty], ignore_index=True)
     atomic_write_csv(args.out, df)

@@ -95,6 +95,12 @@ def cifar_data(root: Path, n: int, n_test: int) -> tuple[Dataset, str]:
         return Dataset("cifar10", x_tr, y_tr, x_te, y_te, tuple(map(str, range(10))), mean=mean, std=std), "generated (no files)"
 
 
+def digits_data(tiny: bool) -> Dataset:
+    """The embedded digits (the quickstart's data); tiny: 256 + 64 of them."""
+    data = load_dataset(DataConfig())
+    return _subset(data, 256, 64) if tiny else data
+
+
 def _subset(data: Dataset, n: int, n_test: int) -> Dataset:
     from dataclasses import replace
 
@@ -127,9 +133,7 @@ def quickstart_cfg(epochs: int, seed: int = 0) -> RunConfig:
 def cases(tiny: bool, root: Path) -> list[Case]:
     """The three models of the issue; `tiny` shrinks data and epochs for the test suite."""
     cat, cat_src = cat_data(root, n=64 if tiny else None)
-    digits = load_dataset(DataConfig())
-    if tiny:
-        digits = _subset(digits, 256, 64)
+    digits = digits_data(tiny)
     cifar, cifar_src = cifar_data(root, 256 if tiny else 1280, 64 if tiny else 512)
     return [
         Case("cat/non-cat MLP 12288-20-7-5-1 relu", _cfg(
@@ -251,8 +255,7 @@ def bench_loops(tiny: bool, root: Path, repeats: int, log: Callable[[str], None]
 def bench_denormal(tiny: bool, repeats: int, log: Callable[[str], None] = print) -> pd.DataFrame:
     """train_run's step time on the quickstart's sigmoid MLP without BN, flush on vs off."""
     cfg = quickstart_cfg(1 if tiny else 40)
-    data = load_dataset(DataConfig())
-    data = _subset(data, 256, 64) if tiny else data
+    data = digits_data(tiny)
     log("denormal: quickstart MLP, flush_denormal off vs on")
     was = torch.set_flush_denormal(False)
     with tempfile.TemporaryDirectory(prefix="bnexp-bench-") as tmp:
@@ -285,8 +288,7 @@ def bench_vectorize(tiny: bool, repeats: int, seeds: int = 8, log: Callable[[str
 
     epochs, seeds = (1, min(seeds, 4)) if tiny else (10, seeds)
     cfgs = [quickstart_cfg(epochs, seed=s) for s in range(seeds)]
-    data = load_dataset(DataConfig())
-    data = _subset(data, 256, 64) if tiny else data
+    data = digits_data(tiny)
     rows, before = [], torch.get_num_threads()
     for threads in sorted({1, os.cpu_count() or 1}):
         log(f"vectorize: {seeds} seeds of the quickstart MLP, {epochs} epochs, {threads} torch thread(s)")
