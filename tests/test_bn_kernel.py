@@ -194,7 +194,17 @@ def test_statistics_of_an_offset_float32_input_are_accurate(kernel_path):
     assert (y.double() - exact).abs().max() <= 2**-10, f"output off by {(y.double() - exact).abs().max():.3g}"
 
 
-def test_kernel_library_is_in_the_package():
+def test_kernel_source_ships_with_the_package():
+    """An installed (non-editable) bnexp compiles the kernel from its package data: every
+    source file must exist and match a package-data pattern in pyproject.toml."""
+    import fnmatch
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    package = Path(bn_kernel.__file__).parent
+    pyproject = tomllib.loads((package.parent / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["bnexp"]
     for src in bn_kernel.SOURCES:
         assert src.is_file(), f"{src} missing: the package data must ship the kernel's source"
-    assert os.access(bn_kernel.SOURCES[0], os.R_OK)
+        assert os.access(src, os.R_OK)
+        rel = src.relative_to(package).as_posix()
+        assert any(fnmatch.fnmatch(rel, pat) for pat in patterns), f"{rel} matches no package-data pattern {patterns}"
