@@ -1,5 +1,5 @@
-"""`make bench`: the training-loop benchmark (bnexp.bench_train) and, where this checkout has
-it, the BN layer benchmark (bnexp.bench_bn), as one table on the terminal and in
+"""`make bench`: the training-loop benchmark (bnexp.bench.train) and, where this checkout has
+it, the BN layer benchmark (bnexp.bench.bn), as one table on the terminal and in
 benchmarks/results.csv (git-ignored). Ratios are measured side by side in this one process.
 
   python benchmarks/run.py                      # everything, full sizes (several minutes)
@@ -21,43 +21,96 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from bnexp.bench_train import COLUMNS, SECTIONS, bench_train, rich_table  # noqa: E402
+from bnexp.bench.train import COLUMNS, SECTIONS, bench_train, rich_table  # noqa: E402
 from bnexp.io import atomic_write_csv  # noqa: E402
 
 
 def bn_rows(repeats: int | None, log) -> pd.DataFrame | None:
-    """bnexp.bench_bn's table in the long format, or None where the module is not here yet."""
+    """bnexp.bench.bn's table in the long format, or None where the module is not here yet."""
     try:
-        from bnexp.bench_bn import bench_bn
+        from bnexp.bench.bn import bench_bn
     except ImportError:
-        log("bn: bnexp.bench_bn not in this checkout; skipped")
+        log("bn: bnexp.bench.bn not in this checkout; skipped")
         return None
     log("bn: custom BN vs torch BN, one training step")
     df = bench_bn(**({"repeats": repeats} if repeats else {}))
     rows = []
     for r in df.to_dict("records"):
         case = f"{r.get('shape', '')} {r.get('scope', '')}".strip()
-        rows.append(dict(section="bn", case=case, measure="custom step", value=r["custom_ms"], unit="ms", goal="", ok=None, note=""))
-        rows.append(dict(section="bn", case=case, measure="torch step", value=r["torch_ms"], unit="ms", goal="", ok=None, note=""))
+        rows.append(
+            dict(
+                section="bn",
+                case=case,
+                measure="custom step",
+                value=r["custom_ms"],
+                unit="ms",
+                goal="",
+                ok=None,
+                note="",
+            )
+        )
+        rows.append(
+            dict(
+                section="bn",
+                case=case,
+                measure="torch step",
+                value=r["torch_ms"],
+                unit="ms",
+                goal="",
+                ok=None,
+                note="",
+            )
+        )
         # the goal (<= 1.15) is the issue's, for a whole training step; the layer alone is shown
         # for insight (a harder comparison: the layers around it are shared cost)
         step = r.get("scope") == "step"
-        rows.append(dict(section="bn", case=case, measure="custom / torch", value=r["ratio"], unit="x",
-                         goal="<= 1.15" if step else "", ok=bool(r["ratio"] <= 1.15) if step else None,
-                         note=f"median of {r.get('repeats', '?')}; {r.get('custom_path', '')}"
-                              + ("" if step else "; the layer alone, no goal")))
+        rows.append(
+            dict(
+                section="bn",
+                case=case,
+                measure="custom / torch",
+                value=r["ratio"],
+                unit="x",
+                goal="<= 1.15" if step else "",
+                ok=bool(r["ratio"] <= 1.15) if step else None,
+                note=f"median of {r.get('repeats', '?')}; {r.get('custom_path', '')}"
+                + ("" if step else "; the layer alone, no goal"),
+            )
+        )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tiny", action="store_true", help="tiny sizes and 1 repeat: checks the code, not the speed")
-    ap.add_argument("--repeats", type=int, default=None, help="repeats per measurement (default 5; 1 with --tiny)")
-    ap.add_argument("--section", action="append", choices=[*SECTIONS, "bn"], help="only these sections (repeatable)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads in this process (default 1: on shared cores, intra-op threads make "
-                         "small-model timings swing 10-100x; 0 = torch's default)")
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results.csv", help="CSV to write")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--tiny",
+        action="store_true",
+        help="tiny sizes and 1 repeat: checks the code, not the speed",
+    )
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="repeats per measurement (default 5; 1 with --tiny)",
+    )
+    ap.add_argument(
+        "--section",
+        action="append",
+        choices=[*SECTIONS, "bn"],
+        help="only these sections (repeatable)",
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads in this process (default 1: on shared cores, intra-op threads make "
+        "small-model timings swing 10-100x; 0 = torch's default)",
+    )
+    ap.add_argument(
+        "--out", type=Path, default=REPO / "benchmarks" / "results.csv", help="CSV to write"
+    )
     args = ap.parse_args(argv)
     console = Console(stderr=True)
     log = lambda msg: console.print(f"[dim]{msg}[/]")  # noqa: E731
@@ -65,13 +118,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:  # for every section in this process, as the title says
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    parts = [bench_train(tiny=args.tiny, repeats=args.repeats, sections=tuple(s for s in sections if s != "bn"), log=log)]
+    parts = [
+        bench_train(
+            tiny=args.tiny,
+            repeats=args.repeats,
+            sections=tuple(s for s in sections if s != "bn"),
+            log=log,
+        )
+    ]
     if "bn" in sections:
         parts.append(bn_rows(1 if args.tiny and not args.repeats else args.repeats, log))
     df = pd.concat([p for p in parts if p is not None and not p.empty], ignore_index=True)
     atomic_write_csv(args.out, df)
-    title = (f"bnexp benchmarks — CPU, {args.threads or torch.get_num_threads()} torch thread(s), "
-             f"{'tiny sizes' if args.tiny else 'full sizes'}, {time.perf_counter() - t0:.0f} s")
+    title = (
+        f"bnexp benchmarks — CPU, {args.threads or torch.get_num_threads()} torch thread(s), "
+        f"{'tiny sizes' if args.tiny else 'full sizes'}, {time.perf_counter() - t0:.0f} s"
+    )
     Console(width=max(Console().width, 160)).print(rich_table(df, title))
     console.print(f"written: {args.out}")
     return 0

@@ -19,7 +19,7 @@ from bnexp.errors import BnexpError
 # The modules that import torch, pandas and matplotlib are imported inside the commands that use
 # them, so `bnexp --help` and `bnexp validate` answer in a fraction of a second.
 if TYPE_CHECKING:
-    from bnexp.store import Outcome
+    from bnexp.sweep.store import Outcome
 
 app = typer.Typer(
     help="bnexp — measure what Batch Normalization does: speed-up and regularization, "
@@ -31,7 +31,10 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
-ConfigArg = Annotated[Path, typer.Argument(help="Experiment YAML file (see configs/ for examples).", show_default=False)]
+ConfigArg = Annotated[
+    Path,
+    typer.Argument(help="Experiment YAML file (see configs/ for examples).", show_default=False),
+]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -52,8 +55,10 @@ def _fail(e: BnexpError) -> typer.Exit:
 
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
-        handlers=[RichHandler(console=err_console, show_path=False)], force=True,
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False)],
+        force=True,
     )
 
 
@@ -66,7 +71,7 @@ def _plan_table(plan: list[PlannedRun], results_dir: Path | None = None):
         table.add_column(key, justify="right")
     store = None
     if results_dir is not None:
-        from bnexp.store import RunStore
+        from bnexp.sweep.store import RunStore
 
         store = RunStore(results_dir)
         table.add_column("status")
@@ -97,13 +102,55 @@ def run(
     config: ConfigArg,
     out: OutOpt = Path("results"),
     set_: SetOpt = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and show each run with its state (done, failed, partial, running, missing); write nothing.")] = False,
-    workers: Annotated[int | None, typer.Option("--workers", "-j", min=1, help="Runs trained at once. Default: one per CPU core (one in all for a single run or for GPU runs). Each local worker gets max(1, cores // N) torch threads (a deterministic CPU run uses 1, see train.deterministic); results do not depend on N.", show_default=False)] = None,
-    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Also rerun runs recorded as failed (by default a rerun skips them, like complete ones).")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Rerun every run, complete ones included (their old results are replaced).")] = False,
-    executor: Annotated[str, typer.Option("--executor", help="Where runs execute: local (this machine, a process pool) or ray (one Ray task per run; needs Ray: pip install 'ray>=2.9', the bnexp extra named ray).")] = "local",
-    address: Annotated[str | None, typer.Option("--address", help="Ray cluster to join (e.g. auto, or ray://host:10001); default: start a local Ray.", show_default=False)] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log data shapes and per-run notes.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Validate and show each run with its state (done, failed, partial, running, missing); write nothing.",
+        ),
+    ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            "-j",
+            min=1,
+            help="Runs trained at once. Default: one per CPU core (one in all for a single run or for GPU runs). Each local worker gets max(1, cores // N) torch threads (a deterministic CPU run uses 1, see train.deterministic); results do not depend on N.",
+            show_default=False,
+        ),
+    ] = None,
+    retry_failed: Annotated[
+        bool,
+        typer.Option(
+            "--retry-failed",
+            help="Also rerun runs recorded as failed (by default a rerun skips them, like complete ones).",
+        ),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Rerun every run, complete ones included (their old results are replaced).",
+        ),
+    ] = False,
+    executor: Annotated[
+        str,
+        typer.Option(
+            "--executor",
+            help="Where runs execute: local (this machine, a process pool) or ray (one Ray task per run; needs Ray: pip install 'ray>=2.9', the bnexp extra named ray).",
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            help="Ray cluster to join (e.g. auto, or ray://host:10001); default: start a local Ray.",
+            show_default=False,
+        ),
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log data shapes and per-run notes.")
+    ] = False,
 ) -> None:
     """Run an experiment: every run of its sweep, then summary.csv and the report (see `bnexp report`).
 
@@ -113,7 +160,7 @@ def run(
     seconds and prints the command that resumes. Exits 1 if any run failed, listing them.
     """
     from bnexp.report import build_report, print_report
-    from bnexp.sweep import resume_command, run_experiment
+    from bnexp.sweep.runner import resume_command, run_experiment
 
     _setup_logging(verbose)
     try:
@@ -122,8 +169,12 @@ def run(
             console.print(_plan_table(expand(exp), out / exp.name))
             return
         with Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=err_console, transient=False,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=False,
         ) as progress:
             tasks: dict[str, int] = {}
 
@@ -137,7 +188,9 @@ def run(
                 label = " ".join(f"{k.split('.')[-1]}={v}" for k, v in r.params.items()) or r.run_id
                 if "epochs" not in tasks:
                     tasks["epochs"] = progress.add_task("epochs", total=r.config.train.epochs)
-                progress.reset(tasks["epochs"], total=r.config.train.epochs, description=f"  {label}")
+                progress.reset(
+                    tasks["epochs"], total=r.config.train.epochs, description=f"  {label}"
+                )
 
             def on_outcome(o: Outcome) -> None:
                 progress.advance(tasks["runs"])
@@ -145,14 +198,27 @@ def run(
                     progress.console.print(f"[red]failed[/] {o.run_id}: {o.error}", highlight=False)
 
             def on_wait(busy: list[str]) -> None:
-                progress.update(tasks["runs"], description=f"runs (waiting for {len(busy)} claimed by another process)")
+                progress.update(
+                    tasks["runs"],
+                    description=f"runs (waiting for {len(busy)} claimed by another process)",
+                )
 
             result = run_experiment(
-                exp, raw, out, source=str(config), overrides=set_,
-                workers=workers, executor=executor, address=address, retry_failed=retry_failed, force=force,
-                on_start=on_start, on_run_start=on_run_start,
+                exp,
+                raw,
+                out,
+                source=str(config),
+                overrides=set_,
+                workers=workers,
+                executor=executor,
+                address=address,
+                retry_failed=retry_failed,
+                force=force,
+                on_start=on_start,
+                on_run_start=on_run_start,
                 on_epoch=lambda e, n: progress.update(tasks["epochs"], completed=e),
-                on_outcome=on_outcome, on_wait=on_wait,
+                on_outcome=on_outcome,
+                on_wait=on_wait,
             )
     except BnexpError as e:
         raise _fail(e) from None
@@ -164,21 +230,35 @@ def run(
         except BnexpError as e:
             raise _fail(e) from None
     if result.diverged:
-        console.print(f"[yellow]diverged[/]: {len(result.diverged)} run(s) stopped early on a NaN/inf or too-large loss: {', '.join(result.diverged)}")
+        console.print(
+            f"[yellow]diverged[/]: {len(result.diverged)} run(s) stopped early on a NaN/inf or too-large loss: {', '.join(result.diverged)}"
+        )
     console.print(f"results: {result.results_dir}")
     if result.interrupted:
         done = sum(o.status in ("complete", "diverged") for o in result.outcomes.values())
-        err_console.print(f"[yellow]interrupted[/]: {done} run(s) finished in this call are kept. Resume with:\n  {resume_command(sys.argv[1:])}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[yellow]interrupted[/]: {done} run(s) finished in this call are kept. Resume with:\n  {resume_command(sys.argv[1:])}",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(130)
     failed = result.failed
     if failed:
-        err_console.print(f"[red]{len(failed)} run(s) failed[/] (see runs/<id>/summary.json; rerun with --retry-failed):", highlight=False)
+        err_console.print(
+            f"[red]{len(failed)} run(s) failed[/] (see runs/<id>/summary.json; rerun with --retry-failed):",
+            highlight=False,
+        )
         for rid, error in failed.items():
             err_console.print(f"  {rid}: {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 
-ResultsArg = Annotated[Path, typer.Argument(help="A results folder written by `bnexp run`, e.g. results/quickstart.", show_default=False)]
+ResultsArg = Annotated[
+    Path,
+    typer.Argument(
+        help="A results folder written by `bnexp run`, e.g. results/quickstart.", show_default=False
+    ),
+]
 
 
 def _status_table(results: Path):
@@ -186,7 +266,7 @@ def _status_table(results: Path):
     from rich.table import Table
 
     plan = read_plan(results)
-    from bnexp.store import RunStore
+    from bnexp.sweep.store import RunStore
 
     store = RunStore(results)
     keys = [c for c in plan.columns if c not in ("run_id", "train.seed")]
@@ -200,10 +280,20 @@ def _status_table(results: Path):
         if state == "done" and (store.summary(row["run_id"]) or {}).get("diverged"):
             cell["diverged"] += 1
             totals["diverged"] += 1
-    table = Table(title=f"{results}: {len(plan)} run(s) — " + ", ".join(f"{v} {k}" for k, v in totals.items() if v))
+    table = Table(
+        title=f"{results}: {len(plan)} run(s) — "
+        + ", ".join(f"{v} {k}" for k, v in totals.items() if v)
+    )
     for key in keys:
         table.add_column(key, justify="right")
-    styles = {"done": "green", "diverged": "yellow", "running": "cyan", "partial": "magenta", "failed": "red", "missing": "dim"}
+    styles = {
+        "done": "green",
+        "diverged": "yellow",
+        "running": "cyan",
+        "partial": "magenta",
+        "failed": "red",
+        "missing": "dim",
+    }
     for state, style in styles.items():
         table.add_column(state, justify="right", style=style)
     for cell, c in counts.items():
@@ -217,15 +307,26 @@ def read_plan(results: Path):
 
     path = results / "plan.csv"
     if not path.exists():
-        raise BnexpError(f"{results}: no plan.csv here (expected a results folder written by `bnexp run`, e.g. results/quickstart)")
+        raise BnexpError(
+            f"{results}: no plan.csv here (expected a results folder written by `bnexp run`, e.g. results/quickstart)"
+        )
     return pd.read_csv(path, dtype={"run_id": str}, keep_default_na=False)
 
 
 @app.command()
 def status(
     results: ResultsArg,
-    watch: Annotated[bool, typer.Option("--watch", "-w", help="Redraw every --interval seconds until every run is done or failed (Ctrl-C to leave).")] = False,
-    interval: Annotated[float, typer.Option("--interval", min=0.2, help="Seconds between redraws with --watch.")] = 2.0,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            "-w",
+            help="Redraw every --interval seconds until every run is done or failed (Ctrl-C to leave).",
+        ),
+    ] = False,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.2, help="Seconds between redraws with --watch.")
+    ] = 2.0,
 ) -> None:
     """Show how far a sweep is: per cell, runs done, running, partial, failed and missing.
 
@@ -251,10 +352,6 @@ def status(
         pass
 
 
-# how a run went, not what it computed: repro does not compare these
-TIMING_KEYS = ("wall_s", "train_s", "eval_s", "time_to_target_s", "device", "resumed_from_epoch", "peak_rss_mb", "seeds_together")
-
-
 def _compare_metrics(a: Path, b: Path) -> list[str]:
     """Differences between two metrics.csv files, one line each; [] when the bytes are equal."""
     import pandas as pd
@@ -263,23 +360,39 @@ def _compare_metrics(a: Path, b: Path) -> list[str]:
         return []
     fa, fb = pd.read_csv(a), pd.read_csv(b)
     if list(fa.columns) != list(fb.columns) or len(fa) != len(fb):
-        return [f"metrics.csv: shape differs: {len(fa)} rows {list(fa.columns)} vs {len(fb)} rows {list(fb.columns)}"]
+        return [
+            f"metrics.csv: shape differs: {len(fa)} rows {list(fa.columns)} vs {len(fb)} rows {list(fb.columns)}"
+        ]
     lines = []
     for col in fa.columns:
         x, y = fa[col].astype(float), fb[col].astype(float)
         differ = ~((x == y) | (x.isna() & y.isna()))
         if differ.any():
             first = int(differ.to_numpy().argmax())
-            lines.append(f"metrics.csv: {col}: {int(differ.sum())} of {len(x)} rows differ, max |diff| {(x - y).abs().max():.3g}, "
-                         f"first at step {fa['step'].iloc[first]}: {x.iloc[first]!r} vs {y.iloc[first]!r}")
+            lines.append(
+                f"metrics.csv: {col}: {int(differ.sum())} of {len(x)} rows differ, max |diff| {(x - y).abs().max():.3g}, "
+                f"first at step {fa['step'].iloc[first]}: {x.iloc[first]!r} vs {y.iloc[first]!r}"
+            )
     return lines or ["metrics.csv: bytes differ (formatting only; every value is equal)"]
 
 
 @app.command()
 def repro(
     results: ResultsArg,
-    run_id: Annotated[str, typer.Argument(help="The run to redo: its id (or a unique prefix), as in plan.csv.", show_default=False)],
-    keep: Annotated[Path | None, typer.Option("--keep", help="Write the rerun here instead of a temporary folder that is removed.", show_default=False)] = None,
+    run_id: Annotated[
+        str,
+        typer.Argument(
+            help="The run to redo: its id (or a unique prefix), as in plan.csv.", show_default=False
+        ),
+    ],
+    keep: Annotated[
+        Path | None,
+        typer.Option(
+            "--keep",
+            help="Write the rerun here instead of a temporary folder that is removed.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Rerun one finished run and report any difference from the recorded one.
 
@@ -295,46 +408,72 @@ def repro(
 
     from bnexp.config import RunConfig
     from bnexp.config import run_id as compute_run_id
-    from bnexp.store import RunStore
-    from bnexp.train import train_run
+    from bnexp.results import RunSummary
+    from bnexp.run.train import train_run
+    from bnexp.sweep.store import RunStore
 
     _setup_logging(False)
     try:
-        matches = sorted(p for p in (results / "runs").glob(f"{run_id}*") if p.is_dir()) if (results / "runs").is_dir() else []
+        matches = (
+            sorted(p for p in (results / "runs").glob(f"{run_id}*") if p.is_dir())
+            if (results / "runs").is_dir()
+            else []
+        )
         if len(matches) != 1:
-            found = "no run" if not matches else f"{len(matches)} runs ({', '.join(p.name for p in matches[:5])})"
-            raise BnexpError(f"{results}/runs/{run_id}: {found} with that id (expected one run id or unique prefix from plan.csv)")
+            found = (
+                "no run"
+                if not matches
+                else f"{len(matches)} runs ({', '.join(p.name for p in matches[:5])})"
+            )
+            raise BnexpError(
+                f"{results}/runs/{run_id}: {found} with that id (expected one run id or unique prefix from plan.csv)"
+            )
         run_dir = matches[0]
         recorded = RunStore(results).summary(run_dir.name)
         if recorded is None or recorded.get("status") != "complete":
-            raise BnexpError(f"{run_dir}: not a complete run (status: {recorded.get('status') if recorded else 'no summary.json'}); finish it with `bnexp run` first")
+            raise BnexpError(
+                f"{run_dir}: not a complete run (status: {recorded.get('status') if recorded else 'no summary.json'}); finish it with `bnexp run` first"
+            )
         cfg = RunConfig.model_validate(yaml.safe_load((run_dir / "config.yaml").read_text()))
     except BnexpError as e:
         raise _fail(e) from None
     if compute_run_id(cfg) != run_dir.name:
-        err_console.print(f"[yellow]note[/]: config.yaml hashes to {compute_run_id(cfg)}, not {run_dir.name} (the schema's defaults changed since?)")
-    scratch = Path(tempfile.mkdtemp(prefix=f"bnexp-repro-{run_dir.name}-")) if keep is None else keep
+        err_console.print(
+            f"[yellow]note[/]: config.yaml hashes to {compute_run_id(cfg)}, not {run_dir.name} (the schema's defaults changed since?)"
+        )
+    scratch = (
+        Path(tempfile.mkdtemp(prefix=f"bnexp-repro-{run_dir.name}-")) if keep is None else keep
+    )
     try:
         with console.status(f"rerunning {run_dir.name} ({cfg.train.epochs} epochs)"):
             again = train_run(cfg, scratch, params=recorded.get("params", {}))
         diffs = _compare_metrics(run_dir / "metrics.csv", scratch / "metrics.csv")
         redone = json.loads((scratch / "summary.json").read_text())
         for key in sorted(set(recorded) | set(redone)):
-            if key not in TIMING_KEYS and recorded.get(key) != redone.get(key):
+            if key not in RunSummary.HOW_IT_WENT and recorded.get(key) != redone.get(key):
                 diffs.append(f"summary.json: {key}: {recorded.get(key)!r} vs {redone.get(key)!r}")
     finally:
         if keep is None:
             shutil.rmtree(scratch, ignore_errors=True)
     if diffs:
-        console.print(f"[red]differs[/]: run {run_dir.name} rerun on {again.device} (recorded vs rerun):", highlight=False)
+        console.print(
+            f"[red]differs[/]: run {run_dir.name} rerun on {again.device} (recorded vs rerun):",
+            highlight=False,
+        )
         for line in diffs:
             console.print(f"  {line}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     n_rows = len((run_dir / "metrics.csv").read_text().splitlines()) - 1
-    console.print(f"[green]reproduced[/]: run {run_dir.name}: metrics.csv identical ({n_rows} rows), summary.json equal apart from timings", highlight=False)
+    console.print(
+        f"[green]reproduced[/]: run {run_dir.name}: metrics.csv identical ({n_rows} rows), summary.json equal apart from timings",
+        highlight=False,
+    )
 
 
-data_app = typer.Typer(help="Inspect an experiment's data: shapes, class counts, pixel statistics, memory.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Inspect an experiment's data: shapes, class counts, pixel statistics, memory.",
+    no_args_is_help=True,
+)
 app.add_typer(data_app, name="data")
 
 
@@ -353,19 +492,29 @@ def data_info(config: ConfigArg, set_: SetOpt = None) -> None:
 
     try:
         exp, _ = load_experiment(config, set_)
-        configs = list({run.config.data.model_dump_json(): run.config.data for run in expand(exp)}.values())
+        configs = list(
+            {run.config.data.model_dump_json(): run.config.data for run in expand(exp)}.values()
+        )
         for cfg in configs:
             data = load_dataset(cfg)
             console.print(f"[bold]{data.describe()}[/]")
             console.print(f"  inputs: {standardization(data)}")
-            for title, frame in (("images per class", class_table(data)), ("pixel values as stored", value_table(data))):
+            for title, frame in (
+                ("images per class", class_table(data)),
+                ("pixel values as stored", value_table(data)),
+            ):
                 table = Table(title=title, title_justify="left")
                 for col in frame.columns:
-                    table.add_column(str(col), justify="right" if pd.api.types.is_numeric_dtype(frame[col]) else "left")
+                    table.add_column(
+                        str(col),
+                        justify="right" if pd.api.types.is_numeric_dtype(frame[col]) else "left",
+                    )
                 for _, row in frame.iterrows():
                     table.add_row(*(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row))
                 console.print(table)
-            console.print(f"  memory: {data.nbytes() / 2**20:.1f} MiB as stored ({data.x_train.dtype} images)")
+            console.print(
+                f"  memory: {data.nbytes() / 2**20:.1f} MiB as stored ({data.x_train.dtype} images)"
+            )
     except BnexpError as e:
         raise _fail(e) from None
 
@@ -403,21 +552,33 @@ def noise(
     plots/bn_noise_init.png. For the noise at the end of training, set measure.bn_noise and use
     `bnexp run`.
     """
-    from bnexp.probes import noise_at_init
+    from bnexp.io import atomic_write_csv
+    from bnexp.report import bn_noise_table, plot_bn_noise, rich_table
+    from bnexp.run.probes import noise_at_init
 
     try:
         exp, _ = load_experiment(config, set_)
-        table, path = noise_at_init(exp, out / exp.name)
+        results_dir = out / exp.name
+        frame = noise_at_init(exp, results_dir)
     except BnexpError as e:
         raise _fail(e) from None
-    if table.empty:
-        console.print("no run of this experiment has BN (model.norm: none everywhere): nothing to measure")
+    if frame.empty:
+        console.print(
+            "no run of this experiment has BN (model.norm: none everywhere): nothing to measure"
+        )
         return
-    from bnexp.report import rich_table
-
-    slopes = table.drop_duplicates(["norm", "layer"])[["norm", "layer", "runs", "mean_noise_slope", "expected_slope", "var_noise_slope"]]
-    console.print(rich_table(slopes, "BN noise at initialization: log-log slope vs batch size (−0.5 expected)"))
-    console.print(f"results: {path}")
+    table = bn_noise_table(frame)
+    atomic_write_csv(results_dir / "tables" / "bn_noise_init.csv", table)
+    plot_bn_noise(table, results_dir / "plots" / "bn_noise_init.png")
+    slopes = table.drop_duplicates(["norm", "layer"])[
+        ["norm", "layer", "runs", "mean_noise_slope", "expected_slope", "var_noise_slope"]
+    ]
+    console.print(
+        rich_table(
+            slopes, "BN noise at initialization: log-log slope vs batch size (−0.5 expected)"
+        )
+    )
+    console.print(f"results: {results_dir}")
 
 
 bench_app = typer.Typer(
@@ -429,11 +590,26 @@ app.add_typer(bench_app, name="bench")
 
 @bench_app.command("bn")
 def bench_bn(
-    repeats: Annotated[int, typer.Option(min=3, help="Timed samples per norm and shape; each side reports its median.")] = 30,
+    repeats: Annotated[
+        int,
+        typer.Option(min=3, help="Timed samples per norm and shape; each side reports its median."),
+    ] = 30,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
-    threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads (default: torch's choice).")] = None,
-    layer_only: Annotated[bool, typer.Option("--layer-only/--steps-only", help="Also time the BN layer alone (forward + backward).")] = True,
-    clock: Annotated[str, typer.Option(help="wall: elapsed time; cpu: this process's CPU time (steadier on a shared machine; sums threads).")] = "wall",
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="torch CPU threads (default: torch's choice).")
+    ] = None,
+    layer_only: Annotated[
+        bool,
+        typer.Option(
+            "--layer-only/--steps-only", help="Also time the BN layer alone (forward + backward)."
+        ),
+    ] = True,
+    clock: Annotated[
+        str,
+        typer.Option(
+            help="wall: elapsed time; cpu: this process's CPU time (steadier on a shared machine; sums threads)."
+        ),
+    ] = "wall",
     csv: Annotated[Path | None, typer.Option(help="Also write the table to this CSV file.")] = None,
 ) -> None:
     """Time a training step (forward + backward) with our BatchNorm and with torch's.
@@ -447,9 +623,9 @@ def bench_bn(
     import torch
     from rich.table import Table
 
-    from bnexp.bench_bn import bench_bn as run_bench
+    from bnexp.bench.bn import bench_bn as run_bench
     from bnexp.io import atomic_write_csv
-    from bnexp.train import resolve_device
+    from bnexp.run.device import resolve_device
 
     try:
         dev = resolve_device(device) if device in ("auto", "cpu", "cuda") else None
@@ -461,43 +637,102 @@ def bench_bn(
         raise _fail(e) from None
     if threads:
         torch.set_num_threads(threads)
-    err_console.print(f"device {dev}, {torch.get_num_threads()} torch thread(s), {repeats} repeats, {clock} clock")
-    frame = run_bench(repeats=repeats, device=dev, layer_only=layer_only, clock=clock,
-                      on_case=lambda c: err_console.print(f"  timing {c.shape} [{c.scope}]", highlight=False))
-    table = Table(title=f"training step, custom / torch BatchNorm ({dev}, {torch.get_num_threads()} thread(s), {clock} clock, median of {repeats}, interleaved)")
+    err_console.print(
+        f"device {dev}, {torch.get_num_threads()} torch thread(s), {repeats} repeats, {clock} clock"
+    )
+    frame = run_bench(
+        repeats=repeats,
+        device=dev,
+        layer_only=layer_only,
+        clock=clock,
+        on_case=lambda c: err_console.print(f"  timing {c.shape} [{c.scope}]", highlight=False),
+    )
+    table = Table(
+        title=f"training step, custom / torch BatchNorm ({dev}, {torch.get_num_threads()} thread(s), {clock} clock, median of {repeats}, interleaved)"
+    )
     for col in ("shape", "scope", "custom ms", "torch ms", "ratio", "custom path"):
         table.add_column(col, justify="right" if col.endswith(("ms", "ratio")) else "left")
     for row in frame.itertuples():
         ok = row.ratio <= 1.15
-        ratio = f"[{'green' if ok else 'red'}]{row.ratio:.3f}[/]" if row.scope == "step" else f"{row.ratio:.3f}"
-        table.add_row(row.shape, row.scope, f"{row.custom_ms:.3f}", f"{row.torch_ms:.3f}", ratio, row.custom_path)
+        ratio = (
+            f"[{'green' if ok else 'red'}]{row.ratio:.3f}[/]"
+            if row.scope == "step"
+            else f"{row.ratio:.3f}"
+        )
+        table.add_row(
+            row.shape,
+            row.scope,
+            f"{row.custom_ms:.3f}",
+            f"{row.torch_ms:.3f}",
+            ratio,
+            row.custom_path,
+        )
     console.print(table)
     if csv is not None:
         atomic_write_csv(csv, frame)
         console.print(f"wrote {csv}")
 
 
-
-
 @bench_app.command("train")
 def bench_train_cmd(
-    tiny: Annotated[bool, typer.Option("--tiny", help="Tiny sizes and 1 repeat: checks the code paths in seconds, not the speed.")] = False,
-    repeats: Annotated[int | None, typer.Option("--repeats", min=1, help="Repeats per measurement, medians reported (default 5; 1 with --tiny).", show_default=False)] = None,
-    section: Annotated[list[str] | None, typer.Option("--section", help="Only these sections (repeatable): loops, denormal, vectorize, workers, memory.", show_default=False)] = None,
-    threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch threads for the in-process sections (default: torch's).", show_default=False)] = None,
-    csv: Annotated[Path | None, typer.Option("--csv", help="Also write the table to this CSV file.", show_default=False)] = None,
+    tiny: Annotated[
+        bool,
+        typer.Option(
+            "--tiny",
+            help="Tiny sizes and 1 repeat: checks the code paths in seconds, not the speed.",
+        ),
+    ] = False,
+    repeats: Annotated[
+        int | None,
+        typer.Option(
+            "--repeats",
+            min=1,
+            help="Repeats per measurement, medians reported (default 5; 1 with --tiny).",
+            show_default=False,
+        ),
+    ] = None,
+    section: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--section",
+            help="Only these sections (repeatable): loops, denormal, vectorize, workers, memory.",
+            show_default=False,
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            min=1,
+            help="torch threads for the in-process sections (default: torch's).",
+            show_default=False,
+        ),
+    ] = None,
+    csv: Annotated[
+        Path | None,
+        typer.Option("--csv", help="Also write the table to this CSV file.", show_default=False),
+    ] = None,
 ) -> None:
     """Time bnexp's training loop (a) against a hand-written loop (b) and a DataLoader loop (c),
     flushing denormals, seeds trained together, --workers 2 vs 1 and peak memory; print the table.
     """
-    from bnexp.bench_train import SECTIONS, bench_train, rich_table
+    from bnexp.bench.train import SECTIONS, bench_train, rich_table
     from bnexp.io import atomic_write_csv
 
     bad = [s for s in section or [] if s not in SECTIONS]
     if bad:
-        raise _fail(BnexpError(f"--section {bad[0]}: unknown section (expected one of: {', '.join(SECTIONS)})"))
-    df = bench_train(tiny=tiny, repeats=repeats, sections=tuple(section or SECTIONS), threads=threads,
-                     log=lambda m: err_console.print(f"[dim]{m}[/]"))
+        raise _fail(
+            BnexpError(
+                f"--section {bad[0]}: unknown section (expected one of: {', '.join(SECTIONS)})"
+            )
+        )
+    df = bench_train(
+        tiny=tiny,
+        repeats=repeats,
+        sections=tuple(section or SECTIONS),
+        threads=threads,
+        log=lambda m: err_console.print(f"[dim]{m}[/]"),
+    )
     if csv is not None:
         atomic_write_csv(csv, df)
     console.print(rich_table(df))

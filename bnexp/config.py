@@ -60,9 +60,15 @@ class DataConfig(Strict):
     root: str | None = None
     train: str | None = None  # npz: training file with x (N, H, W, C) or (N, D) and y (N,)
     test: str | None = None  # npz: test file, same layout as train
-    download: bool = False  # cifar10: download into root when the files are missing (needs the internet)
-    class_names: list[str] | None = None  # npz: names of labels 0..K-1 (default: the file's `classes`, else "0".."K-1")
-    classes: list[str] | None = None  # cifar10/npz: keep only these classes, relabelled 0..k-1 in this order
+    download: bool = (
+        False  # cifar10: download into root when the files are missing (needs the internet)
+    )
+    class_names: list[str] | None = (
+        None  # npz: names of labels 0..K-1 (default: the file's `classes`, else "0".."K-1")
+    )
+    classes: list[str] | None = (
+        None  # cifar10/npz: keep only these classes, relabelled 0..k-1 in this order
+    )
     binary: BinaryConfig | None = None  # cifar10/npz: positive class vs the rest; one logit + BCE
     # cifar10/npz: images per class, drawn by `seed` (None: all). With `binary`: positives, and
     # negatives_per_positive times as many negatives spread evenly over the other classes.
@@ -95,14 +101,22 @@ class DataConfig(Strict):
         for key, datasets in applies_to.items():
             value = getattr(self, key)
             if value not in (None, False) and self.dataset not in datasets:
-                problems.append(f"data.{key} applies only to dataset {' or '.join(datasets)} (dataset is {self.dataset})")
+                problems.append(
+                    f"data.{key} applies only to dataset {' or '.join(datasets)} (dataset is {self.dataset})"
+                )
         if self.dataset in ("catvnoncat", "cifar10") and not self.root:
-            held = "train_catvnoncat.h5 and test_catvnoncat.h5" if self.dataset == "catvnoncat" else "cifar-10-batches-py/"
+            held = (
+                "train_catvnoncat.h5 and test_catvnoncat.h5"
+                if self.dataset == "catvnoncat"
+                else "cifar-10-batches-py/"
+            )
             problems.append(f"dataset {self.dataset} needs data.root (the folder holding {held})")
         if self.dataset == "npz":
             for key in ("train", "test"):
                 if not getattr(self, key):
-                    problems.append(f"dataset npz needs data.{key} (the path of an .npz file holding x and y)")
+                    problems.append(
+                        f"dataset npz needs data.{key} (the path of an .npz file holding x and y)"
+                    )
         for key in ("classes", "class_names"):
             names = getattr(self, key) or []
             dup = sorted({n for n in names if names.count(n) > 1})
@@ -111,7 +125,9 @@ class DataConfig(Strict):
         if self.classes is not None and len(self.classes) < 2:
             problems.append("data.classes needs at least 2 classes")
         if self.binary and self.classes and self.binary.positive not in self.classes:
-            problems.append(f"data.binary.positive {self.binary.positive!r} is not in data.classes {self.classes}")
+            problems.append(
+                f"data.binary.positive {self.binary.positive!r} is not in data.classes {self.classes}"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -153,10 +169,14 @@ class ModelConfig(Strict):
     @model_validator(mode="after")
     def _controls_need_custom_norm(self) -> ModelConfig:
         on = [
-            f"{key}: {value}" for key, value, off in [
-                ("ghost_batch_size", self.ghost_batch_size, None), ("bn_stats", self.bn_stats, "batch"),
-                ("bn_noise", self.bn_noise, None), ("eval_stats", self.eval_stats, "running"),
-            ] if value != off
+            f"{key}: {value}"
+            for key, value, off in [
+                ("ghost_batch_size", self.ghost_batch_size, None),
+                ("bn_stats", self.bn_stats, "batch"),
+                ("bn_noise", self.bn_noise, None),
+                ("eval_stats", self.eval_stats, "running"),
+            ]
+            if value != off
         ]
         if on and self.norm != "custom":
             raise ValueError(
@@ -186,7 +206,7 @@ class TrainConfig(Strict):
     # seed every RNG and use torch's deterministic algorithms: same config -> same metrics.csv bytes
     deterministic: bool = True
     # train the runs of one sweep cell that differ only in train.seed as one batched model
-    # (bnexp.vectorize); each run's results equal a separate run's. Falls back, with a log
+    # (bnexp.run.vectorize); each run's results equal a separate run's. Falls back, with a log
     # line, where a model or option cannot be vectorized. Not part of the run id.
     vectorize_seeds: bool = False
 
@@ -207,8 +227,12 @@ class ShiftProbeConfig(Strict):
 
     layer: PositiveInt = 1  # hidden layer l, 1-based (model.blocks[l-1]); must exist in the model
     every_steps: PositiveInt = 10  # probe at step 0 and after every k optimizer steps
-    units: list[NonNegativeInt] = Field(default_factory=lambda: [0, 1, 2])  # units (channels) kept one by one
-    probe_size: PositiveInt = 256  # examples in the fixed probe batch (drawn once, the same for every run)
+    units: list[NonNegativeInt] = Field(
+        default_factory=lambda: [0, 1, 2]
+    )  # units (channels) kept one by one
+    probe_size: PositiveInt = (
+        256  # examples in the fixed probe batch (drawn once, the same for every run)
+    )
 
 
 class IcsConfig(Strict):
@@ -221,19 +245,25 @@ class IcsConfig(Strict):
 class BnNoiseConfig(Strict):
     """Spread of mini-batch means / variances around full-training-set statistics, at each BN layer."""
 
-    batch_sizes: list[int] = Field(default_factory=lambda: [4, 8, 16, 32, 64, 128, 256])  # each >= 2
+    batch_sizes: list[int] = Field(
+        default_factory=lambda: [4, 8, 16, 32, 64, 128, 256]
+    )  # each >= 2
     samples: PositiveInt = 200  # random mini-batches (drawn without replacement) per batch size
 
     @model_validator(mode="after")
     def _sizes_at_least_two(self) -> BnNoiseConfig:
         if not self.batch_sizes or min(self.batch_sizes) < 2:
-            raise ValueError("batch_sizes must be a non-empty list of sizes >= 2 (a batch variance needs 2 values)")
+            raise ValueError(
+                "batch_sizes must be a non-empty list of sizes >= 2 (a batch variance needs 2 values)"
+            )
         return self
 
 
 class MeasureConfig(Strict):
     target: TargetConfig | None = None  # speed-up = steps until it is first met
-    shift_probe: ShiftProbeConfig | None = None  # covariate shift -> runs/<id>/probes.csv (site z, z_tilde)
+    shift_probe: ShiftProbeConfig | None = (
+        None  # covariate shift -> runs/<id>/probes.csv (site z, z_tilde)
+    )
     ics: IcsConfig | None = None  # internal covariate shift -> runs/<id>/probes.csv (site ics)
     bn_noise: BnNoiseConfig | None = None  # at the end of training -> runs/<id>/bn_noise.csv
 
@@ -252,14 +282,18 @@ class RunConfig(Strict):
         widths = self.model.hidden if self.model.arch == "mlp" else self.model.channels
         probe, ics = self.measure.shift_probe, self.measure.ics
         if probe is not None and probe.layer > len(widths):
-            raise ValueError(f"measure.shift_probe.layer: {probe.layer} is beyond the model's {len(widths)} hidden layers")
+            raise ValueError(
+                f"measure.shift_probe.layer: {probe.layer} is beyond the model's {len(widths)} hidden layers"
+            )
         if probe is not None and probe.units and max(probe.units) >= widths[probe.layer - 1]:
             raise ValueError(
                 f"measure.shift_probe.units: unit {max(probe.units)} does not exist in hidden layer "
                 f"{probe.layer} ({widths[probe.layer - 1]} units, numbered from 0)"
             )
         if ics is not None and ics.layer > len(widths):
-            raise ValueError(f"measure.ics.layer: {ics.layer} is beyond the model's {len(widths)} hidden layers")
+            raise ValueError(
+                f"measure.ics.layer: {ics.layer} is beyond the model's {len(widths)} hidden layers"
+            )
         return self
 
 
@@ -285,7 +319,9 @@ class _Loader(yaml.SafeLoader):
     """SafeLoader that also reads 1e-3 / 5E4 as floats (YAML 1.1 needs a dot for that)."""
 
 
-_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.yaml_implicit_resolvers = {
+    k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
@@ -378,7 +414,10 @@ def _touches(loc: tuple, swept: dict[str, Any]) -> list[str]:
 
 
 def _format_errors(
-    err: ValidationError, source: Source, schema: type[BaseModel], swept: dict[str, Any] | None = None
+    err: ValidationError,
+    source: Source,
+    schema: type[BaseModel],
+    swept: dict[str, Any] | None = None,
 ) -> list[str]:
     """One line per error: `file:line: dotted.key: what is wrong (found ...)`.
 
@@ -438,7 +477,9 @@ def apply_overrides(raw: dict, overrides: list[str]) -> tuple[set[tuple], list[s
         try:
             parsed = parse_yaml_value(value)
         except yaml.YAMLError as e:
-            problems.append(f"--set {key}: value {value!r} is not valid YAML ({getattr(e, 'problem', e)})")
+            problems.append(
+                f"--set {key}: value {value!r} is not valid YAML ({getattr(e, 'problem', e)})"
+            )
             continue
         path = _override_path(key.strip())
         _set_dotted(raw, path, parsed)
@@ -462,13 +503,23 @@ def read_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError([f"{where}: YAML syntax error: {problem}"]) from None
     if raw is None:
-        raise ConfigError([f"{path}: the file is empty (expected a mapping with keys such as name, data, model, train, measure, sweep)"])
+        raise ConfigError(
+            [
+                f"{path}: the file is empty (expected a mapping with keys such as name, data, model, train, measure, sweep)"
+            ]
+        )
     if not isinstance(raw, dict):
-        raise ConfigError([f"{path}:1: expected a mapping of keys (name, data, model, ...), found a {type(raw).__name__}"])
+        raise ConfigError(
+            [
+                f"{path}:1: expected a mapping of keys (name, data, model, ...), found a {type(raw).__name__}"
+            ]
+        )
     return raw, _line_map(node)
 
 
-def load_experiment(path: str | Path, overrides: list[str] | None = None) -> tuple[ExperimentConfig, dict]:
+def load_experiment(
+    path: str | Path, overrides: list[str] | None = None
+) -> tuple[ExperimentConfig, dict]:
     """Read, override and validate an experiment, every sweep cell included; all problems at once.
 
     Returns the config and the raw mapping after overrides (what `experiment.yaml` records).
@@ -484,7 +535,9 @@ def experiment_from_dict(raw: dict, file: str = "<dict>") -> ExperimentConfig:
     return validate_experiment(raw, Source(file, {}, set()))
 
 
-def validate_experiment(raw: dict, source: Source, problems: list[str] | None = None) -> ExperimentConfig:
+def validate_experiment(
+    raw: dict, source: Source, problems: list[str] | None = None
+) -> ExperimentConfig:
     problems = list(problems or [])
     sweep = raw.get("sweep") if isinstance(raw.get("sweep"), dict) else {}
     problems += _sweep_key_problems(sweep, source)
@@ -573,7 +626,12 @@ def run_id(cfg: RunConfig) -> str:
     """Short hash of the resolved run config; `name` (the output folder) is excluded."""
     # how a run is executed (vectorize_seeds, checkpoint_every) does not change what it
     # computes: not hashed, so changing them keeps a sweep's run ids and resumes it
-    payload = json.dumps(cfg.model_dump(mode="json", exclude={"name": True, "train": {"vectorize_seeds", "checkpoint_every"}}), sort_keys=True)
+    payload = json.dumps(
+        cfg.model_dump(
+            mode="json", exclude={"name": True, "train": {"vectorize_seeds", "checkpoint_every"}}
+        ),
+        sort_keys=True,
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:10]
 
 

@@ -75,7 +75,9 @@ def paired_bootstrap_ratio(
     ok = np.isfinite(a) & np.isfinite(b)
     a, b, ca, cb = a[ok], b[ok], ca[ok], cb[ok]
     n = len(a)
-    bound = {(False, False): "exact", (True, False): "lower", (False, True): "upper"}.get((bool(ca.any()), bool(cb.any())), "unknown")
+    bound = {(False, False): "exact", (True, False): "lower", (False, True): "upper"}.get(
+        (bool(ca.any()), bool(cb.any())), "unknown"
+    )
     if n == 0 or b.mean() <= 0:
         return Ratio(math.nan, math.nan, math.nan, n, bound)
     ratio = float(a.mean() / b.mean())

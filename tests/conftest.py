@@ -47,7 +47,7 @@ def _few_threads(monkeypatch):
 @pytest.fixture
 def ops_path(monkeypatch):
     """Our BatchNorm without its C kernel: every input takes the torch-ops path."""
-    from bnexp import bn_kernel
+    from bnexp.nn import bn_kernel
 
     monkeypatch.setattr(bn_kernel, "load", lambda: None)
 
@@ -58,10 +58,12 @@ def kernel_path():
     compiler at all; a compiler that fails on our source is a test failure."""
     import shutil
 
-    from bnexp import bn_kernel
+    from bnexp.nn import bn_kernel
 
     if shutil.which(bn_kernel.compiler()) is None:
-        pytest.skip(f"no C compiler {bn_kernel.compiler()!r} on PATH: the C kernel cannot be built here")
+        pytest.skip(
+            f"no C compiler {bn_kernel.compiler()!r} on PATH: the C kernel cannot be built here"
+        )
     assert bn_kernel.load() is not None, "the BatchNorm C kernel did not build (see the warning)"
     return bn_kernel.load()
 

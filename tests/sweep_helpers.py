@@ -14,14 +14,25 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
-def tiny_experiment(name: str = "tiny", epochs: int = 4, sweep: dict | None = None, **train) -> dict:
+def tiny_experiment(
+    name: str = "tiny", epochs: int = 4, sweep: dict | None = None, **train
+) -> dict:
     return {
         "name": name,
         "data": {"dataset": "digits"},
         "model": {"arch": "mlp", "hidden": [16], "activation": "relu", "norm": "none"},
-        "train": {"lr": 0.1, "batch_size": 64, "epochs": epochs, "seed": 0, "device": "cpu", **train},
+        "train": {
+            "lr": 0.1,
+            "batch_size": 64,
+            "epochs": epochs,
+            "seed": 0,
+            "device": "cpu",
+            **train,
+        },
         "measure": {"target": {"metric": "train_acc", "value": 0.9}},
-        "sweep": sweep if sweep is not None else {"model.norm": ["none", "torch"], "train.seed": [0, 1]},
+        "sweep": sweep
+        if sweep is not None
+        else {"model.norm": ["none", "torch"], "train.seed": [0, 1]},
     }
 
 
@@ -44,8 +55,17 @@ def patched_cmd(patch: str, *args: str) -> list[str]:
     return [sys.executable, "-c", code, *args]
 
 
-def run_cli(*args: str, timeout: float = 300, cmd: list[str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd or bnexp_cmd(*args), env=bnexp_env(), capture_output=True, text=True, timeout=timeout, cwd=REPO)
+def run_cli(
+    *args: str, timeout: float = 300, cmd: list[str] | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        cmd or bnexp_cmd(*args),
+        env=bnexp_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
 
 
 def plan_ids(results: Path) -> list[str]:
@@ -53,11 +73,22 @@ def plan_ids(results: Path) -> list[str]:
 
 
 def summaries(results: Path) -> dict[str, dict]:
-    return {p.parent.name: json.loads(p.read_text()) for p in (results / "runs").glob("*/summary.json")}
+    return {
+        p.parent.name: json.loads(p.read_text()) for p in (results / "runs").glob("*/summary.json")
+    }
 
 
-METRIC_KEYS = ["final_train_acc", "final_test_acc", "final_train_loss", "final_test_loss", "best_test_acc",
-               "steps_to_target", "diverged", "diverged_step", "steps"]
+METRIC_KEYS = [
+    "final_train_acc",
+    "final_test_acc",
+    "final_train_loss",
+    "final_test_loss",
+    "best_test_acc",
+    "steps_to_target",
+    "diverged",
+    "diverged_step",
+    "steps",
+]
 
 
 def assert_same_results(got: Path, want: Path) -> None:
@@ -65,13 +96,21 @@ def assert_same_results(got: Path, want: Path) -> None:
     ids = plan_ids(want)
     assert sorted(plan_ids(got)) == sorted(ids)
     got_s, want_s = summaries(got), summaries(want)
-    assert sorted(got_s) == sorted(want_s) == sorted(ids), f"runs with summary.json: {sorted(got_s)} vs {sorted(want_s)}"
+    assert sorted(got_s) == sorted(want_s) == sorted(ids), (
+        f"runs with summary.json: {sorted(got_s)} vs {sorted(want_s)}"
+    )
     for rid in ids:
-        assert got_s[rid]["status"] == "complete", f"{rid}: {got_s[rid].get('status')} {got_s[rid].get('error')}"
+        assert got_s[rid]["status"] == "complete", (
+            f"{rid}: {got_s[rid].get('status')} {got_s[rid].get('error')}"
+        )
         a = (got / "runs" / rid / "metrics.csv").read_bytes()
         b = (want / "runs" / rid / "metrics.csv").read_bytes()
-        assert a == b, f"{rid}: metrics.csv differs ({len(a)} vs {len(b)} bytes)\n{a.decode()}\nvs\n{b.decode()}"
+        assert a == b, (
+            f"{rid}: metrics.csv differs ({len(a)} vs {len(b)} bytes)\n{a.decode()}\nvs\n{b.decode()}"
+        )
         for key in METRIC_KEYS:
-            assert got_s[rid][key] == want_s[rid][key], f"{rid}: {key} {got_s[rid][key]!r} vs {want_s[rid][key]!r}"
+            assert got_s[rid][key] == want_s[rid][key], (
+                f"{rid}: {key} {got_s[rid][key]!r} vs {want_s[rid][key]!r}"
+            )
     table = pd.read_csv(got / "summary.csv", dtype={"run_id": str})
     assert sorted(table["run_id"]) == sorted(ids), f"summary.csv rows: {sorted(table['run_id'])}"

@@ -54,18 +54,27 @@ class Dataset:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return replace(
             self,
-            x_train=move(self.x_train), y_train=move(self.y_train),
-            x_test=move(self.x_test), y_test=move(self.y_test),
-            mean=move(self.mean), std=move(self.std),
+            x_train=move(self.x_train),
+            y_train=move(self.y_train),
+            x_test=move(self.x_test),
+            y_test=move(self.y_test),
+            mean=move(self.mean),
+            std=move(self.std),
         )
 
     def class_counts(self) -> tuple[list[int], list[int]]:
         """Images per class (label order of `classes`) in the training and test sets."""
         k = len(self.classes)
-        return (torch.bincount(self.y_train.cpu(), minlength=k).tolist(), torch.bincount(self.y_test.cpu(), minlength=k).tolist())
+        return (
+            torch.bincount(self.y_train.cpu(), minlength=k).tolist(),
+            torch.bincount(self.y_test.cpu(), minlength=k).tolist(),
+        )
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.x_train, self.y_train, self.x_test, self.y_test))
+        return sum(
+            t.numel() * t.element_size()
+            for t in (self.x_train, self.y_train, self.x_test, self.y_test)
+        )
 
     def describe(self) -> str:
         return (

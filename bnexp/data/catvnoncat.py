@@ -32,7 +32,9 @@ def load_catvnoncat(cfg: DataConfig) -> Dataset:
     x_tr, y_tr, classes = read_split(root / FILES["train"], "train")
     x_te, y_te, _ = read_split(root / FILES["test"], "test")
     x_tr, x_te = to_nchw(x_tr, FILES["train"]), to_nchw(x_te, FILES["test"])  # (N, 3, 64, 64) uint8
-    return build("catvnoncat", x_tr, y_tr, x_te, y_te, classes, binary=True, standardize=cfg.standardize)
+    return build(
+        "catvnoncat", x_tr, y_tr, x_te, y_te, classes, binary=True, standardize=cfg.standardize
+    )
 
 
 def read_split(path: Path, split: str) -> tuple[np.ndarray, np.ndarray, tuple[str, str]]:
@@ -52,19 +54,33 @@ def read_split(path: Path, split: str) -> tuple[np.ndarray, np.ndarray, tuple[st
             names = f["list_classes"][()] if "list_classes" in f else None
     except DataError:
         raise
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:  # h5py reports damage as these
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+        RuntimeError,
+    ) as e:  # h5py reports damage as these
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DataError(f"{path}: cannot read it as HDF5, the file is truncated or corrupt ({reason})") from None
+        raise DataError(
+            f"{path}: cannot read it as HDF5, the file is truncated or corrupt ({reason})"
+        ) from None
     if x.ndim != 4 or x.shape[-1] != 3:
-        raise DataError(f"{path}: {x_key} has shape {x.shape}; expected (N, height, width, 3) RGB images")
+        raise DataError(
+            f"{path}: {x_key} has shape {x.shape}; expected (N, height, width, 3) RGB images"
+        )
     if x.dtype != np.uint8:
         raise DataError(f"{path}: {x_key} has dtype {x.dtype}; expected uint8 pixels 0..255")
     y = check_labels(y, len(x), f"{path}: {y_key}")
     if len(y) and y.max() > 1:
-        raise DataError(f"{path}: {y_key} holds label {int(y.max())}; expected 0 (non-cat) or 1 (cat)")
+        raise DataError(
+            f"{path}: {y_key} holds label {int(y.max())}; expected 0 (non-cat) or 1 (cat)"
+        )
     classes = ("non-cat", "cat")
     if names is not None:
         classes = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in np.ravel(names))
         if len(classes) != 2:
-            raise DataError(f"{path}: list_classes has {len(classes)} names {classes}; expected 2 (non-cat, cat)")
+            raise DataError(
+                f"{path}: list_classes has {len(classes)} names {classes}; expected 2 (non-cat, cat)"
+            )
     return x, y, classes

@@ -38,7 +38,9 @@ FOLDER = CIFAR10.base_folder  # "cifar-10-batches-py"
 TRAIN_FILES = [name for name, _ in CIFAR10.train_list]
 TEST_FILES = [name for name, _ in CIFAR10.test_list]
 META_FILE = CIFAR10.meta["filename"]  # "batches.meta"
-MD5 = {name: md5 for name, md5 in (*CIFAR10.train_list, *CIFAR10.test_list)} | {META_FILE: CIFAR10.meta["md5"]}
+MD5 = {name: md5 for name, md5 in (*CIFAR10.train_list, *CIFAR10.test_list)} | {
+    META_FILE: CIFAR10.meta["md5"]
+}
 HOW_TO_GET = (
     f"set data.download: true on a machine that is online, or download {CIFAR10.url} "
     f"and extract it into data.root"
@@ -60,12 +62,20 @@ def load_cifar10(cfg: DataConfig) -> Dataset:
     names, (x_tr, y_tr), (x_te, y_te) = read_folder(folder)
     sub = select(y_tr, y_te, names, cfg, source=str(folder))
     return build(
-        "cifar10", x_tr[sub.train_idx], sub.y_train, x_te[sub.test_idx], sub.y_test,
-        sub.classes, binary=sub.binary, standardize=cfg.standardize,
+        "cifar10",
+        x_tr[sub.train_idx],
+        sub.y_train,
+        x_te[sub.test_idx],
+        sub.y_test,
+        sub.classes,
+        binary=sub.binary,
+        standardize=cfg.standardize,
     )
 
 
-def read_folder(folder: Path) -> tuple[list[str], tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def read_folder(
+    folder: Path,
+) -> tuple[list[str], tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """(class names, (x, y) training, (x, y) test) of a complete folder; do not modify them.
 
     Cached by the files' modification times, so configs that differ only in the subset drawn
@@ -80,7 +90,11 @@ def _read_folder_cached(folder_str: str, stamp: tuple[int, ...]):
     folder = Path(folder_str)
     differ = [name for name, md5 in MD5.items() if not check_integrity(str(folder / name), md5)]
     if differ:
-        log.warning("cifar10: %s in %s differ from the official release (MD5); using them as they are", ", ".join(differ), folder)
+        log.warning(
+            "cifar10: %s in %s differ from the official release (MD5); using them as they are",
+            ", ".join(differ),
+            folder,
+        )
     names = read_meta(folder / META_FILE)
     train = read_batches([folder / f for f in TRAIN_FILES], len(names))
     test = read_batches([folder / f for f in TEST_FILES], len(names))
@@ -95,7 +109,9 @@ def find_folder(root: Path) -> Path:
 
 
 def missing_files(folder: Path) -> list[str]:
-    return [name for name in (*TRAIN_FILES, *TEST_FILES, META_FILE) if not (folder / name).is_file()]
+    return [
+        name for name in (*TRAIN_FILES, *TEST_FILES, META_FILE) if not (folder / name).is_file()
+    ]
 
 
 def download(root: Path) -> None:
@@ -117,19 +133,27 @@ def unpickle(path: Path) -> dict:
             obj = pickle.load(f, encoding="latin1")
     except Exception as e:  # a damaged pickle can fail in many ways: EOFError, UnpicklingError, ...
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DataError(f"{path}: cannot unpickle it, the file is truncated or corrupt ({reason})") from None
+        raise DataError(
+            f"{path}: cannot unpickle it, the file is truncated or corrupt ({reason})"
+        ) from None
     if not isinstance(obj, dict):
-        raise DataError(f"{path}: holds a {type(obj).__name__}; expected a CIFAR-10 batch (a pickled dict)")
+        raise DataError(
+            f"{path}: holds a {type(obj).__name__}; expected a CIFAR-10 batch (a pickled dict)"
+        )
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
 def read_meta(path: Path) -> list[str]:
     meta = unpickle(path)
     if "label_names" not in meta:
-        raise DataError(f"{path}: missing key label_names (found: {', '.join(map(str, meta)) or 'none'})")
+        raise DataError(
+            f"{path}: missing key label_names (found: {', '.join(map(str, meta)) or 'none'})"
+        )
     names = [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in meta["label_names"]]
     if len(names) != 10:
-        raise DataError(f"{path}: label_names has {len(names)} names; expected the 10 CIFAR-10 classes")
+        raise DataError(
+            f"{path}: label_names has {len(names)} names; expected the 10 CIFAR-10 classes"
+        )
     return names
 
 
@@ -146,7 +170,9 @@ def read_batches(paths: list[Path], num_classes: int) -> tuple[np.ndarray, np.nd
             )
         x = np.asarray(batch["data"])
         if x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or x.dtype != np.uint8:
-            raise DataError(f"{path}: data is {x.dtype} of shape {x.shape}; expected uint8 (N, 3072), one 32x32 RGB image per row")
+            raise DataError(
+                f"{path}: data is {x.dtype} of shape {x.shape}; expected uint8 (N, 3072), one 32x32 RGB image per row"
+            )
         y = check_labels(np.asarray(batch["labels"]), len(x), f"{path}: labels")
         if len(y) and y.max() >= num_classes:
             raise DataError(f"{path}: label {int(y.max())} found; expected 0..{num_classes - 1}")

@@ -12,7 +12,9 @@ from bnexp.data.arrays import moments
 def class_table(data: Dataset) -> pd.DataFrame:
     """One row per class (label order): label, class, train, test."""
     train, test = data.class_counts()
-    return pd.DataFrame({"label": range(len(data.classes)), "class": data.classes, "train": train, "test": test})
+    return pd.DataFrame(
+        {"label": range(len(data.classes)), "class": data.classes, "train": train, "test": test}
+    )
 
 
 def value_table(data: Dataset) -> pd.DataFrame:
@@ -33,7 +35,16 @@ def value_table(data: Dataset) -> pd.DataFrame:
             mean, std = moments(flat)
             lo, hi, names = [x.min().item()], [x.max().item()], ["all"]
         for c, name in enumerate(names):
-            rows.append({"split": split, "channel": name, "mean": float(mean[c]), "std": float(std[c]), "min": lo[c], "max": hi[c]})
+            rows.append(
+                {
+                    "split": split,
+                    "channel": name,
+                    "mean": float(mean[c]),
+                    "std": float(std[c]),
+                    "min": lo[c],
+                    "max": hi[c],
+                }
+            )
     return pd.DataFrame(rows)
 
 

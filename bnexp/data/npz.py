@@ -44,11 +44,19 @@ def load_npz(cfg: DataConfig) -> Dataset:
     else:
         names, where = [str(i) for i in range(num_labels)], ""
     if len(names) < num_labels:
-        raise DataError(f"{where} names {len(names)} classes, but the labels go up to {num_labels - 1}; expected a name per label")
+        raise DataError(
+            f"{where} names {len(names)} classes, but the labels go up to {num_labels - 1}; expected a name per label"
+        )
     sub = select(y_tr, y_te, names, cfg, source=f"{cfg.train} / {cfg.test}")
     return build(
-        "npz", x_tr[sub.train_idx], sub.y_train, x_te[sub.test_idx], sub.y_test,
-        sub.classes, binary=sub.binary, standardize=cfg.standardize,
+        "npz",
+        x_tr[sub.train_idx],
+        sub.y_train,
+        x_te[sub.test_idx],
+        sub.y_test,
+        sub.classes,
+        binary=sub.binary,
+        standardize=cfg.standardize,
     )
 
 
@@ -59,13 +67,17 @@ def read_npz(path: Path, key: str) -> tuple[np.ndarray, np.ndarray, list[str] | 
     (a sweep over data.seed or data.train_per_class) decompress the file once.
     """
     if not path.is_file():
-        raise DataError(f"{key}: file {path} not found (expected {LAYOUT}; point to it with --set {key}=PATH)")
+        raise DataError(
+            f"{key}: file {path} not found (expected {LAYOUT}; point to it with --set {key}=PATH)"
+        )
     stat = path.stat()
     return _read_cached(str(path), stat.st_mtime_ns, stat.st_size, key)
 
 
 @functools.lru_cache(maxsize=2)
-def _read_cached(file: str, mtime_ns: int, size: int, key: str) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+def _read_cached(
+    file: str, mtime_ns: int, size: int, key: str
+) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
     path = Path(file)
     try:
         archive = np.load(path, allow_pickle=False)
@@ -84,9 +96,13 @@ def _read_cached(file: str, mtime_ns: int, size: int, key: str) -> tuple[np.ndar
         raise
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DataError(f"{key}: cannot read {path}, the file is truncated or corrupt ({reason})") from None
+        raise DataError(
+            f"{key}: cannot read {path}, the file is truncated or corrupt ({reason})"
+        ) from None
     if x.dtype.kind not in "uifb":
-        raise DataError(f"{key}: {path}: x has dtype {x.dtype}; expected uint8 pixels or real numbers")
+        raise DataError(
+            f"{key}: {path}: x has dtype {x.dtype}; expected uint8 pixels or real numbers"
+        )
     if x.dtype != np.uint8 and not np.all(np.isfinite(x)):
         raise DataError(f"{key}: {path}: x holds NaN or infinite values")
     y = check_labels(y, len(x), f"{key}: {path}: y")

@@ -31,20 +31,37 @@ class Subset:
     binary: bool  # one logit: classes = (non-<positive>, <positive>)
 
 
-def select(y_train: np.ndarray, y_test: np.ndarray, names: list[str], cfg: DataConfig, source: str) -> Subset:
+def select(
+    y_train: np.ndarray, y_test: np.ndarray, names: list[str], cfg: DataConfig, source: str
+) -> Subset:
     """The subset `cfg` asks for, of data whose labels 0..K-1 are named by `names`."""
-    if cfg.classes is None and cfg.binary is None and cfg.train_per_class is None and cfg.test_per_class is None:
-        return Subset(np.arange(len(y_train)), y_train, np.arange(len(y_test)), y_test, tuple(names), False)
+    if (
+        cfg.classes is None
+        and cfg.binary is None
+        and cfg.train_per_class is None
+        and cfg.test_per_class is None
+    ):
+        return Subset(
+            np.arange(len(y_train)), y_train, np.arange(len(y_test)), y_test, tuple(names), False
+        )
 
     def label_of(name: str, key: str) -> int:
         if name not in names:
-            raise DataError(f"{key}: no class {name!r} in {source} (valid classes: {', '.join(names)})")
+            raise DataError(
+                f"{key}: no class {name!r} in {source} (valid classes: {', '.join(names)})"
+            )
         return names.index(name)
 
-    pool = [label_of(n, "data.classes") for n in cfg.classes] if cfg.classes else list(range(len(names)))
+    pool = (
+        [label_of(n, "data.classes") for n in cfg.classes]
+        if cfg.classes
+        else list(range(len(names)))
+    )
     positive = label_of(cfg.binary.positive, "data.binary.positive") if cfg.binary else None
     if positive is not None and pool == [positive]:
-        raise DataError(f"data.binary: no classes other than {names[positive]!r} to draw negatives from")
+        raise DataError(
+            f"data.binary: no classes other than {names[positive]!r} to draw negatives from"
+        )
     train_idx, y_tr = _pick(y_train, cfg.train_per_class, 0, pool, positive, names, cfg, source)
     test_idx, y_te = _pick(y_test, cfg.test_per_class, 1, pool, positive, names, cfg, source)
     if positive is not None:
@@ -55,8 +72,14 @@ def select(y_train: np.ndarray, y_test: np.ndarray, names: list[str], cfg: DataC
 
 
 def _pick(
-    y: np.ndarray, per: int | None, split: int, pool: list[int], positive: int | None,
-    names: list[str], cfg: DataConfig, source: str,
+    y: np.ndarray,
+    per: int | None,
+    split: int,
+    pool: list[int],
+    positive: int | None,
+    names: list[str],
+    cfg: DataConfig,
+    source: str,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(indices ascending, new labels) of one split's subset."""
     per_key = f"data.{'train' if split == 0 else 'test'}_per_class"
@@ -74,7 +97,9 @@ def _pick(
             f"data.binary.negatives_per_positive ({len(positives)} positives x {ratio} = "
             f"{len(positives) * ratio} negatives from {len(negatives)} classes)"
         )
-        idx = np.concatenate([positives, *(draw(c, k, neg_key) for c, k in zip(negatives, shares, strict=True))])
+        idx = np.concatenate(
+            [positives, *(draw(c, k, neg_key) for c, k in zip(negatives, shares, strict=True))]
+        )
         labels = (y[idx] == positive).astype(np.int64)
     else:
         idx = np.concatenate([draw(c, per) for c in pool])
@@ -85,7 +110,9 @@ def _pick(
     return idx[order], labels[order]
 
 
-def _draw(members: np.ndarray, n: int | None, seed: int, split: int, label: int, what: str, key: str) -> np.ndarray:
+def _draw(
+    members: np.ndarray, n: int | None, seed: int, split: int, label: int, what: str, key: str
+) -> np.ndarray:
     """n of a class's indices, drawn by (seed, split, label); all of them when n is None."""
     if n is None:
         if len(members) == 0:

@@ -1,0 +1,216 @@
+"""Speed of our BatchNorm against torch's: a training step timed side by side.
+
+For each shape, the same network is built twice, once with norm=custom and once with norm=torch,
+from the same weights. One sample times `inner` training steps (forward, loss, backward) of one
+of them; samples alternate custom/torch (which goes first flips every repeat), so both see the
+same machine load, and each side's time is the median over the repeats. `ratio` = custom / torch.
+The clock is wall time by default; `clock="cpu"` takes the process's CPU time instead, which
+steadies the numbers on a machine shared with other work.
+
+Shapes (the issue's): the course's cat/non-cat MLP (batch 64, 12288 -> 20 -> 7 -> 5 -> 1,
+BN before each ReLU), one MLP layer on a (256, 100) batch (Linear 100 -> 100, BN, ReLU) and a
+CIFAR-shaped conv block on (128, 64, 32, 32) (3x3 conv 64 -> 64, BN, ReLU). With
+`layer_only=True` the BN layer alone (forward + backward on the input it gets in that shape) is
+timed too: a harder comparison, since the linear and conv layers around it are shared cost.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from bnexp.config import ModelConfig
+from bnexp.nn.models import build_model, init_weights
+from bnexp.nn.norm import BatchNorm1d, BatchNorm2d, make_norm
+
+
+@dataclass
+class Case:
+    shape: str  # how the table names it
+    scope: str  # "step": the whole network; "bn only": the norm layer alone
+    build: Callable[[str], nn.Module]  # norm name -> model (same weights for every norm)
+    input_shape: tuple[int, ...]
+    target: Callable[[Tensor, Tensor], Tensor]  # (output, labels) -> scalar loss
+    labels: Callable[[int, torch.Generator], Tensor] | None = None
+
+
+def _mlp(norm: str) -> nn.Module:
+    model = build_model(
+        ModelConfig(arch="mlp", hidden=[20, 7, 5], activation="relu", norm=norm), (12288,), 1
+    )
+    init_weights(model, 0)
+    return model
+
+
+def _block(norm: str, width: int, spatial: bool) -> nn.Module:
+    torch.manual_seed(0)  # the same weight draw for both norms
+    weight = (
+        nn.Conv2d(width, width, 3, padding=1, bias=False)
+        if spatial
+        else nn.Linear(width, width, bias=False)
+    )
+    return nn.Sequential(weight, make_norm(norm, width, spatial), nn.ReLU())
+
+
+def _mean(out: Tensor, _: Tensor) -> Tensor:
+    return out.mean()
+
+
+def _bce(out: Tensor, y: Tensor) -> Tensor:
+    return nn.functional.binary_cross_entropy_with_logits(out.squeeze(1), y)
+
+
+def cases(layer_only: bool = True) -> list[Case]:
+    out = [
+        Case(
+            "cat/non-cat MLP 64x12288->20->7->5->1",
+            "step",
+            _mlp,
+            (64, 12288),
+            _bce,
+            lambda n, g: torch.randint(0, 2, (n,), generator=g).float(),
+        ),
+        Case(
+            "MLP layer (256, 100)", "step", lambda norm: _block(norm, 100, False), (256, 100), _mean
+        ),
+        Case(
+            "conv block (128, 64, 32, 32)",
+            "step",
+            lambda norm: _block(norm, 64, True),
+            (128, 64, 32, 32),
+            _mean,
+        ),
+    ]
+    if layer_only:
+        for shape, (n, c, *rest) in [
+            ("BN (64, 20)", (64, 20)),
+            ("BN (256, 100)", (256, 100)),
+            ("BN (128, 64, 32, 32)", (128, 64, 32, 32)),
+        ]:
+            spatial = bool(rest)
+            out.append(
+                Case(
+                    shape,
+                    "bn only",
+                    lambda norm, c=c, s=spatial: make_norm(norm, c, s),
+                    (n, c, *rest),
+                    _mean,
+                )
+            )
+    return out
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def _timed_steps(
+    model: nn.Module, x: Tensor, y: Tensor, loss_fn, inner: int, device: torch.device, clock
+) -> float:
+    """Seconds per training step, averaged over `inner` steps."""
+    _sync(device)
+    t0 = clock()
+    for _ in range(inner):
+        model.zero_grad(set_to_none=True)
+        x.grad = None
+        loss_fn(model(x), y).backward()
+    _sync(device)
+    return (clock() - t0) / inner
+
+
+def custom_path(model: nn.Module, x: Tensor) -> str:
+    """Which implementation our BN layers in `model` take on input x: "C kernel", "torch ops",
+    or both joined by " + " (each layer decides by its own input; see bnexp.nn.norm)."""
+    seen: list[str] = []
+
+    def hook(_module, _inputs, out: Tensor) -> None:
+        seen.append("C kernel" if getattr(out.grad_fn, "kernel", None) is not None else "torch ops")
+
+    handles = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, (BatchNorm1d, BatchNorm2d))
+    ]
+    try:
+        with torch.enable_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return " + ".join(dict.fromkeys(seen)) or "none"
+
+
+def bench_case(
+    case: Case, repeats: int, device: torch.device, min_sample_s: float = 0.02, clock: str = "wall"
+) -> dict:
+    """Time one case; `clock`: wall (perf_counter) or cpu (this process's CPU time, which other
+    processes on a shared machine disturb less; with several torch threads it sums them)."""
+    tick = CLOCKS[clock]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(case.input_shape, generator=gen).to(device)
+    if case.scope == "bn only":
+        x.requires_grad_(True)  # the layer's input gradient is part of its backward
+    y = (
+        case.labels(case.input_shape[0], gen).to(device)
+        if case.labels
+        else torch.empty(0, device=device)
+    )
+    models = {}
+    for norm in ("custom", "torch"):
+        models[norm] = case.build(norm).to(device).train()
+    models["custom"].load_state_dict(models["torch"].state_dict())  # same weights, same buffers
+    # warm up both, then size a sample to take about min_sample_s: short enough to interleave
+    # finely, long enough that the timer's grain and one-off hiccups do not matter
+    for m in models.values():
+        _timed_steps(m, x, y, case.target, 5, device, tick)
+    per_step = statistics.median(
+        _timed_steps(m, x, y, case.target, 3, device, tick)
+        for m in models.values()
+        for _ in range(3)
+    )
+    inner = max(1, round(min_sample_s / max(per_step, 1e-7)))
+    samples: dict[str, list[float]] = {"custom": [], "torch": []}
+    for r in range(repeats):
+        for norm in ("custom", "torch") if r % 2 == 0 else ("torch", "custom"):
+            samples[norm].append(_timed_steps(models[norm], x, y, case.target, inner, device, tick))
+    custom_ms = statistics.median(samples["custom"]) * 1e3
+    torch_ms = statistics.median(samples["torch"]) * 1e3
+    return {
+        "shape": case.shape,
+        "scope": case.scope,
+        "custom_ms": custom_ms,
+        "torch_ms": torch_ms,
+        "ratio": custom_ms / torch_ms,
+        "repeats": repeats,
+        "steps_per_sample": inner,
+        "clock": clock,
+        "custom_path": custom_path(models["custom"], x),
+    }
+
+
+def bench_bn(
+    repeats: int = 30,
+    device: str | torch.device = "cpu",
+    layer_only: bool = True,
+    on_case: Callable[[Case], None] | None = None,
+    clock: str = "wall",
+) -> pd.DataFrame:
+    """One row per shape (and scope): shape, scope, custom_ms, torch_ms, ratio (custom / torch),
+    custom_path (the implementation our layer took: C kernel or torch ops)."""
+    device = torch.device(device)
+    rows = []
+    for case in cases(layer_only):
+        if on_case:
+            on_case(case)
+        rows.append(bench_case(case, repeats, device, clock=clock))
+    return pd.DataFrame(rows)

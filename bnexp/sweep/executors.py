@@ -1,0 +1,232 @@
+"""Executors: where `execute_task` is called. In this process (one worker), in a local process
+pool (each worker max(1, cores // workers) torch threads), or as Ray tasks. Resume, skip and
+claims live in the run store, so every executor behaves the same.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+from bnexp.config import PlannedRun
+from bnexp.errors import BnexpError
+from bnexp.sweep.execute import execute_task
+from bnexp.sweep.store import Outcome
+
+Task = list[
+    PlannedRun
+]  # runs trained by one call: one run, or the seeds of a cell trained together
+GRACE_S = 10.0  # after Ctrl-C, how long runs in progress get to stop before their workers are ended
+
+
+def cpu_cores() -> int:
+    """Cores this process may use (the affinity mask, e.g. under taskset or a container)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+class SerialExecutor:
+    """Runs in this process, one after another; the only one that reports epochs as they pass."""
+
+    def __init__(
+        self,
+        results_dir: Path,
+        on_run_start: Callable[[PlannedRun], None] | None,
+        on_epoch: Callable[[int, int], None] | None,
+    ):
+        self.results_dir, self.on_run_start, self.on_epoch = results_dir, on_run_start, on_epoch
+
+    def outcomes(self, tasks: list[Task], redo: frozenset[str]) -> Iterator[Outcome]:
+        for task in tasks:
+            if self.on_run_start:
+                self.on_run_start(task[0])
+            yield from execute_task(self.results_dir, task, redo, on_epoch=self.on_epoch)
+
+    def stop(self) -> None:
+        pass  # Ctrl-C has already interrupted the run in this process
+
+    def close(self) -> None:
+        pass
+
+
+_STOP = None  # in a pool worker: the pool's stop Event
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this worker when the sweep process dies (even by SIGKILL), so an
+    orphan never keeps training and holding a run's claim after its sweep is gone."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)
+
+
+def _init_worker(stop_event, threads: int) -> None:
+    global _STOP
+    _STOP = stop_event
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and sets the event
+    _die_with_parent()
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _pool_execute(results_dir: str, task: Task, redo: frozenset[str]) -> list[Outcome]:
+    return execute_task(
+        results_dir, task, redo, should_stop=_STOP.is_set if _STOP is not None else None
+    )
+
+
+class PoolExecutor:
+    """A local process pool; each worker gets max(1, cores // workers) torch threads.
+
+    Workers come from a fork server that has imported bnexp and torch once (or are spawned
+    where there is none); never forked from this process, whose torch threads could deadlock them.
+    """
+
+    def __init__(self, results_dir: Path, workers: int):
+        if "forkserver" in mp.get_all_start_methods():
+            ctx = mp.get_context("forkserver")
+            ctx.set_forkserver_preload(
+                ["bnexp.sweep.execute", "bnexp.data.digits", "torch._dynamo"]
+            )  # _dynamo: torch.optim's first use
+        else:
+            ctx = mp.get_context("spawn")
+        self.results_dir = str(results_dir)
+        self.stop_event = ctx.Event()
+        self.stopping = False  # stop() was called: close() ends the workers within GRACE_S
+        self.threads = max(1, cpu_cores() // workers)
+        self.pool = ProcessPoolExecutor(
+            workers,
+            mp_context=ctx,
+            initializer=_init_worker,
+            initargs=(self.stop_event, self.threads),
+        )
+        # start the workers now, from a thread: starting them waits for the fork server to import
+        # torch, which can overlap this process's own work until the first run is handed out
+        threading.Thread(target=self._start_workers, args=(workers,), daemon=True).start()
+
+    def _start_workers(self, n: int) -> None:
+        try:
+            for _ in range(n):
+                self.pool.submit(int)
+        except (
+            RuntimeError
+        ):  # the pool was shut down meanwhile (e.g. a data error): nothing to start
+            pass
+
+    def outcomes(self, tasks: list[Task], redo: frozenset[str]) -> Iterator[Outcome]:
+        futures = {
+            self.pool.submit(_pool_execute, self.results_dir, task, redo): task for task in tasks
+        }
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            for f in done:
+                try:
+                    yield from f.result()
+                except BrokenProcessPool:
+                    for run in futures[f]:
+                        yield Outcome(
+                            run.run_id,
+                            "lost",
+                            "a worker process died (killed, or out of memory?); rerun to resume",
+                        )
+
+    def stop(self) -> None:
+        self.stop_event.set()  # running runs stop at their next step; queued ones are cancelled
+        self.stopping = True
+
+    def close(self) -> None:
+        if self.stopping:
+            # Workers drop their run at the next step; one stuck elsewhere (a long evaluation, a
+            # slow data load) is terminated after GRACE_S. Its run resumes from its checkpoint.
+            # (`_processes` is private, but the pool offers no shutdown with a timeout.)
+            procs = list((self.pool._processes or {}).values())
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            deadline = time.monotonic() + GRACE_S
+            for p in procs:
+                p.join(max(0.0, deadline - time.monotonic()))
+            for p in procs:
+                if p.is_alive():
+                    p.terminate()
+                    p.join(5)
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ray_execute(results_dir: str, task: Task, redo: frozenset[str], threads: int) -> list[Outcome]:
+    import torch
+
+    torch.set_num_threads(threads)
+    return execute_task(results_dir, task, redo)
+
+
+class RayExecutor:
+    """Each run is a Ray task needing max(1, cluster CPUs // workers) CPUs (and 1 GPU when the run
+    may use CUDA and the cluster has GPUs). Every node must see the results folder at the same
+    path (a shared file system); claims are file locks there, as locally."""
+
+    def __init__(self, results_dir: Path, workers: int | None, address: str | None):
+        try:
+            import ray
+        except ImportError:
+            raise BnexpError(
+                "--executor ray: Ray is not installed (pip install 'ray>=2.9', or bnexp's extra named ray)"
+            ) from None
+        self.ray = ray
+        self.results_dir = str(Path(results_dir).resolve())
+        self.started = not ray.is_initialized()
+        if self.started:
+            ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+        resources = ray.cluster_resources()
+        self.cpus = max(1, int(resources.get("CPU", 1)) // workers) if workers else 1
+        self.has_gpu = resources.get("GPU", 0) > 0
+        self.refs: dict = {}
+
+    def outcomes(self, tasks: list[Task], redo: frozenset[str]) -> Iterator[Outcome]:
+        ray = self.ray
+        remote = ray.remote(_ray_execute)
+        for task in tasks:
+            gpus = 1 if self.has_gpu and task[0].config.train.device != "cpu" else 0
+            ref = remote.options(num_cpus=self.cpus, num_gpus=gpus, max_retries=0).remote(
+                self.results_dir, task, redo, self.cpus
+            )
+            self.refs[ref] = task
+        while self.refs:
+            done, _ = ray.wait(list(self.refs), num_returns=1, timeout=0.5)
+            for ref in done:
+                task = self.refs.pop(ref)
+                try:
+                    yield from ray.get(ref)
+                except ray.exceptions.RayError as e:
+                    for run in task:
+                        yield Outcome(
+                            run.run_id,
+                            "lost",
+                            f"Ray task failed: {type(e).__name__}: {str(e).splitlines()[0]}",
+                        )
+
+    def stop(self) -> None:
+        for ref in self.refs:
+            self.ray.cancel(ref)  # KeyboardInterrupt inside the task: its claim is released
+
+    def close(self) -> None:
+        if self.refs:
+            self.ray.wait(list(self.refs), num_returns=len(self.refs), timeout=10)
+            for ref in self.refs:
+                self.ray.cancel(ref, force=True)
+        if self.started:
+            self.ray.shutdown()

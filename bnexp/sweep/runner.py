@@ -1,0 +1,299 @@
+"""Plan -> executor -> run store.
+
+results/<name>/
+  experiment.yaml            the file as given, plus overrides
+  plan.csv                   run_id + every swept key, one row per run
+  runs/<run_id>/...          written by run.train.train_run via sweep.execute; summary.json last
+  summary.csv                one row per complete run, rebuilt from the summary.json files
+                             (never appended to by workers), after every sweep, even interrupted
+
+Resume, skip and claims live in the run store (`bnexp.sweep.store`); executors only decide where
+`execute_task` is called (bnexp.sweep.executors): in this process (one worker), in a local process pool, or as Ray tasks.
+A rerun skips runs whose summary.json exists (failed ones too, unless retry_failed), resumes
+partial runs from their checkpoint, and waits for runs another process is training.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from bnexp.config import ExperimentConfig, PlannedRun, expand
+from bnexp.errors import BnexpError
+from bnexp.io import atomic_write_csv, atomic_write_text
+from bnexp.results import SUMMARY_COLUMNS
+from bnexp.run.vectorize import group_by_seed, why_not_vectorized
+from bnexp.sweep.executors import PoolExecutor, RayExecutor, SerialExecutor, Task, cpu_cores
+from bnexp.sweep.store import Outcome, RunStore
+
+log = logging.getLogger("bnexp")
+
+EXECUTORS = ("local", "ray")
+POLL_S = 1.0  # how often a sweep looks again at runs that another process is training
+
+
+@dataclass
+class SweepResult:
+    results_dir: Path
+    plan: list[PlannedRun]
+    outcomes: dict[str, Outcome]  # run id -> what this call did with it
+    skipped: list[str]  # run ids already complete (or failed) before this call
+    summary: pd.DataFrame
+    interrupted: bool = False
+    workers: int = 1
+
+    @property
+    def ran(self) -> list[str]:
+        return [r for r, o in self.outcomes.items() if o.status in ("complete", "diverged")]
+
+    @property
+    def failed(self) -> dict[str, str]:
+        """Run id -> error, for runs that failed in this call or before it."""
+        store = RunStore(self.results_dir)
+        out = {}
+        for run in self.plan:
+            s = store.summary(run.run_id)
+            if s is not None and s.get("status") == "failed":
+                out[run.run_id] = s.get("error", "")
+            elif (o := self.outcomes.get(run.run_id)) is not None and o.status == "lost":
+                out[run.run_id] = o.error or ""
+        return out
+
+    @property
+    def diverged(self) -> list[str]:
+        return list(self.summary.loc[self.summary["diverged"].fillna(False).astype(bool), "run_id"])
+
+
+def plan_frame(plan: list[PlannedRun]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [{"run_id": r.run_id, **r.params} for r in plan],
+        columns=["run_id", *(plan[0].params if plan else [])],
+    )
+
+
+def write_experiment(
+    results_dir: Path, raw: dict, source: str, overrides: list[str], plan: list[PlannedRun]
+) -> None:
+    header = f"# bnexp experiment, from {source}" + "".join(f"\n#   --set {o}" for o in overrides)
+    atomic_write_text(
+        results_dir / "experiment.yaml", header + "\n" + yaml.safe_dump(raw, sort_keys=False)
+    )
+    atomic_write_csv(results_dir / "plan.csv", plan_frame(plan))
+
+
+def collect_summary(results_dir: Path, plan: list[PlannedRun]) -> pd.DataFrame:
+    """summary.csv's table: one row per complete run of the plan, swept keys as extra columns.
+
+    Failed runs have no metrics and are left out (`bnexp status` and the run command list them);
+    diverged runs are complete and in, with diverged = True.
+    """
+    store, rows = RunStore(results_dir), []
+    for run in plan:
+        s = store.summary(run.run_id)
+        if s is None or s.get("status") != "complete":
+            continue
+        row = {k: s.get(k) for k in SUMMARY_COLUMNS}
+        row.update({k: v for k, v in s.get("params", {}).items() if k not in row})
+        rows.append(row)
+    extra = list(plan[0].params) if plan else []
+    columns = SUMMARY_COLUMNS + [k for k in extra if k not in SUMMARY_COLUMNS]
+    df = pd.DataFrame(rows, columns=columns)
+    df["steps_to_target"] = df["steps_to_target"].astype("Int64")
+    df["diverged_step"] = df["diverged_step"].astype("Int64")
+    return df
+
+
+def runs_to_do(
+    store: RunStore, plan: list[PlannedRun], redo: frozenset[str]
+) -> tuple[list[PlannedRun], list[str]]:
+    """(runs to hand to the executor, run ids skipped as already finished)."""
+    todo, skipped = [], []
+    for run in plan:
+        state = store.state(run.run_id)
+        if state in ("done", "failed") and state not in redo:
+            skipped.append(run.run_id)
+            store.tidy(run.run_id)
+        else:
+            todo.append(run)
+    return todo, skipped
+
+
+def default_workers(n_runs: int, uses_cuda: bool) -> int:
+    """One worker per core (CPU runs) or one for all (GPU runs share the device); never more than runs."""
+    return max(1, min(n_runs, 1 if uses_cuda else cpu_cores()))
+
+
+# --------------------------------------------------------------------------- the sweep
+
+
+def run_experiment(
+    exp: ExperimentConfig,
+    raw: dict,
+    out_root: Path,
+    source: str = "<config>",
+    overrides: list[str] | None = None,
+    *,
+    workers: int | None = None,
+    executor: str = "local",
+    address: str | None = None,
+    retry_failed: bool = False,
+    force: bool = False,
+    on_start: Callable[[int, int], None] | None = None,
+    on_run_start: Callable[[PlannedRun], None] | None = None,
+    on_epoch: Callable[[int, int], None] | None = None,
+    on_outcome: Callable[[Outcome], None] | None = None,
+    on_wait: Callable[[list[str]], None] | None = None,
+) -> SweepResult:
+    """Train every planned run that is not finished yet; rebuild summary.csv at the end.
+
+    workers: None = `default_workers`. Ctrl-C (KeyboardInterrupt) stops the runs in progress
+    within a step, keeps finished ones and returns with `interrupted=True`.
+    `on_start(to_run, workers)` once, `on_outcome` per finished run (in this process),
+    `on_wait(run_ids)` while waiting for runs another process has claimed.
+    """
+    if executor not in EXECUTORS:
+        raise BnexpError(
+            f"--executor {executor}: unknown executor (expected one of: {', '.join(EXECUTORS)})"
+        )
+    if workers is not None and workers < 1:
+        raise BnexpError(f"--workers {workers}: expected a whole number >= 1")
+    results_dir = Path(out_root) / exp.name
+    plan = expand(exp)
+    write_experiment(results_dir, raw, source, list(overrides or []), plan)
+    store = RunStore(results_dir)
+    redo = frozenset({"done", "failed"} if force else {"failed"} if retry_failed else set())
+    todo, skipped = runs_to_do(store, plan, redo)
+    uses_cuda = any(_may_use_cuda(r) for r in todo)
+    n_workers = workers or default_workers(len(todo), uses_cuda)
+    # the executor first: a pool's workers start (a fresh interpreter importing torch, seconds)
+    # while this process checks the data and models
+    pool = (
+        _make_executor(executor, results_dir, n_workers, workers, address, on_run_start, on_epoch)
+        if todo
+        else None
+    )
+    try:
+        preflight(todo)
+    except BaseException:
+        if pool is not None:
+            pool.close()
+        raise
+    if on_start:
+        on_start(len(todo), n_workers)
+
+    outcomes: dict[str, Outcome] = {}
+    interrupted = False
+    if pool is not None:
+        previous = None
+        try:
+            _drive(pool, todo, redo, outcomes, on_outcome, on_wait)
+        except KeyboardInterrupt:
+            interrupted = True
+            # One Ctrl-C may arrive as several SIGINTs (`timeout` signals the process and then its
+            # group); the shutdown below is bounded by GRACE_S, so further ones are ignored.
+            if threading.current_thread() is threading.main_thread():
+                previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            pool.stop()
+        finally:
+            try:
+                pool.close()
+            finally:
+                if previous is not None:
+                    signal.signal(signal.SIGINT, previous)
+    skipped += [r for r, o in outcomes.items() if o.status == "skipped"]
+    df = collect_summary(results_dir, plan)
+    atomic_write_csv(results_dir / "summary.csv", df)
+    return SweepResult(results_dir, plan, outcomes, skipped, df, interrupted, n_workers)
+
+
+def preflight(todo: list[PlannedRun]) -> None:
+    """Load each distinct dataset and build each distinct model once, here, before any run starts.
+
+    A problem the user must fix (a missing or corrupt data file, a CNN on vector data) raises
+    BnexpError now, as one line and exit 2, instead of being recorded as a failure of every run.
+    """
+    from bnexp.data import load_dataset
+    from bnexp.nn.models import build_model
+
+    checked: set[str] = set()
+    for run in todo:
+        key = run.config.data.model_dump_json() + run.config.model.model_dump_json()
+        if key in checked:
+            continue
+        checked.add(key)
+        data = load_dataset(run.config.data)
+        build_model(run.config.model, data.input_shape, data.num_outputs)
+
+
+def _may_use_cuda(run: PlannedRun) -> bool:
+    import torch
+
+    return run.config.train.device == "cuda" or (
+        run.config.train.device == "auto" and torch.cuda.is_available()
+    )
+
+
+def _make_executor(kind, results_dir, n_workers, workers_asked, address, on_run_start, on_epoch):
+    if kind == "ray":
+        return RayExecutor(results_dir, workers_asked, address)
+    if n_workers == 1:
+        return SerialExecutor(results_dir, on_run_start, on_epoch)
+    return PoolExecutor(results_dir, n_workers)
+
+
+def make_tasks(todo: list[PlannedRun]) -> list[Task]:
+    """The units of work: one run each, except that with train.vectorize_seeds the runs of a cell
+    that differ only in train.seed form one task, trained as one batched model (bnexp.run.vectorize)
+    where it can be; where it cannot, its runs stay separate and a log line says why."""
+    if not any(r.config.train.vectorize_seeds for r in todo):
+        return [[r] for r in todo]
+    tasks: list[Task] = []
+    for group in group_by_seed(todo):
+        if group[0].config.train.vectorize_seeds and len(group) > 1:
+            reason = why_not_vectorized([r.config for r in group])
+            if reason is None:
+                tasks.append(group)
+                continue
+            log.warning(
+                "vectorize_seeds: training %d seeds of a cell one by one: %s", len(group), reason
+            )
+        tasks.extend([r] for r in group)
+    return tasks
+
+
+def _drive(pool, todo: list[PlannedRun], redo, outcomes: dict, on_outcome, on_wait) -> None:
+    """Hand tasks to the executor; runs claimed by another process come back "busy" and are
+    offered again every POLL_S until that process finishes them (skipped) or dies (resumed here)."""
+    tasks = make_tasks(todo)
+    by_id = {r.run_id: r for r in todo}
+    while tasks:
+        busy = []
+        for outcome in pool.outcomes(tasks, redo):
+            if outcome.status == "busy":
+                busy.append(outcome.run_id)
+                continue
+            outcomes[outcome.run_id] = outcome
+            if on_outcome:
+                on_outcome(outcome)
+        if busy:
+            if on_wait:
+                on_wait(busy)
+            time.sleep(POLL_S)
+        tasks = [[by_id[r]] for r in busy]
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command line that resumes this sweep: the same one (minus --force, which would redo
+    finished runs)."""
+    import shlex
+
+    args = [a for a in argv if a != "--force"]
+    return " ".join(shlex.quote(a) for a in ["bnexp", *args])
