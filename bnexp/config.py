@@ -133,7 +133,7 @@ class DataConfig(Strict):
         return self
 
 
-class BNNoiseConfig(Strict):
+class NoisyBNConfig(Strict):
     """Santurkar et al. (2018)'s noisy BN: each training forward multiplies every channel of the
     BN output by (1 + scale_std·ε₁) and adds mean_std·ε₂, with ε ~ N(0, 1) redrawn per channel
     every `every_steps` training forwards (so the distribution the next layer sees keeps moving)."""
@@ -160,7 +160,7 @@ class ModelConfig(Strict):
     # batch: normalize with the mini-batch's statistics (BN); population: with the running
     # estimates in training too (still updated from the batches) - BN without the batch noise.
     bn_stats: Literal["batch", "population"] = "batch"
-    bn_noise: BNNoiseConfig | None = None  # noisy BN after the normalization; null: off
+    bn_noise: NoisyBNConfig | None = None  # noisy BN after the normalization; null: off
     # What eval mode normalizes with: running (torch's way), batch (each eval batch's own
     # statistics), recalibrate (running estimates recomputed over the whole training set,
     # layer by layer, before every evaluation: one extra pass over it per BN layer).
@@ -242,7 +242,7 @@ class IcsConfig(Strict):
     every_steps: PositiveInt = 10  # measure on the batch of every k-th optimizer step
 
 
-class BnNoiseConfig(Strict):
+class BatchStatNoiseConfig(Strict):
     """Spread of mini-batch means / variances around full-training-set statistics, at each BN layer."""
 
     batch_sizes: list[int] = Field(
@@ -251,7 +251,7 @@ class BnNoiseConfig(Strict):
     samples: PositiveInt = 200  # random mini-batches (drawn without replacement) per batch size
 
     @model_validator(mode="after")
-    def _sizes_at_least_two(self) -> BnNoiseConfig:
+    def _sizes_at_least_two(self) -> BatchStatNoiseConfig:
         if not self.batch_sizes or min(self.batch_sizes) < 2:
             raise ValueError(
                 "batch_sizes must be a non-empty list of sizes >= 2 (a batch variance needs 2 values)"
@@ -265,7 +265,7 @@ class MeasureConfig(Strict):
         None  # covariate shift -> runs/<id>/probes.csv (site z, z_tilde)
     )
     ics: IcsConfig | None = None  # internal covariate shift -> runs/<id>/probes.csv (site ics)
-    bn_noise: BnNoiseConfig | None = None  # at the end of training -> runs/<id>/bn_noise.csv
+    bn_noise: BatchStatNoiseConfig | None = None  # at the end of training -> runs/<id>/bn_noise.csv
 
 
 class RunConfig(Strict):

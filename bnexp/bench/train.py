@@ -235,13 +235,13 @@ def _hand_step(model, opt, x, y, data: Dataset) -> None:
     opt.step()
 
 
-def loop_a(case: Case, workdir: Path) -> dict[str, float]:
+def bnexp_loop(case: Case, workdir: Path) -> dict[str, float]:
     """bnexp's train_run: its optimizer-step seconds, its whole wall time and its eval time."""
     s = train_run(case.cfg, workdir / "a", data=case.data)
     return {"steps_s": s.train_s, "wall_s": s.wall_s, "eval_s": s.eval_s}
 
 
-def loop_b(case: Case) -> float:
+def hand_loop(case: Case) -> float:
     """The minimal hand-written loop: a permutation per epoch, index, step."""
     model, opt = _hand_model(case)
     x, y, bs = case.data.x_train, case.data.y_train, case.cfg.train.batch_size
@@ -254,7 +254,7 @@ def loop_b(case: Case) -> float:
     return time.perf_counter() - t0
 
 
-def loop_c(case: Case) -> float:
+def dataloader_loop(case: Case) -> float:
     """The same loop fed by torch.utils.data.DataLoader over a TensorDataset."""
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -291,15 +291,15 @@ def bench_loops(
         tc = case.cfg.train
         samples = _n_samples(len(case.data.x_train), tc.batch_size, tc.epochs)
         with tempfile.TemporaryDirectory(prefix="bnexp-bench-") as tmp:
-            loop_b(case)  # warm-up (first-call costs: allocator, kernels, lazy imports)
+            hand_loop(case)  # warm-up (first-call costs: allocator, kernels, lazy imports)
             reps = (
                 repeats if case.cfg.model.arch == "mlp" else min(repeats, 3)
             )  # CNN steps are slow on a CPU
             res = _interleaved(
                 {
-                    "a": lambda c=case: loop_a(c, Path(tmp)),
-                    "b": lambda c=case: loop_b(c),
-                    "c": lambda c=case: loop_c(c),
+                    "a": lambda c=case: bnexp_loop(c, Path(tmp)),
+                    "b": lambda c=case: hand_loop(c),
+                    "c": lambda c=case: dataloader_loop(c),
                 },
                 reps,
             )

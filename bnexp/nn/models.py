@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from bnexp.config import ModelConfig
 from bnexp.errors import BnexpError
-from bnexp.nn.norm import BNNoise, make_norm
+from bnexp.nn.norm import NoisyBN, make_norm
 
 ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
@@ -59,7 +59,7 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_outputs: int
     norm_first = cfg.norm_position == "pre_activation"
     bias = not (has_norm and norm_first)
 
-    noise = BNNoise(**cfg.bn_noise.model_dump()) if cfg.bn_noise is not None else None
+    noise = NoisyBN(**cfg.bn_noise.model_dump()) if cfg.bn_noise is not None else None
 
     def norm(width: int, spatial: bool) -> nn.Module:
         return make_norm(

@@ -351,7 +351,7 @@ def batch_norm_reference(
 
 
 @dataclass(frozen=True)
-class BNNoise:
+class NoisyBN:
     """Noisy BN (Santurkar et al. 2018): output → output·(1 + scale_std·ε₁) + mean_std·ε₂.
 
     ε₁, ε₂ ~ N(0, 1), one pair per channel, redrawn every `every_steps` training forwards.
@@ -386,7 +386,7 @@ class _BatchNorm(nn.Module):
         over consecutive pieces of this many examples, as if each piece were its own batch.
     stats: "batch" (BN) or "population": training normalizes with the running estimates as
         they were before the batch (no gradient through them), which the batches keep updating.
-    noise: BNNoise; in training the output becomes output·s + t with a per-channel draw (s, t)
+    noise: NoisyBN; in training the output becomes output·s + t with a per-channel draw (s, t)
         from `noise_generator` (reseed with seed_noise), redrawn every `every_steps` forwards.
     eval_stats: "running" (torch's), "batch" (eval normalizes with each batch's own statistics)
         or "recalibrate" (running, with estimates that `recalibrate()` recomputes before evaluation).
@@ -408,7 +408,7 @@ class _BatchNorm(nn.Module):
         bias: bool = True,
         ghost_batch_size: int | None = None,
         stats: Stats = "batch",
-        noise: BNNoise | None = None,
+        noise: NoisyBN | None = None,
         eval_stats: EvalStats = "running",
     ):
         super().__init__()
@@ -607,7 +607,7 @@ class _StopForward(Exception):
     """Raised by a pooling hook: the layers after the one being recalibrated need not run."""
 
 
-class _Pool:
+class _MomentSums:
     """Forward pre-hook pooling a layer's input statistics over batches: per batch (count,
     mean, biased var) in the input's dtype, merged exactly in float64 (Chan et al.'s update)."""
 
@@ -662,7 +662,7 @@ def recalibrate(
             h.remove()
     try:
         for layer in order:
-            pool = _Pool()
+            pool = _MomentSums()
             hook = layer.register_forward_pre_hook(pool)
             try:
                 for i in range(0, len(x), batch_size):
@@ -693,7 +693,7 @@ def make_norm(
     *,
     ghost_batch_size: int | None = None,
     stats: Stats = "batch",
-    noise: BNNoise | None = None,
+    noise: NoisyBN | None = None,
     eval_stats: EvalStats = "running",
 ) -> nn.Module:
     """The norm layer called `name` for `num_features` channels; `spatial` picks the 2d variant.

@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from bnexp.config import BnNoiseConfig, IcsConfig, RunConfig, ShiftProbeConfig
+from bnexp.config import BatchStatNoiseConfig, IcsConfig, RunConfig, ShiftProbeConfig
 from bnexp.io import atomic_write_csv
 
 PROBE_COLUMNS = [
@@ -329,7 +329,7 @@ def bn_noise_rows(
     model: nn.Module,
     x: Tensor,
     prepare: Callable[[Tensor], Tensor],
-    cfg: BnNoiseConfig,
+    cfg: BatchStatNoiseConfig,
     seed: int = 0,
     chunk: int = 4096,
 ) -> list[dict]:
@@ -415,7 +415,7 @@ def noise_at_init(exp, results_dir: Path) -> pd.DataFrame:
     Writes and returns results_dir/noise/bn_noise.csv's rows (run_id, norm, seed, NOISE_COLUMNS);
     the caller aggregates them (report.tables.bn_noise_table). Empty: no planned run has BN.
     """
-    from bnexp.config import BnNoiseConfig, expand
+    from bnexp.config import BatchStatNoiseConfig, expand
     from bnexp.data import load_dataset
     from bnexp.nn.models import build_model, init_weights
     from bnexp.run.device import resolve_device
@@ -430,7 +430,7 @@ def noise_at_init(exp, results_dir: Path) -> pd.DataFrame:
         model = build_model(cfg.model, data.input_shape, data.num_outputs)
         init_weights(model, cfg.train.seed)
         model.to(device)
-        noise = cfg.measure.bn_noise or BnNoiseConfig()
+        noise = cfg.measure.bn_noise or BatchStatNoiseConfig()
         for r in bn_noise_rows(
             model,
             data.x_train,

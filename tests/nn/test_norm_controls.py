@@ -144,7 +144,7 @@ def test_population_mode_needs_running_stats():
 
 
 def test_noise_changes_only_on_its_schedule(bn_impl):
-    noise = bn.BNNoise(mean_std=0.5, scale_std=0.3, every_steps=3)
+    noise = bn.NoisyBN(mean_std=0.5, scale_std=0.3, every_steps=3)
     layer = bn.BatchNorm1d(4, noise=noise, dtype=torch.float64)
     plain = bn.BatchNorm1d(4, dtype=torch.float64)
     layer.seed_noise(123)
@@ -168,7 +168,7 @@ def test_noise_changes_only_on_its_schedule(bn_impl):
 
 
 def test_noise_reaches_gamma_and_beta_through_the_draw(bn_impl):
-    layer = bn.BatchNorm1d(3, noise=bn.BNNoise(0.2, 0.2, 1), dtype=torch.float64)
+    layer = bn.BatchNorm1d(3, noise=bn.NoisyBN(0.2, 0.2, 1), dtype=torch.float64)
     x = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
 
     def f(x):  # the same draw on every call
@@ -240,7 +240,7 @@ def test_make_norm_passes_the_controls_and_refuses_them_for_torch():
         True,
         ghost_batch_size=16,
         stats="population",
-        noise=bn.BNNoise(0.1, 0.1, 2),
+        noise=bn.NoisyBN(0.1, 0.1, 2),
         eval_stats="batch",
     )
     assert (layer.ghost_batch_size, layer.stats, layer.noise.every_steps, layer.eval_stats) == (
@@ -271,7 +271,7 @@ def test_build_model_wires_the_controls():
             "population",
             "recalibrate",
         )
-        assert layer.noise == bn.BNNoise(0.1, 0.2, 5)
+        assert layer.noise == bn.NoisyBN(0.1, 0.2, 5)
     init_weights(model, seed=3)  # seeds each layer's noise stream differently, reproducibly
     a = [layer.noise_generator.initial_seed() for layer in layers]
     init_weights(model, seed=3)

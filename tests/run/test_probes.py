@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from bnexp.config import BnNoiseConfig, IcsConfig, RunConfig, ShiftProbeConfig
+from bnexp.config import BatchStatNoiseConfig, IcsConfig, RunConfig, ShiftProbeConfig
 from bnexp.nn.models import Block, Net, build_model, init_weights
 from bnexp.run.probes import (
     NOISE_COLUMNS,
@@ -251,7 +251,7 @@ def test_bn_inputs_give_the_batch_statistics_bn_uses():
         "batch stats differ"
     )
     assert model.training  # mode restored
-    assert bn_noise_rows(_mlp("none"), torch.randn(20, 6), lambda t: t, BnNoiseConfig()) == []
+    assert bn_noise_rows(_mlp("none"), torch.randn(20, 6), lambda t: t, BatchStatNoiseConfig()) == []
 
 
 # --------------------------------------------------------------------------- inside a run
