@@ -10,28 +10,25 @@ benchmarks/results.csv (git-ignored). Ratios are measured side by side in this o
 from __future__ import annotations
 
 import argparse
-import sys
+import os
 import time
 from pathlib import Path
 
+import pandas as pd
+import torch
+from rich.console import Console
+
+from bnexp.bench.bn import bench_bn
+from bnexp.bench.train import COLUMNS, SECTIONS, bench_train, rich_table
+from bnexp.io import atomic_write_csv
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from rich.console import Console  # noqa: E402
-
-from bnexp.bench.train import COLUMNS, SECTIONS, bench_train, rich_table  # noqa: E402
-from bnexp.io import atomic_write_csv  # noqa: E402
+# the real data beside the checkout (the team's layout), unless BNEXP_SHARED_DATA says elsewhere
+DATA = Path(os.environ.get("BNEXP_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
-def bn_rows(repeats: int | None, log) -> pd.DataFrame | None:
-    """bnexp.bench.bn's table in the long format, or None where the module is not here yet."""
-    try:
-        from bnexp.bench.bn import bench_bn
-    except ImportError:
-        log("bn: bnexp.bench.bn not in this checkout; skipped")
-        return None
+def bn_rows(repeats: int | None, log) -> pd.DataFrame:
+    """bnexp.bench.bn's table in the long format."""
     log("bn: custom BN vs torch BN, one training step")
     df = bench_bn(**({"repeats": repeats} if repeats else {}))
     rows = []
@@ -123,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             tiny=args.tiny,
             repeats=args.repeats,
             sections=tuple(s for s in sections if s != "bn"),
+            data_root=DATA if DATA.is_dir() else None,
             log=log,
         )
     ]

@@ -107,8 +107,6 @@ def test_bn_rows_judge_only_training_steps_against_the_goal(monkeypatch):
     """The <= 1.15 goal is for a whole training step; the layer-alone rows carry no verdict."""
     import importlib.util
 
-    import bnexp.bench.bn
-
     spec = importlib.util.spec_from_file_location(
         "bench_runner", Path(__file__).resolve().parents[2] / "benchmarks" / "run.py"
     )
@@ -136,7 +134,7 @@ def test_bn_rows_judge_only_training_steps_against_the_goal(monkeypatch):
             ),
         ]
     )
-    monkeypatch.setattr(bnexp.bench.bn, "bench_bn", lambda **kw: fake)
+    monkeypatch.setattr(runner, "bench_bn", lambda **kw: fake)
     df = runner.bn_rows(3, log=lambda msg: None)
     ratios = df[df.measure == "custom / torch"].set_index("case")
     step, alone = ratios.loc["MLP layer (256, 100) step"], ratios.loc["BN (256, 100) bn only"]

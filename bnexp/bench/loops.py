@@ -1,0 +1,183 @@
+"""Section `loops`: samples/s of (a) bnexp's `train_run` (its optimizer-step time `train_s`; also
+its whole wall time, evaluation and files included), (b) a minimal hand-written loop, (c) that
+loop fed by DataLoader(TensorDataset); same model, data, steps. Section `denormal`: step time of
+the quickstart's sigmoid MLP (no BN) with and without flushing denormals.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from bnexp.bench.cases import Case, cases, digits_data, quickstart_cfg
+from bnexp.bench.common import COLUMNS, interleaved, row
+from bnexp.data import Dataset
+from bnexp.nn.models import build_model, init_weights
+from bnexp.run.train import batches_of_epoch, train_run
+
+
+def _n_samples(n: int, batch_size: int, epochs: int) -> int:
+    per_epoch = sum(
+        len(b) for b in batches_of_epoch(n, batch_size, torch.Generator().manual_seed(0))
+    )
+    return per_epoch * epochs
+
+
+def _hand_model(case: Case) -> tuple[nn.Module, torch.optim.Optimizer]:
+    tc = case.cfg.train
+    model = build_model(case.cfg.model, case.data.input_shape, case.data.num_outputs)
+    init_weights(model, tc.seed)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum)
+    return model, opt
+
+
+def _hand_step(model, opt, x, y, data: Dataset) -> None:
+    x = data.prepare(x)  # uint8 images: /255 and standardize, as any loop over uint8 data must
+    out = model(x)
+    if data.binary:
+        loss = nn.functional.binary_cross_entropy_with_logits(out.squeeze(1), y.float())
+    else:
+        loss = nn.functional.cross_entropy(out, y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+def bnexp_loop(case: Case, workdir: Path) -> dict[str, float]:
+    """bnexp's train_run: its optimizer-step seconds, its whole wall time and its eval time."""
+    s = train_run(case.cfg, workdir / "a", data=case.data)
+    return {"steps_s": s.train_s, "wall_s": s.wall_s, "eval_s": s.eval_s}
+
+
+def hand_loop(case: Case) -> float:
+    """The minimal hand-written loop: a permutation per epoch, index, step."""
+    model, opt = _hand_model(case)
+    x, y, bs = case.data.x_train, case.data.y_train, case.cfg.train.batch_size
+    g = torch.Generator().manual_seed(case.cfg.train.seed)
+    t0 = time.perf_counter()
+    for _ in range(case.cfg.train.epochs):
+        for idx in torch.randperm(len(x), generator=g).split(bs):
+            if len(idx) > 1:
+                _hand_step(model, opt, x[idx], y[idx], case.data)
+    return time.perf_counter() - t0
+
+
+def dataloader_loop(case: Case) -> float:
+    """The same loop fed by torch.utils.data.DataLoader over a TensorDataset."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    model, opt = _hand_model(case)
+    bs = case.cfg.train.batch_size
+    loader = DataLoader(
+        TensorDataset(case.data.x_train, case.data.y_train),
+        batch_size=bs,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(case.cfg.train.seed),
+    )
+    t0 = time.perf_counter()
+    for _ in range(case.cfg.train.epochs):
+        for xb, yb in loader:
+            if len(yb) > 1:
+                _hand_step(model, opt, xb, yb, case.data)
+    return time.perf_counter() - t0
+
+
+def bench_loops(
+    tiny: bool, root: Path | None, repeats: int, log: Callable[[str], None] = print
+) -> pd.DataFrame:
+    rows = []
+    for case in cases(tiny, root):
+        log(f"loops: {case.name} ({case.source})")
+        tc = case.cfg.train
+        samples = _n_samples(len(case.data.x_train), tc.batch_size, tc.epochs)
+        with tempfile.TemporaryDirectory(prefix="bnexp-bench-") as tmp:
+            hand_loop(case)  # warm-up (first-call costs: allocator, kernels, lazy imports)
+            reps = (
+                repeats if case.cfg.model.arch == "mlp" else min(repeats, 3)
+            )  # CNN steps are slow on a CPU
+            res = interleaved(
+                {
+                    "a": lambda c=case: bnexp_loop(c, Path(tmp)),
+                    "b": lambda c=case: hand_loop(c),
+                    "c": lambda c=case: dataloader_loop(c),
+                },
+                reps,
+            )
+        a_steps = statistics.median(r["steps_s"] for r in res["a"])
+        a_wall = statistics.median(r["wall_s"] for r in res["a"])
+        eval_share = statistics.median(r["eval_s"] / r["wall_s"] for r in res["a"])
+        b, c = statistics.median(res["b"]), statistics.median(res["c"])
+        is_mlp = case.cfg.model.arch == "mlp"
+        note = f"{samples} samples/run, {case.source}, median of {reps}"
+        rows += [
+            row(
+                "loops",
+                case.name,
+                "a: bnexp train_run (steps)",
+                samples / a_steps,
+                "samples/s",
+                note=note,
+            ),
+            row(
+                "loops",
+                case.name,
+                "a: bnexp train_run (whole run)",
+                samples / a_wall,
+                "samples/s",
+                note="evaluation and files included",
+            ),
+            row("loops", case.name, "b: hand-written loop", samples / b, "samples/s"),
+            row("loops", case.name, "c: DataLoader loop", samples / c, "samples/s"),
+            row("loops", case.name, "a/b (steps)", b / a_steps, "x", ">= 0.95"),
+            row(
+                "loops",
+                case.name,
+                "a/b (whole run)",
+                b / a_wall,
+                "x",
+                note="a evaluates train+test sets every epoch, b never",
+            ),
+            row("loops", case.name, "a/c (steps)", c / a_steps, "x", ">= 2" if is_mlp else None),
+            row("loops", case.name, "evaluation share of a run", eval_share, "", "<= 0.10"),
+        ]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+# --------------------------------------------------------------------------- denormals
+
+
+def bench_denormal(tiny: bool, repeats: int, log: Callable[[str], None] = print) -> pd.DataFrame:
+    """train_run's step time on the quickstart's sigmoid MLP without BN, flush on vs off."""
+    cfg = quickstart_cfg(1 if tiny else 40)
+    data = digits_data(tiny)
+    log("denormal: quickstart MLP, flush_denormal off vs on")
+    was = torch.set_flush_denormal(False)
+    with tempfile.TemporaryDirectory(prefix="bnexp-bench-") as tmp:
+
+        def steps(flush: bool) -> float:
+            torch.set_flush_denormal(flush)
+            try:
+                return train_run(cfg, Path(tmp), data=data).train_s
+            finally:
+                torch.set_flush_denormal(False)
+
+        res = interleaved({"off": lambda: steps(False), "on": lambda: steps(True)}, repeats)
+    torch.set_flush_denormal(was)
+    off, on = statistics.median(res["off"]), statistics.median(res["on"])
+    case = f"quickstart MLP, {cfg.train.epochs} epochs"
+    return pd.DataFrame(
+        [
+            row("denormal", case, "steps, denormals kept", off, "s"),
+            row("denormal", case, "steps, denormals flushed", on, "s"),
+            row("denormal", case, "kept / flushed", off / on, "x", note="> 1: flushing helps"),
+        ],
+        columns=COLUMNS,
+    )
