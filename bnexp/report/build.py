@@ -1,0 +1,100 @@
+"""build_report: results/<name> -> tables/*.csv, plots/*.png, claims.json, report.md and
+report.html, in that order (each file written atomically), and the Report that says what."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from bnexp.io import atomic_write_csv, atomic_write_text
+
+from . import plots as P
+from .cells import cell_keys, ghost_key
+from .claims import all_claims
+from .load import load_summary, run_config, run_csvs
+from .render import Report, report_html, report_markdown
+from .tables import (
+    best_lr_table,
+    bn_noise_table,
+    for_csv,
+    ics_table,
+    regularization_table,
+    shift_table,
+    speedup_table,
+)
+
+
+def compute_tables(
+    df: pd.DataFrame, probes: pd.DataFrame, noise: pd.DataFrame, target: dict | None
+) -> dict[str, pd.DataFrame]:
+    """Every result table (with the pair counts claims.json needs; see tables.PAIR_COUNTS)."""
+    keys = cell_keys(df)
+    tables = {
+        "speedup": speedup_table(df) if target else pd.DataFrame(),
+        "best_lr": best_lr_table(df) if target else pd.DataFrame(),
+        "regularization": regularization_table(df),
+        "bn_noise": bn_noise_table(noise),
+        "shift": shift_table(probes, keys),
+        "ics": ics_table(probes, keys),
+    }
+    if not tables["best_lr"].empty:
+        # the speed-up table also says, per variant, its best lr and where it diverged
+        on = [k for k in keys if k != "train.lr"] + ["norm"]
+        lr_cols = tables["best_lr"][[*on, "best_lr", "diverged_at"]]
+        tables["speedup"] = tables["speedup"].merge(lr_cols, on=on, how="left")
+    return tables
+
+
+def draw_plots(
+    results_dir: Path,
+    df: pd.DataFrame,
+    tables: dict[str, pd.DataFrame],
+    metrics: pd.DataFrame,
+    probes: pd.DataFrame,
+) -> list[Path]:
+    """plots/*.png for the measurements these results have."""
+    out = results_dir / "plots"
+    keys = cell_keys(df)
+    ghost = ghost_key(df)
+    reg = tables["regularization"]
+    made = [
+        P.plot_accuracy(metrics, keys, out / "accuracy.png"),
+        P.plot_speedup(tables["speedup"], keys, out / "speedup.png"),
+        P.plot_gen_gap(reg, "batch_size", out / "gen_gap.png", "batch size (log₂)"),
+        P.plot_gen_gap(reg, ghost, out / "gen_gap_ghost.png", "ghost batch size (log₂)")
+        if ghost
+        else None,
+        P.plot_bn_noise(tables["bn_noise"], out / "bn_noise.png"),
+        P.plot_shift_percentiles(probes, keys, out / "shift_percentiles.png"),
+        P.plot_shift_drift(probes, keys, out / "shift_drift.png"),
+        P.plot_ics(probes, keys, out / "ics.png"),
+    ]
+    return [p for p in made if p is not None]
+
+
+def build_report(results_dir: str | Path) -> Report:
+    """Read results_dir; write tables/*.csv, plots/*.png, claims.json, report.md, report.html."""
+    results_dir = Path(results_dir)
+    df = load_summary(results_dir)
+    target = (run_config(results_dir, df).get("measure") or {}).get("target")
+    probes = run_csvs(results_dir, df, "probes.csv")
+    noise = run_csvs(results_dir, df, "bn_noise.csv")
+    metrics = run_csvs(results_dir, df, "metrics.csv")
+
+    full = compute_tables(df, probes, noise, target)
+    tables = {name: for_csv(frame) for name, frame in full.items()}
+    for name, frame in tables.items():
+        if not frame.empty:
+            atomic_write_csv(results_dir / "tables" / f"{name}.csv", frame)
+    plots = draw_plots(results_dir, df, tables, metrics, probes)
+    claims = all_claims(full, target)
+    report = Report(results_dir, tables, plots, claims, cell_keys(df), df)
+    atomic_write_text(
+        results_dir / "claims.json",
+        json.dumps([c.to_dict() for c in claims], indent=2, ensure_ascii=False) + "\n",
+    )
+    atomic_write_text(results_dir / "report.md", report_markdown(report))
+    atomic_write_text(results_dir / "report.html", report_html(report))
+    return report

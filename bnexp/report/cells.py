@@ -1,0 +1,69 @@
+"""Cells: the one grouping every table, plot and claim of the report uses.
+
+A *cell* is one setting of every swept key except the seed and the norm. Its key columns are
+`batch_size` (the summary's column, standing for `train.batch_size`) and every other dotted
+swept column (`train.lr`, `model.ghost_batch_size`, ...). Inside a cell the norm variants are
+compared over seeds, paired: the same seed gives the same data order and initial weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+
+NORM_ORDER = {"none": 0, "torch": 1, "custom": 2}
+# swept columns that are not cell keys: the seed and the norm are compared inside a cell, and
+# train.batch_size is the summary's `batch_size` column
+SEED_KEYS = ("train.seed", "model.norm", "train.batch_size")
+
+
+def cell_keys(frame: pd.DataFrame) -> list[str]:
+    """The cell's key columns present in `frame` (summary.csv or a result table), batch_size first.
+
+    bn_noise tables are the exception: their batch_size is the measured mini-batch size.
+    """
+    swept = [c for c in frame.columns if "." in str(c) and c not in SEED_KEYS]
+    return (["batch_size"] if "batch_size" in frame.columns else []) + swept
+
+
+def ghost_key(frame: pd.DataFrame) -> str | None:
+    """The swept ghost-batch column (e.g. model.ghost_batch_size), if the sweep varies one."""
+    return next((c for c in frame.columns if c.endswith("ghost_batch_size") and "." in c), None)
+
+
+def groups(frame: pd.DataFrame, keys: list[str]) -> Iterator[tuple[dict, pd.DataFrame]]:
+    """(dict of key values, sub-frame) per group, in order of appearance; NaN keys kept."""
+    if not keys:
+        yield {}, frame
+        return
+    for values, g in frame.groupby(keys, sort=False, dropna=False):
+        values = values if isinstance(values, tuple) else (values,)
+        yield dict(zip(keys, values, strict=True)), g
+
+
+def in_cell(frame: pd.DataFrame, cell: dict) -> np.ndarray:
+    """Boolean mask of the rows of `frame` whose keys equal `cell` (NaN matches NaN)."""
+    mask = np.ones(len(frame), dtype=bool)
+    for k, v in cell.items():
+        col = frame[k]
+        mask &= ((col == v) | (col.isna() & pd.isna(v))).to_numpy()
+    return mask
+
+
+def norm_sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Stable sort by `keys`, the norm column in the order none, torch, custom."""
+    if frame.empty:
+        return frame
+    by = [k for k in keys if k in frame.columns]
+    return frame.sort_values(
+        by,
+        key=lambda c: c.map(lambda v: NORM_ORDER.get(v, 9)) if c.name == "norm" else c,
+        kind="stable",
+    ).reset_index(drop=True)
+
+
+def cell_label(cell: dict) -> str:
+    """'batch_size=64, lr=0.1' (last part of each dotted key), or 'all runs'."""
+    return ", ".join(f"{k.split('.')[-1]}={v}" for k, v in cell.items()) or "all runs"

@@ -1,0 +1,332 @@
+"""Claims: one function per claim, each turning a result table into verdicts (`Claim` objects).
+
+Every claim is stated in BN's favour, against the same cell without BN (`none`):
+
+  speedup         BN reaches measure.target in fewer steps (paired ratio steps(none)/steps(BN))
+  best_lr         each variant at its own best lr (a measurement: verdict "measured")
+  regularization  BN's gen gap is smaller (effect = gap(none) - gap(BN), paired by seed)
+  ghost_batch     gap(full-batch statistics) - gap(this ghost batch size) ("measured")
+  shift           BN's z~ (after BN) drifts less between probes than z without BN
+  ics             BN's internal covariate shift ||G - G'|| / ||G|| is lower than without BN
+  bn_noise        log-log slope of the batch-mean noise vs batch size ("measured"; -0.5 expected)
+
+Verdicts (VERDICTS, a fixed vocabulary):
+
+  supported       the 95% interval excludes "no effect", on BN's side
+  contradicted    the 95% interval excludes "no effect", on the other side
+  not supported   the interval includes "no effect" (or there are too few seeds for one)
+  not determined  these results cannot judge: both variants censored in some seeds, variants
+                  that fit the training set unequally, or no run without BN to compare with
+  measured        a measurement reported with its numbers, with no verdict attached
+
+A sentence of report.md may state several verdicts (shift and ics: one per BN variant); each
+verdict is one Claim, and they share the sentence as `text`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .cells import cell_keys, cell_label, groups, in_cell
+
+VERDICTS = ("supported", "contradicted", "not supported", "not determined", "measured")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One verdict, as claims.json holds it (see the module docstring for the vocabularies)."""
+
+    claim: str  # speedup | best_lr | regularization | ghost_batch | shift | ics | bn_noise
+    verdict: str  # one of VERDICTS
+    text: str  # the sentence in report.md (markdown), shared by the verdicts it states
+    norm: str | None  # the BN variant judged; None for a claim over all variants (bn_noise)
+    cell: dict = field(default_factory=dict)  # cell key -> value ({}: all runs)
+    estimate: float | None = None  # in the unit `measure` names
+    ci_low: float | None = None  # 95% interval of the estimate; None where there is none
+    ci_high: float | None = None
+    n: int | None = None  # seeds (pairs for paired estimates; runs otherwise) behind it
+    measure: str = ""  # what `estimate` is
+
+    def to_dict(self) -> dict:
+        """JSON-ready: numpy scalars as Python numbers, NaN as None."""
+        return {k: _plain(v) for k, v in asdict(self).items()}
+
+
+def _plain(v):
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return None if v is pd.NA or v is pd.NaT else v
+
+
+def _num(v) -> float | None:
+    return None if v is None or pd.isna(v) else float(v)
+
+
+def _count(v) -> int | None:
+    return None if v is None or pd.isna(v) else int(v)
+
+
+def _cell(row: pd.Series, keys: list[str]) -> dict:
+    return {k: row[k] for k in keys}
+
+
+# --------------------------------------------------------------------------- one per claim
+
+
+def speedup(sp: pd.DataFrame, target: dict | None) -> list[Claim]:
+    """Per cell x BN variant: is steps(none) / steps(BN) > 1 at 95%?"""
+    if not target or sp.empty or "speedup" not in sp.columns:
+        return []
+    keys = cell_keys(sp)
+    op = "≥" if target["metric"].endswith("acc") else "≤"
+    goal = f"{target['metric']} {op} {target['value']}"
+    out = []
+    for _, r in sp.dropna(subset=["speedup"]).iterrows():
+        cell = _cell(r, keys)
+        base = sp[(sp["norm"] == "none").to_numpy() & in_cell(sp, cell)]
+        none_steps = base["steps_to_target"].iloc[0] if len(base) else "—"
+        low, high, bound = r["speedup_ci_low"], r["speedup_ci_high"], r["speedup_bound"]
+        if bound == "unknown":
+            verdict, why = "not determined", "not measured (both variants censored in some seeds)"
+        elif math.isfinite(low) and low > 1 and bound in ("exact", "lower"):
+            verdict, why = "supported", "supported"
+        elif math.isfinite(high) and high < 1 and bound in ("exact", "upper"):
+            verdict, why = "contradicted", "contradicted (BN slower)"
+        else:
+            verdict = "not supported"
+            why = "not supported at 95% (the CI includes 1, or too few seeds)"
+        text = (
+            f"**Speed-up** ({r['norm']}, {cell_label(cell)}): steps to {goal} "
+            f"{none_steps} without BN vs {r['steps_to_target']} with {r['norm']}: "
+            f"speed-up {r['speedup_vs_none']} over {int(r['speedup_pairs'])} paired seeds — {why}."
+        )
+        out.append(
+            Claim(
+                "speedup", verdict, text, r["norm"], cell, _num(r["speedup"]), _num(low),
+                _num(high), _count(r["speedup_pairs"]),
+                "steps(none) / steps(BN) to the target, ratio of means paired by seed",
+            )
+        )  # fmt: skip
+    return out
+
+
+def best_lr(bl: pd.DataFrame) -> list[Claim]:
+    """Per cell x BN variant: its best lr, where it diverged, the speed-up at each's best lr."""
+    if bl.empty or "speedup_at_best_lr_vs_none" not in bl.columns:
+        return []
+    keys = cell_keys(bl)
+    several_cells = len(bl[keys].drop_duplicates()) > 1 if keys else False
+    out = []
+    for _, r in bl.dropna(subset=["speedup_at_best_lr"]).iterrows():
+        cell = _cell(r, keys)
+        none = bl[(bl["norm"] == "none").to_numpy() & in_cell(bl, cell)].iloc[0]
+        where = f"{r['norm']}, {cell_label(cell)}" if several_cells else r["norm"]
+        text = (
+            f"**Learning rates** ({where}): best lr {r['best_lr']:g} vs {none['best_lr']:g} "
+            f"without BN (diverged at: {r['diverged_at']} vs {none['diverged_at']}); "
+            f"speed-up at each variant's best lr {r['speedup_at_best_lr_vs_none']}."
+        )
+        out.append(
+            Claim(
+                "best_lr", "measured", text, r["norm"], cell, _num(r["speedup_at_best_lr"]),
+                _num(r["speedup_at_best_lr_ci_low"]), _num(r["speedup_at_best_lr_ci_high"]),
+                _count(r.get("speedup_at_best_lr_pairs")),
+                "steps(none at its best lr) / steps(BN at its best lr), paired by seed",
+            )
+        )  # fmt: skip
+    return out
+
+
+def regularization(reg: pd.DataFrame) -> list[Claim]:
+    """Per cell x BN variant: is gap(none) - gap(BN) > 0 at 95%, at comparable training fit?"""
+    if reg.empty or "effect_mean" not in reg.columns:
+        return []
+    keys = cell_keys(reg)
+    out = []
+    for _, r in reg.dropna(subset=["effect_mean"]).iterrows():
+        cell = _cell(r, keys)
+        lo, hi = r["effect_ci_low"], r["effect_ci_high"]
+        base = reg[(reg["norm"] == "none").to_numpy() & in_cell(reg, cell)]
+        fit_none = base["train_acc_mean"].iloc[0] if len(base) else math.nan
+        if math.isfinite(fit_none) and abs(fit_none - r["train_acc_mean"]) > 0.05:
+            # the gaps of unequally fitted models differ for reasons that are not BN's
+            verdict = "not determined"
+            why = (
+                "not comparable: the variants fit the training set unequally (train acc "
+                f"{fit_none:.3f} without BN vs {r['train_acc_mean']:.3f})"
+            )
+        elif math.isfinite(lo) and lo > 0:
+            verdict, why = "supported", "supported (BN's gap is smaller)"
+        elif math.isfinite(hi) and hi < 0:
+            verdict, why = "contradicted", "contradicted (BN's gap is larger)"
+        else:
+            verdict, why = "not supported", "not supported at 95% (the CI includes 0)"
+        none_gap = base["gen_gap"].iloc[0] if len(base) else "—"
+        text = (
+            f"**Regularization** ({r['norm']}, {cell_label(cell)}): gen gap {none_gap} without "
+            f"BN vs {r['gen_gap']} with {r['norm']}; effect gap(none) − gap(BN) = "
+            f"{r['effect']} — {why}."
+        )
+        out.append(
+            Claim(
+                "regularization", verdict, text, r["norm"], cell, _num(r["effect_mean"]),
+                _num(lo), _num(hi), _count(r.get("effect_n")),
+                "gen gap(none) - gen gap(BN), train acc - test acc, paired by seed",
+            )
+        )  # fmt: skip
+    return out
+
+
+def ghost_batch(reg: pd.DataFrame) -> list[Claim]:
+    """Per cell x BN variant of a ghost-batch sweep: gap(full-batch stats) - gap(this size)."""
+    if reg.empty or "effect_vs_full_stats_mean" not in reg.columns:
+        return []
+    keys = cell_keys(reg)
+    out = []
+    for _, r in reg.dropna(subset=["effect_vs_full_stats_mean"]).iterrows():
+        cell = _cell(r, keys)
+        m, lo, hi = (r[f"effect_vs_full_stats_{s}"] for s in ("mean", "ci_low", "ci_high"))
+        text = (
+            f"**Ghost batches** ({r['norm']}, {cell_label(cell)}): "
+            f"gap(full-batch stats) − gap(this) = {m:.3f} [{lo:.3f}, {hi:.3f}]."
+        )
+        out.append(
+            Claim(
+                "ghost_batch", "measured", text, r["norm"], cell, _num(m), _num(lo), _num(hi),
+                _count(r.get("effect_vs_full_stats_n")),
+                "gen gap(full-batch statistics) - gen gap(this ghost batch size), paired by seed",
+            )
+        )  # fmt: skip
+    return out
+
+
+def _versus_none(base_rows, bn_rows, col, subject, words=("less", "more")):
+    """(' — torch: <subject> less than without BN ...; ...', [(BN row, verdict)]).
+
+    Judged by whether the 95% CIs of the BN variant and of `none` are apart; no `none` row:
+    no text, and every BN row "not determined".
+    """
+    base = base_rows[base_rows["norm"] == "none"]
+    rows = [r for _, r in bn_rows[bn_rows["norm"] != "none"].iterrows()]
+    if base.empty:
+        return "", [(r, "not determined") for r in rows]
+    b = base.iloc[0]
+    parts, judged = [], []
+    for r in rows:
+        if r[f"{col}_ci_high"] < b[f"{col}_ci_low"]:
+            parts.append(f"{r['norm']}: {subject} {words[0]} than without BN (95% CIs apart)")
+            judged.append((r, "supported"))
+        elif r[f"{col}_ci_low"] > b[f"{col}_ci_high"]:
+            parts.append(f"{r['norm']}: {subject} {words[1]} than without BN (95% CIs apart)")
+            judged.append((r, "contradicted"))
+        else:
+            parts.append(f"{r['norm']}: no clear difference (95% CIs overlap)")
+            judged.append((r, "not supported"))
+    return (" — " + "; ".join(parts) if parts else ""), judged
+
+
+def _per_variant(kind, text, judged, g, cell, col, measure) -> list[Claim]:
+    """One Claim per judged BN row (estimate: its `col` mean and CI), or one "measured"."""
+    if not judged:
+        r = g.iloc[0]
+        return [Claim(kind, "measured", text, r["norm"], cell, _num(r[f"{col}_mean"]),
+                      _num(r[f"{col}_ci_low"]), _num(r[f"{col}_ci_high"]), _count(r["runs"]),
+                      measure)]  # fmt: skip
+    return [
+        Claim(kind, verdict, text, r["norm"], cell, _num(r[f"{col}_mean"]),
+              _num(r[f"{col}_ci_low"]), _num(r[f"{col}_ci_high"]), _count(r["runs"]), measure)
+        for r, verdict in judged
+    ]  # fmt: skip
+
+
+def shift(sh: pd.DataFrame) -> list[Claim]:
+    """Per cell: does BN's z~ drift less between probes than z without BN (95% CIs apart)?"""
+    if sh.empty:
+        return []
+    out = []
+    for cell, g in groups(sh, cell_keys(sh)):
+        parts = [
+            f"{r['norm']} {'z~' if r['site'] == 'z_tilde' else 'z'} {r['drift_p50_rel_mean']:.3f}"
+            for _, r in g.iterrows()
+        ]
+        suffix, judged = _versus_none(
+            g[g["site"] == "z"], g[g["site"] == "z_tilde"], "drift_p50_rel", "BN's z~ drifts"
+        )
+        text = (
+            f"**Covariate shift** (layer {int(g['layer'].iloc[0])}, {cell_label(cell)}): "
+            f"mean |Δ median| between probes / std — {'; '.join(parts)} "
+            f"(mean over seeds){suffix}."
+        )
+        measure = "mean |Δ p50| between probes / std of the BN variant's z~ (none: z)"
+        out += _per_variant("shift", text, judged, g, cell, "drift_p50_rel", measure)
+    return out
+
+
+def ics(table: pd.DataFrame) -> list[Claim]:
+    """Per cell: is BN's ||G - G'|| / ||G|| lower than without BN (95% CIs apart)?"""
+    if table.empty:
+        return []
+    out = []
+    for cell, g in groups(table, cell_keys(table)):
+        parts = [
+            f"{r['norm']} ‖G−G′‖/‖G‖ {r['ics_rel_mean']:.3f}, cos {r['ics_cos_mean']:.3f}"
+            for _, r in g.iterrows()
+        ]
+        suffix, judged = _versus_none(g, g, "ics_rel", "ICS is", ("lower", "higher"))
+        text = (
+            f"**Internal covariate shift** (layer {int(g['layer'].iloc[0])}, "
+            f"{cell_label(cell)}): {'; '.join(parts)}{suffix}."
+        )
+        measure = "||G - G'|| / ||G|| (Santurkar et al. Def. 2.1), mean over probes and seeds"
+        out += _per_variant("ics", text, judged, g, cell, "ics_rel", measure)
+    return out
+
+
+def bn_noise(bn: pd.DataFrame) -> list[Claim]:
+    """The log-log slope of the batch-mean noise vs batch size, over every norm x layer."""
+    if bn.empty:
+        return []
+    slopes = bn.drop_duplicates(["norm", "layer"])
+    mean_slope = slopes["mean_noise_slope"]
+    text = (
+        f"**BN noise**: log-log slope of the batch-mean noise vs batch size "
+        f"{mean_slope.mean():.3f} (range {mean_slope.min():.3f} to {mean_slope.max():.3f} over "
+        f"{len(slopes)} norm × layer; −0.5 expected, {slopes['expected_slope'].mean():.3f} with "
+        f"the without-replacement correction); batch-variance noise slope "
+        f"{slopes['var_noise_slope'].mean():.3f}."
+    )
+    return [
+        Claim(
+            "bn_noise", "measured", text, None, {}, _num(mean_slope.mean()), None, None,
+            len(slopes), "log-log slope of rms (batch mean - full mean) / σ vs batch size, "
+            "mean over norm x layer (n = norm x layer pairs)",
+        )
+    ]  # fmt: skip
+
+
+def all_claims(tables: dict[str, pd.DataFrame], target: dict | None) -> list[Claim]:
+    """Every claim the tables can judge, in report.md's order."""
+    empty = pd.DataFrame()
+    reg = tables.get("regularization", empty)
+    return [
+        *speedup(tables.get("speedup", empty), target),
+        *best_lr(tables.get("best_lr", empty)),
+        *regularization(reg),
+        *ghost_batch(reg),
+        *shift(tables.get("shift", empty)),
+        *ics(tables.get("ics", empty)),
+        *bn_noise(tables.get("bn_noise", empty)),
+    ]
+
+
+def sentences(claims: list[Claim]) -> list[str]:
+    """The distinct sentences, in order (a sentence stating several verdicts appears once)."""
+    return list(dict.fromkeys(c.text for c in claims))

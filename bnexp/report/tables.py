@@ -1,0 +1,407 @@
+"""Result tables: pure functions from summary.csv rows (or stacked per-run CSVs) to DataFrames.
+
+Every table has one row per cell x norm (x layer, site where the measure has them); see
+`bnexp.report.cells` for what a cell is. Intervals are 95%: Student t over seeds, paired by
+seed where two variants are compared, and a percentile bootstrap for ratios.
+
+Censoring: a run that never reaches the target enters the step counts as its run length (a
+diverged run: the cell's full length), i.e. as a lower bound, flagged, never as fast.
+
+Columns listed in PAIR_COUNTS hold how many seeds a paired interval used: claims.json reports
+them, the CSV files leave them out (their columns stay what they were).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from bnexp.stats import (
+    Interval,
+    fmt_interval,
+    loglog_slope,
+    mean_ci,
+    paired_bootstrap_ratio,
+    paired_difference_ci,
+)
+
+from .cells import cell_keys, ghost_key, groups, in_cell, norm_sorted
+
+PAIR_COUNTS = ("effect_n", "effect_vs_full_stats_n", "speedup_at_best_lr_pairs")
+
+
+def iv_cols(prefix: str, iv: Interval) -> dict:
+    return {f"{prefix}_mean": iv.mean, f"{prefix}_ci_low": iv.low, f"{prefix}_ci_high": iv.high}
+
+
+def for_csv(frame: pd.DataFrame) -> pd.DataFrame:
+    """The table as tables/<name>.csv holds it: without the pair counts."""
+    return frame.drop(columns=[c for c in PAIR_COUNTS if c in frame.columns])
+
+
+# --------------------------------------------------------------------------- speed-up
+
+
+def censored_steps(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Adds steps_c / epochs_c / time_c (value, or the censoring point) and `censored`."""
+    df = df.copy()
+    df["censored"] = df["steps_to_target"].isna()
+    full_steps = (
+        df.groupby(keys, dropna=False)["steps"].transform("max") if keys else df["steps"].max()
+    )
+    full_epochs = df["epochs"] if "epochs" in df.columns else np.nan
+    run_steps = np.where(df["diverged"], full_steps, df["steps"])
+    df["steps_c"] = np.where(df["censored"], run_steps, df["steps_to_target"]).astype(float)
+    df["epochs_c"] = np.where(
+        df["censored"], full_epochs, df.get("epochs_to_target", np.nan)
+    ).astype(float)
+    train_s = df["train_s"] if "train_s" in df.columns else np.nan
+    df["time_c"] = np.where(df["censored"], train_s, df.get("time_to_target_s", np.nan)).astype(
+        float
+    )
+    return df
+
+
+def steps_display(g: pd.DataFrame) -> str:
+    """'660 [441, 879]', or a bound when some runs are censored: '≥ 140 (1/3 > 200)'."""
+    n, c = len(g), int(g["censored"].sum())
+    iv = mean_ci(g["steps_c"])
+    if c == 0:
+        return fmt_interval(iv, ".0f")
+    at = int(g.loc[g["censored"], "steps_c"].min())
+    if c == n:
+        return f"> {at} ({c}/{n} censored)"
+    return f"≥ {iv.mean:.0f} ({c}/{n} > {at})"
+
+
+def ratio_display(r) -> str:
+    """'7.50× [5.20, 11.33]', with ≥ / ≤ / ? when censoring bounds the ratio, or '—'."""
+    if r.n == 0 or not math.isfinite(r.ratio):
+        return "—"
+    sign = {"exact": "", "lower": "≥ ", "upper": "≤ ", "unknown": "? "}[r.bound]
+    ci = f" [{r.low:.2f}, {r.high:.2f}]" if math.isfinite(r.low) else ""
+    return f"{sign}{r.ratio:.2f}×{ci}"
+
+
+def paired_ratio(base: pd.DataFrame, other: pd.DataFrame, col: str):
+    """ratio mean(base[col]) / mean(other[col]) over seeds present in both."""
+    m = base[["seed", col, "censored"]].merge(
+        other[["seed", col, "censored"]], on="seed", suffixes=("_a", "_b")
+    )
+    return paired_bootstrap_ratio(m[f"{col}_a"], m[f"{col}_b"], m["censored_a"], m["censored_b"])
+
+
+def speedup_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per cell x norm: time to target with CIs and the paired speed-up vs none."""
+    if df.empty:
+        return pd.DataFrame()
+    keys = cell_keys(df)
+    df = censored_steps(df, keys)
+    rows = []
+    for cell, g in groups(df, keys):
+        base = g[g["norm"] == "none"]
+        for norm, h in groups(g, ["norm"]):
+            row = {
+                **cell,
+                **norm,
+                "runs": len(h),
+                "reached": int((~h["censored"]).sum()),
+                "censored": int(h["censored"].sum()),
+                "diverged": int(h["diverged"].sum()),
+                "steps_to_target": steps_display(h),
+                **iv_cols("steps", mean_ci(h["steps_c"])),
+                **iv_cols("epochs", mean_ci(h["epochs_c"])),
+                **iv_cols("time_s", mean_ci(h["time_c"])),
+            }
+            if norm["norm"] != "none" and not base.empty:
+                r, t = paired_ratio(base, h, "steps_c"), paired_ratio(base, h, "time_c")
+                row.update(
+                    {
+                        "speedup": r.ratio,
+                        "speedup_ci_low": r.low,
+                        "speedup_ci_high": r.high,
+                        "speedup_bound": r.bound,
+                        "speedup_pairs": r.n,
+                        "speedup_vs_none": ratio_display(r),
+                        "time_speedup": t.ratio,
+                        "time_speedup_ci_low": t.low,
+                        "time_speedup_ci_high": t.high,
+                    }
+                )
+            rows.append(row)
+    return norm_sorted(pd.DataFrame(rows), [*keys, "norm"])
+
+
+def best_lr_table(df: pd.DataFrame) -> pd.DataFrame:
+    """(train.lr swept) per other-cell x norm: the lr with the fewest steps to target.
+
+    Best = fewest censored runs, then the smallest mean steps (censored at run length). The
+    speed-up at best lr pairs none at its best lr with the variant at its own best lr, by seed.
+    Also where each variant diverged.
+    """
+    if "train.lr" not in df.columns:
+        return pd.DataFrame()
+    keys = [k for k in cell_keys(df) if k != "train.lr"]
+    df = censored_steps(df, cell_keys(df))
+    rows = []
+    for cell, g in groups(df, keys):
+        best: dict[str, pd.DataFrame] = {}
+        for norm, h in groups(g, ["norm"]):
+            per_lr = h.groupby("train.lr").agg(
+                censored=("censored", "sum"),
+                steps=("steps_c", "mean"),
+                diverged=("diverged", "sum"),
+                runs=("seed", "size"),
+            )
+            lr = per_lr.sort_values(["censored", "steps"]).index[0]
+            best[norm["norm"]] = h[h["train.lr"] == lr]
+            div = per_lr[per_lr["diverged"] > 0]
+            diverged_at = ", ".join(
+                f"{v:g} ({int(d.diverged)}/{int(d.runs)})" for v, d in div.iterrows()
+            )
+            rows.append(
+                {
+                    **cell,
+                    **norm,
+                    "best_lr": lr,
+                    "steps_at_best_lr": steps_display(best[norm["norm"]]),
+                    "steps_at_best_lr_mean": per_lr.loc[lr, "steps"],
+                    "lrs_tried": ", ".join(f"{v:g}" for v in sorted(per_lr.index)),
+                    "diverged_at": diverged_at or "none",
+                    "smallest_diverged_lr": float(div.index.min()) if len(div) else math.nan,
+                }
+            )
+        if "none" not in best:
+            continue
+        for row in rows:
+            same_cell = all(
+                row.get(k) == v or (pd.isna(row.get(k)) and pd.isna(v)) for k, v in cell.items()
+            )
+            if same_cell and row["norm"] in best and row["norm"] != "none":
+                r = paired_ratio(best["none"], best[row["norm"]], "steps_c")
+                row.update(
+                    {
+                        "speedup_at_best_lr": r.ratio,
+                        "speedup_at_best_lr_ci_low": r.low,
+                        "speedup_at_best_lr_ci_high": r.high,
+                        "speedup_at_best_lr_vs_none": ratio_display(r),
+                        "speedup_at_best_lr_pairs": r.n,
+                    }
+                )
+    return norm_sorted(pd.DataFrame(rows), [*keys, "norm"])
+
+
+# --------------------------------------------------------------------------- regularization
+
+
+def paired_diff(a: pd.DataFrame, b: pd.DataFrame, col: str) -> Interval:
+    """mean(a[col] - b[col]) over seeds present in both, with its t-interval."""
+    m = a[["seed", col]].merge(b[["seed", col]], on="seed", suffixes=("_a", "_b"))
+    return paired_difference_ci(m[f"{col}_a"], m[f"{col}_b"])
+
+
+def regularization_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per cell x norm: gen_gap and loss_gap over seeds; effect = gap(none) - gap(this), paired.
+
+    Diverged runs are left out (their final metrics are not a model's) and counted. When the sweep
+    varies a ghost batch size, `effect_vs_full_stats` = gap(largest ghost size, i.e. full-batch
+    statistics) - gap(this ghost size) for the same norm, batch size and seed.
+    """
+    if df.empty:
+        return pd.DataFrame()
+    keys = cell_keys(df)
+    ghost = ghost_key(df)
+    ok = df[~df["diverged"]]
+
+    def matching(norm: str, cell: dict) -> pd.DataFrame:
+        """Non-diverged runs of `norm` whose keys equal `cell` (which may omit the ghost key)."""
+        return ok[(ok["norm"] == norm).to_numpy() & in_cell(ok, cell)]
+
+    rows = []
+    for cell, g_all in groups(df, keys):
+        g = g_all[~g_all["diverged"]]
+        base = g[g["norm"] == "none"]
+        if base.empty and ghost is not None:
+            # `none` ignores the ghost size: a none run with the same other keys
+            base = matching("none", {k: v for k, v in cell.items() if k != ghost})
+        for norm, h_all in groups(g_all, ["norm"]):
+            h = h_all[~h_all["diverged"]]
+            row = {
+                **cell,
+                **norm,
+                "runs": len(h),
+                "diverged": int(h_all["diverged"].sum()),
+                **iv_cols("gen_gap", mean_ci(h["gen_gap"])),
+                **iv_cols("loss_gap", mean_ci(h["loss_gap"])),
+                **iv_cols("test_acc", mean_ci(h["final_test_acc"])),
+                **iv_cols("train_acc", mean_ci(h["final_train_acc"])),
+            }
+            if norm["norm"] != "none" and not base.empty:
+                effect = paired_diff(base, h, "gen_gap")
+                row.update(iv_cols("effect", effect))
+                row.update(iv_cols("loss_effect", paired_diff(base, h, "loss_gap")))
+                row["effect_n"] = effect.n
+            if ghost is not None and norm["norm"] != "none":
+                peers = matching(norm["norm"], {k: v for k, v in cell.items() if k != ghost})
+                sizes = peers[ghost].dropna()
+                if peers[ghost].isna().any():  # no ghost size = statistics over the whole batch
+                    ref = peers[peers[ghost].isna()]
+                else:
+                    ref = peers[peers[ghost] == sizes.max()] if not sizes.empty else peers.iloc[:0]
+                if not ref.empty:
+                    full = paired_diff(ref, h, "gen_gap")
+                    row.update(iv_cols("effect_vs_full_stats", full))
+                    row["effect_vs_full_stats_n"] = full.n
+            rows.append(row)
+    out = pd.DataFrame(rows)
+    for col in ("gen_gap", "loss_gap", "effect"):
+        if f"{col}_mean" in out.columns:
+            out[col] = [
+                fmt_interval(Interval(m, lo, hi, 2 if math.isfinite(lo) else 1))
+                for m, lo, hi in zip(
+                    out[f"{col}_mean"], out[f"{col}_ci_low"], out[f"{col}_ci_high"], strict=True
+                )
+            ]
+    return norm_sorted(out, [*keys, "norm"])
+
+
+# --------------------------------------------------------------------------- BN noise, shift, ICS
+
+
+def bn_noise_table(noise: pd.DataFrame) -> pd.DataFrame:
+    """Per norm x layer x batch size: mean and CI over runs; log-log slopes per norm x layer."""
+    if noise.empty:
+        return pd.DataFrame()
+    rows = []
+    for key, g in groups(noise, ["norm", "layer", "batch_size"]):
+        rows.append(
+            {
+                **key,
+                "runs": len(g),
+                **iv_cols("mean_noise", mean_ci(g["mean_noise"])),
+                **iv_cols("var_noise", mean_ci(g["var_noise"])),
+                "expected_mean_noise": g["expected_mean_noise"].mean(),
+            }
+        )
+    out = pd.DataFrame(rows)
+    for key, g in groups(out, ["norm", "layer"]):
+        sel = (out["norm"] == key["norm"]) & (out["layer"] == key["layer"])
+        out.loc[sel, "mean_noise_slope"] = loglog_slope(g["batch_size"], g["mean_noise_mean"])
+        out.loc[sel, "var_noise_slope"] = loglog_slope(g["batch_size"], g["var_noise_mean"])
+        out.loc[sel, "expected_slope"] = loglog_slope(g["batch_size"], g["expected_mean_noise"])
+    return norm_sorted(out, ["norm", "layer", "batch_size"])
+
+
+def shift_table(probes: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per cell x norm x site: drift of p50 and std (mean over probes per run, then over seeds).
+
+    drift_p50_rel = drift_p50 / the site's mean std: how far the median moves per probe interval
+    in units of the spread, comparable between z (unnormalized) and z~.
+    """
+    if probes.empty or "drift_p50" not in probes.columns:
+        return pd.DataFrame()
+    p = probes[(probes["site"].isin(["z", "z_tilde"])) & (probes["unit"].astype(str) == "all")]
+    if p.empty:
+        return pd.DataFrame()
+    per_run = (
+        p.groupby(["run_id", "site"], sort=False)
+        .agg(
+            drift_p50=("drift_p50", "mean"),
+            drift_std=("drift_std", "mean"),
+            std=("std", "mean"),
+            layer=("layer", "first"),
+            **{k: (k, "first") for k in ["norm", "seed", *keys]},
+        )
+        .reset_index()
+    )
+    per_run["drift_p50_rel"] = per_run["drift_p50"] / per_run["std"]
+    rows = []
+    for key, g in groups(per_run, [*keys, "norm", "site"]):
+        rows.append(
+            {
+                **key,
+                "layer": g["layer"].iloc[0],
+                "runs": len(g),
+                **iv_cols("drift_p50", mean_ci(g["drift_p50"])),
+                **iv_cols("drift_std", mean_ci(g["drift_std"])),
+                **iv_cols("drift_p50_rel", mean_ci(g["drift_p50_rel"])),
+            }
+        )
+    return norm_sorted(pd.DataFrame(rows), [*keys, "norm", "site"])
+
+
+def ics_table(probes: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per cell x norm: ||G - G'||_2, cos(G, G') and ||G - G'|| / ||G||.
+
+    Each is the mean over a run's probes, then mean and CI over seeds.
+    """
+    if probes.empty or "ics_l2" not in probes.columns:
+        return pd.DataFrame()
+    p = probes[probes["site"] == "ics"].copy()
+    if p.empty:
+        return pd.DataFrame()
+    p["ics_rel"] = p["ics_l2"] / p["grad_norm"]
+    per_run = (
+        p.groupby("run_id", sort=False)
+        .agg(
+            ics_l2=("ics_l2", "mean"),
+            ics_cos=("ics_cos", "mean"),
+            ics_rel=("ics_rel", "mean"),
+            layer=("layer", "first"),
+            **{k: (k, "first") for k in ["norm", "seed", *keys]},
+        )
+        .reset_index()
+    )
+    rows = []
+    for key, g in groups(per_run, [*keys, "norm"]):
+        rows.append(
+            {
+                **key,
+                "layer": g["layer"].iloc[0],
+                "runs": len(g),
+                **iv_cols("ics_l2", mean_ci(g["ics_l2"])),
+                **iv_cols("ics_cos", mean_ci(g["ics_cos"])),
+                **iv_cols("ics_rel", mean_ci(g["ics_rel"])),
+            }
+        )
+    return norm_sorted(pd.DataFrame(rows), [*keys, "norm"])
+
+
+# --------------------------------------------------------------------------- the terminal summary
+
+
+def _mean_std(values: pd.Series, fmt: str) -> str:
+    v = values.dropna().astype(float)
+    if v.empty:
+        return "—"
+    return f"{v.mean():{fmt}} ± {v.std(ddof=1):{fmt}}" if len(v) > 1 else f"{v.mean():{fmt}}"
+
+
+def comparison(df: pd.DataFrame) -> pd.DataFrame:
+    """Per cell x norm: final test accuracy, gen gap and steps to target, mean ± std over seeds.
+
+    steps_to_target averages the seeds that reached the target; `reached` says how many did;
+    `diverged` (shown only where some run diverged) how many broke: their final metrics are
+    those of a broken network.
+    """
+    keys = [*cell_keys(df), "norm"]
+    rows = []
+    for values, g in groups(df, keys):
+        reached = g["steps_to_target"].dropna()
+        rows.append(
+            {
+                **values,
+                "seeds": len(g),
+                "final_test_acc": _mean_std(g["final_test_acc"], ".3f"),
+                "gen_gap": _mean_std(g["gen_gap"], ".3f"),
+                "steps_to_target": _mean_std(reached, ".0f"),
+                "reached": f"{len(reached)}/{len(g)}",
+                "diverged": f"{int(g['diverged'].fillna(False).astype(bool).sum())}/{len(g)}",
+            }
+        )
+    out = pd.DataFrame(rows)
+    if not out.empty and (out["diverged"].str.split("/").str[0] == "0").all():
+        out = out.drop(columns="diverged")  # shown only where some run diverged
+    return norm_sorted(out, keys)
