@@ -111,6 +111,10 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+# The goal for a whole training step: custom / torch median time <= STEP_RATIO_GOAL (the issue's
+# 1.15). `bnexp bench bn` and benchmarks/run.py both judge against it; the layer alone has none.
+STEP_RATIO_GOAL = 1.15
+
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
