@@ -1,0 +1,107 @@
+"""Claims as data: each verdict with its estimate, interval and n, against hand computations."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from report_synthetic import GAP, make_results
+from test_tables import T975_2, tables_of
+
+from bnexp.report import VERDICTS, all_claims
+from bnexp.report.claims import regularization
+
+TARGET = {"metric": "train_acc", "value": 0.95}
+SCHEMA = ["claim", "verdict", "text", "norm", "cell", "estimate", "ci_low", "ci_high", "n"]
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    return tables_of(make_results(tmp_path_factory.mktemp("claims") / "exp"))
+
+
+@pytest.fixture(scope="module")
+def claims(tables):
+    return all_claims(tables, TARGET)
+
+
+def find(claims, kind, **cell):
+    found = [c for c in claims if c.claim == kind and c.norm == "torch" and c.cell == cell]
+    assert len(found) == 1, f"{kind} {cell}: {len(found)} claims"
+    return found[0]
+
+
+def test_every_claim_in_report_order_with_the_fixed_vocabulary(claims):
+    kinds = [c.claim for c in claims]
+    assert kinds == sorted(kinds, key=["speedup", "best_lr", "regularization", "shift",
+                                       "ics", "bn_noise"].index)  # fmt: skip
+    # 4 cells x torch (speed-up, shift, ics), 2 batch sizes (best lr), 3 cells where `none`
+    # did not diverge (regularization), one BN-noise sentence
+    counts = {k: kinds.count(k) for k in set(kinds)}
+    assert counts == {
+        "speedup": 4, "best_lr": 2, "regularization": 3, "shift": 4, "ics": 4, "bn_noise": 1
+    }  # fmt: skip
+    assert {c.verdict for c in claims} <= set(VERDICTS)
+
+
+def test_speedup_claim_carries_the_paired_ratio(claims):
+    c = find(claims, "speedup", batch_size=64, **{"train.lr": 0.1})
+    # none: 100, 120, censored at 200 (mean 140); torch 10, 20, 20 (mean 50/3)
+    assert c.estimate == pytest.approx(140 / (50 / 3)) and c.n == 3
+    assert c.ci_low > 1 and c.verdict == "supported"
+    assert c.text.startswith("**Speed-up** (torch, batch_size=64, lr=0.1): steps to train_acc")
+    assert c.text.endswith("over 3 paired seeds — supported.")
+    # none diverged in every seed: censored at the full 200 steps vs 15, 16, 17
+    div = find(claims, "speedup", batch_size=32, **{"train.lr": 0.5})
+    assert div.estimate == pytest.approx(200 / 16) and div.verdict == "supported"
+
+
+def test_regularization_claim_is_the_paired_effect(claims, tables):
+    c = find(claims, "regularization", batch_size=64, **{"train.lr": 0.1})
+    diffs = np.array(GAP["none"]) - np.array(GAP["torch"])  # .02, .03, .02
+    half = T975_2 * diffs.std(ddof=1) / math.sqrt(3)
+    assert c.estimate == pytest.approx(diffs.mean()) and c.n == 3
+    assert (c.ci_low, c.ci_high) == pytest.approx((diffs.mean() - half, diffs.mean() + half))
+    assert c.verdict == "supported" and "supported (BN's gap is smaller)" in c.text
+    # variants that fit the training set unequally: their gaps are not comparable
+    reg = tables["regularization"].copy()
+    reg.loc[reg["norm"] == "torch", "train_acc_mean"] = 0.90
+    unequal = regularization(reg)
+    assert {u.verdict for u in unequal} == {"not determined"}
+    assert "not comparable" in unequal[0].text and "0.990 without BN vs 0.900" in unequal[0].text
+
+
+def test_shift_and_ics_judge_each_variant_against_none(claims):
+    shift = find(claims, "shift", batch_size=64, **{"train.lr": 0.1})
+    # drift_p50 / std: torch z~ 0.01 / 0.5 vs none z 0.1 / 0.5, the same in every seed
+    assert shift.estimate == pytest.approx(0.02) and shift.n == 3
+    assert shift.verdict == "supported" and "BN's z~ drifts less" in shift.text
+    ics = find(claims, "ics", batch_size=64, **{"train.lr": 0.1})
+    assert ics.estimate == pytest.approx(0.1)  # ||G - G'|| 0.1 / ||G|| 1.0 everywhere
+    assert ics.verdict == "not supported" and "no clear difference" in ics.text
+
+
+def test_best_lr_and_bn_noise_are_measurements(claims):
+    best = find(claims, "best_lr", batch_size=32)
+    # none at its best lr 0.1 (150, 160, 170) vs torch at 0.5 (15, 16, 17)
+    assert best.estimate == pytest.approx(10.0) and best.n == 3 and best.verdict == "measured"
+    assert best.text.startswith("**Learning rates** (torch, batch_size=32): best lr 0.5 vs 0.1")
+    (noise,) = [c for c in claims if c.claim == "bn_noise"]
+    # mean_noise = m^-0.5 exactly: slope -0.5 over torch x layers 1, 2
+    assert noise.estimate == pytest.approx(-0.5) and noise.n == 2 and noise.norm is None
+
+
+def test_claims_serialize_to_the_documented_json(claims):
+    data = json.loads(json.dumps([c.to_dict() for c in claims], allow_nan=False))
+    for obj in data:
+        assert list(obj)[: len(SCHEMA)] == SCHEMA
+        assert isinstance(obj["cell"], dict) and isinstance(obj["text"], str)
+        for k in ("estimate", "ci_low", "ci_high"):
+            assert obj[k] is None or isinstance(obj[k], float), (k, obj[k])
+        assert obj["n"] is None or isinstance(obj["n"], int)
+    speed = next(o for o in data if o["claim"] == "speedup")
+    # cells sorted by their keys: batch 32 before 64, lr 0.1 before 0.5; numbers stay numbers
+    assert speed["cell"] == {"batch_size": 32, "train.lr": 0.1}
+    assert isinstance(speed["cell"]["batch_size"], int)

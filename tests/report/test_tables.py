@@ -1,0 +1,110 @@
+"""The result tables against numbers computed by hand from the synthetic folder (no plots)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from report_synthetic import GAP, make_results
+
+from bnexp.report import compute_tables, load_summary, run_config, run_csvs
+from bnexp.report.tables import PAIR_COUNTS, for_csv
+
+T975_2 = 4.302652729911275  # Student t_{0.975, 2}: three seeds
+
+
+def tables_of(results):
+    df = load_summary(results)
+    target = run_config(results, df)["measure"]["target"]
+    probes = run_csvs(results, df, "probes.csv")
+    noise = run_csvs(results, df, "bn_noise.csv")
+    return compute_tables(df, probes, noise, target)
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    return tables_of(make_results(tmp_path_factory.mktemp("tables") / "exp"))
+
+
+def _row(frame: pd.DataFrame, **where) -> pd.Series:
+    sel = np.logical_and.reduce([frame[k] == v for k, v in where.items()])
+    assert sel.sum() == 1, f"expected one row for {where}, found {sel.sum()}"
+    return frame[sel].iloc[0]
+
+
+def test_speedup_numbers_and_censoring(tables):
+    speed = tables["speedup"]
+    none = _row(speed, norm="none", batch_size=64, **{"train.lr": 0.1})
+    assert (none["runs"], none["reached"], none["censored"]) == (3, 2, 1)
+    # the censored run enters as its length (200): a lower bound on the mean, shown as such
+    assert none["steps_mean"] == pytest.approx(140.0)
+    assert none["steps_to_target"] == "≥ 140 (1/3 > 200)"
+    bn = _row(speed, norm="torch", batch_size=64, **{"train.lr": 0.1})
+    assert bn["speedup"] == pytest.approx(140 / (50 / 3)) and bn["speedup_bound"] == "lower"
+    assert bn["speedup_vs_none"].startswith("≥ 8.40×")
+    assert bn["speedup_ci_low"] <= bn["speedup"] <= bn["speedup_ci_high"]
+    exact = _row(speed, norm="torch", batch_size=32, **{"train.lr": 0.1})
+    assert exact["speedup"] == pytest.approx(160 / 30) and exact["speedup_bound"] == "exact"
+    t = T975_2 * 10 / math.sqrt(3)  # s = 10 for (150, 160, 170)
+    low = _row(speed, norm="none", batch_size=32, **{"train.lr": 0.1})
+    assert (low["steps_ci_low"], low["steps_ci_high"]) == pytest.approx((160 - t, 160 + t))
+    # diverged runs never reached: censored at the cell's full length (200 steps), not at the
+    # diverged step
+    div = _row(speed, norm="none", batch_size=32, **{"train.lr": 0.5})
+    assert div["diverged"] == 3 and div["steps_to_target"] == "> 200 (3/3 censored)"
+
+
+def test_best_lr_and_divergence(tables):
+    best = tables["best_lr"]
+    none32 = _row(best, norm="none", batch_size=32)
+    assert none32["best_lr"] == 0.1 and none32["diverged_at"] == "0.5 (3/3)"
+    assert none32["smallest_diverged_lr"] == 0.5
+    torch32 = _row(best, norm="torch", batch_size=32)
+    assert torch32["best_lr"] == 0.5 and torch32["diverged_at"] == "none"
+    # none at its best lr (0.1: 150, 160, 170) vs torch at its best (0.5: 15, 16, 17)
+    assert torch32["speedup_at_best_lr"] == pytest.approx(10.0)
+    assert torch32["speedup_at_best_lr_pairs"] == 3
+
+
+def test_regularization_effect_is_paired_by_seed(tables):
+    reg = tables["regularization"]
+    bn = _row(reg, norm="torch", batch_size=64, **{"train.lr": 0.1})
+    diffs = np.array(GAP["none"]) - np.array(GAP["torch"])  # .02, .03, .02
+    half = T975_2 * diffs.std(ddof=1) / math.sqrt(3)
+    assert bn["effect_mean"] == pytest.approx(diffs.mean())
+    assert (bn["effect_ci_low"], bn["effect_ci_high"]) == pytest.approx(
+        (diffs.mean() - half, diffs.mean() + half)
+    )
+    assert bn["effect_n"] == 3
+    assert bn["gen_gap_mean"] == pytest.approx(np.mean(GAP["torch"]))
+    # the diverged none cell is left out of the gaps and counted
+    div = _row(reg, norm="none", batch_size=32, **{"train.lr": 0.5})
+    assert div["runs"] == 0 and div["diverged"] == 3
+
+
+def test_ghost_batch_sweep_gets_its_effect(tmp_path):
+    reg = tables_of(make_results(tmp_path / "ghost", ghost=True))["regularization"]
+    assert "model.ghost_batch_size" in reg.columns
+    small = _row(
+        reg, norm="torch", batch_size=64, **{"train.lr": 0.1, "model.ghost_batch_size": 16}
+    )
+    # gap(32) - gap(16) = -0.01 in every seed, by construction
+    assert small["effect_vs_full_stats_mean"] == pytest.approx(-0.01)
+    assert small["effect_vs_full_stats_n"] == 3
+
+
+def test_bn_noise_slopes(tables):
+    bn = tables["bn_noise"]
+    assert bn["mean_noise_slope"].to_numpy() == pytest.approx(-0.5)
+    assert bn["var_noise_slope"].to_numpy() == pytest.approx(-0.5)
+    # the measured mini-batch size, not the training batch size
+    assert set(bn["batch_size"]) == {4, 16, 64}
+
+
+def test_pair_counts_stay_out_of_the_csv_files(tables):
+    for name, frame in tables.items():
+        kept = for_csv(frame)
+        assert not set(PAIR_COUNTS) & set(kept.columns), name
+        assert list(kept.columns) == [c for c in frame.columns if c not in PAIR_COUNTS], name
