@@ -58,7 +58,7 @@ def bn_rows(repeats: int | None, log) -> pd.DataFrame:
                 note="",
             )
         )
-        # the goal (STEP_RATIO_GOAL) is the issue's, for a whole training step; the layer alone is shown
+        # the goal (STEP_RATIO_GOAL) is for a whole training step; the layer alone is shown
         # for insight (a harder comparison: the layers around it are shared cost)
         step = r.get("scope") == "step"
         rows.append(

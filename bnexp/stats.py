@@ -90,13 +90,13 @@ def paired_bootstrap_ratio(
 
 
 def paired_difference_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> Interval:
-    """mean(a - b) over pairs with a t-interval on the differences (pairs with a NaN are dropped)."""
+    """mean(a - b) over pairs, with a t-interval on the differences; pairs with a NaN dropped."""
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     return mean_ci(x - y, level)
 
 
 def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:
-    """Least-squares slope of log(y) on log(x) over the points where both are positive and finite."""
+    """Least-squares slope of log(y) on log(x), over the points where both are positive, finite."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
     if ok.sum() < 2 or len(np.unique(x[ok])) < 2:
