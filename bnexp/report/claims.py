@@ -110,11 +110,18 @@ def speedup(sp: pd.DataFrame, target: dict | None) -> list[Claim]:
         )
         out.append(
             Claim(
-                "speedup", verdict, text, r["norm"], cell, _num(r["speedup"]), _num(low),
-                _num(high), _count(r["speedup_pairs"]),
-                "steps(none) / steps(BN) to the target, ratio of means paired by seed",
+                claim="speedup",
+                verdict=verdict,
+                text=text,
+                norm=r["norm"],
+                cell=cell,
+                estimate=_num(r["speedup"]),
+                ci_low=_num(low),
+                ci_high=_num(high),
+                n=_count(r["speedup_pairs"]),
+                measure="steps(none) / steps(BN) to the target, ratio of means paired by seed",
             )
-        )  # fmt: skip
+        )
     return out
 
 
@@ -136,12 +143,18 @@ def best_lr(bl: pd.DataFrame) -> list[Claim]:
         )
         out.append(
             Claim(
-                "best_lr", "measured", text, r["norm"], cell, _num(r["speedup_at_best_lr"]),
-                _num(r["speedup_at_best_lr_ci_low"]), _num(r["speedup_at_best_lr_ci_high"]),
-                _count(r.get("speedup_at_best_lr_pairs")),
-                "steps(none at its best lr) / steps(BN at its best lr), paired by seed",
+                claim="best_lr",
+                verdict="measured",
+                text=text,
+                norm=r["norm"],
+                cell=cell,
+                estimate=_num(r["speedup_at_best_lr"]),
+                ci_low=_num(r["speedup_at_best_lr_ci_low"]),
+                ci_high=_num(r["speedup_at_best_lr_ci_high"]),
+                n=_count(r.get("speedup_at_best_lr_pairs")),
+                measure="steps(none at its best lr) / steps(BN at its best lr), paired by seed",
             )
-        )  # fmt: skip
+        )
     return out
 
 
@@ -177,11 +190,18 @@ def regularization(reg: pd.DataFrame) -> list[Claim]:
         )
         out.append(
             Claim(
-                "regularization", verdict, text, r["norm"], cell, _num(r["effect_mean"]),
-                _num(lo), _num(hi), _count(r.get("effect_n")),
-                "gen gap(none) - gen gap(BN), train acc - test acc, paired by seed",
+                claim="regularization",
+                verdict=verdict,
+                text=text,
+                norm=r["norm"],
+                cell=cell,
+                estimate=_num(r["effect_mean"]),
+                ci_low=_num(lo),
+                ci_high=_num(hi),
+                n=_count(r.get("effect_n")),
+                measure="gen gap(none) - gen gap(BN), train acc - test acc, paired by seed",
             )
-        )  # fmt: skip
+        )
     return out
 
 
@@ -200,11 +220,19 @@ def ghost_batch(reg: pd.DataFrame) -> list[Claim]:
         )
         out.append(
             Claim(
-                "ghost_batch", "measured", text, r["norm"], cell, _num(m), _num(lo), _num(hi),
-                _count(r.get("effect_vs_full_stats_n")),
-                "gen gap(full-batch statistics) - gen gap(this ghost batch size), paired by seed",
+                claim="ghost_batch",
+                verdict="measured",
+                text=text,
+                norm=r["norm"],
+                cell=cell,
+                estimate=_num(m),
+                ci_low=_num(lo),
+                ci_high=_num(hi),
+                n=_count(r.get("effect_vs_full_stats_n")),
+                measure="gen gap(full-batch statistics) - gen gap(this ghost batch size), "
+                "paired by seed",
             )
-        )  # fmt: skip
+        )
     return out
 
 
@@ -235,16 +263,22 @@ def _versus_none(base_rows, bn_rows, col, subject, words=("less", "more")):
 
 def _per_variant(kind, text, judged, g, cell, col, measure) -> list[Claim]:
     """One Claim per judged BN row (estimate: its `col` mean and CI), or one "measured"."""
-    if not judged:
-        r = g.iloc[0]
-        return [Claim(kind, "measured", text, r["norm"], cell, _num(r[f"{col}_mean"]),
-                      _num(r[f"{col}_ci_low"]), _num(r[f"{col}_ci_high"]), _count(r["runs"]),
-                      measure)]  # fmt: skip
+    judged = judged or [(g.iloc[0], "measured")]  # `none` alone: its numbers, no verdict
     return [
-        Claim(kind, verdict, text, r["norm"], cell, _num(r[f"{col}_mean"]),
-              _num(r[f"{col}_ci_low"]), _num(r[f"{col}_ci_high"]), _count(r["runs"]), measure)
+        Claim(
+            claim=kind,
+            verdict=verdict,
+            text=text,
+            norm=r["norm"],
+            cell=cell,
+            estimate=_num(r[f"{col}_mean"]),
+            ci_low=_num(r[f"{col}_ci_low"]),
+            ci_high=_num(r[f"{col}_ci_high"]),
+            n=_count(r["runs"]),
+            measure=measure,
+        )
         for r, verdict in judged
-    ]  # fmt: skip
+    ]
 
 
 def shift(sh: pd.DataFrame) -> list[Claim]:
@@ -305,11 +339,17 @@ def bn_noise(bn: pd.DataFrame) -> list[Claim]:
     )
     return [
         Claim(
-            "bn_noise", "measured", text, None, {}, _num(mean_slope.mean()), None, None,
-            len(slopes), "log-log slope of rms (batch mean - full mean) / σ vs batch size, "
+            claim="bn_noise",
+            verdict="measured",
+            text=text,
+            norm=None,
+            cell={},
+            estimate=_num(mean_slope.mean()),
+            n=len(slopes),
+            measure="log-log slope of rms (batch mean - full mean) / σ vs batch size, "
             "mean over norm x layer (n = norm x layer pairs)",
         )
-    ]  # fmt: skip
+    ]
 
 
 def all_claims(tables: dict[str, pd.DataFrame], target: dict | None) -> list[Claim]:
