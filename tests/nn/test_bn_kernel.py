@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from bnexp.bench.bn import custom_path
-from bnexp.nn import bn_kernel
 from bnexp.nn import batchnorm_fast as op
+from bnexp.nn import bn_kernel
 from bnexp.nn import norm as bn
 
 
