@@ -23,14 +23,14 @@ def test_cases_build_the_same_network_for_both_norms():
 
 
 def test_bench_case_ratio_follows_which_side_is_slower(monkeypatch):
-    """A side made slower on purpose must show in the ratio: custom slowed 3 ms per step gives
+    """A side made slower on purpose must show in the ratio: custom slowed 30 ms per step gives
     a ratio well above 1 (a ratio that only restated custom_ms / torch_ms could not fail)."""
     case = next(c for c in cases(layer_only=True) if c.shape == "BN (64, 20)")
     real = bench._timed_steps
 
     def slowed(model, *args):
         if any(type(m).__module__.startswith("bnexp") for m in model.modules()):
-            hook = model.register_forward_pre_hook(lambda *_: time.sleep(0.003))  # in the clock
+            hook = model.register_forward_pre_hook(lambda *_: time.sleep(0.03))  # in the clock
             try:
                 return real(model, *args)
             finally:
@@ -38,9 +38,9 @@ def test_bench_case_ratio_follows_which_side_is_slower(monkeypatch):
         return real(model, *args)
 
     monkeypatch.setattr(bench, "_timed_steps", slowed)
-    row = bench_case(case, repeats=3, device=torch.device("cpu"), min_sample_s=0.001)
-    assert row["custom_ms"] - row["torch_ms"] > 2.5, row
-    assert row["ratio"] > 1.5, row
+    row = bench_case(case, repeats=5, device=torch.device("cpu"), min_sample_s=0.001)
+    assert row["custom_ms"] - row["torch_ms"] > 20, row
+    assert row["ratio"] > 1.5, row  # torch's side: well under 20 ms a step
     assert row["custom_path"] in ("C kernel", "torch ops")
 
 
