@@ -22,6 +22,7 @@ def test_cases_build_the_same_network_for_both_norms():
         )
 
 
+@pytest.mark.slow
 def test_bench_case_ratio_follows_which_side_is_slower(monkeypatch):
     """A side made slower on purpose must show in the ratio: custom slowed 30 ms per step gives
     a ratio well above 1 (a ratio that only restated custom_ms / torch_ms could not fail)."""
