@@ -5,7 +5,8 @@ from the same weights. One sample times `inner` training steps (forward, loss, b
 of them; samples alternate custom/torch (which goes first flips every repeat), so both see the
 same machine load, and each side's time is the median over the repeats. `ratio` = custom / torch.
 The clock is wall time by default; `clock="cpu"` takes the process's CPU time instead, which
-steadies the numbers on a machine shared with other work.
+steadies the numbers on a machine shared with other work. Every case is timed at 1 torch thread
+and at torch's default count (the issue's goal holds at both; the op picks its path by both).
 
 Shapes (the issue's): the course's cat/non-cat MLP (batch 64, 12288 -> 20 -> 7 -> 5 -> 1,
 BN before each ReLU), one MLP layer on a (256, 100) batch (Linear 100 -> 100, BN, ReLU) and a
@@ -202,19 +203,36 @@ def bench_case(
     }
 
 
+def thread_counts(threads: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    """The torch thread counts to time at: given, else 1 and the current count (torch's default
+    unless the caller set another), once each."""
+    return tuple(dict.fromkeys(threads or (1, torch.get_num_threads())))
+
+
 def bench_bn(
     repeats: int = 30,
     device: str | torch.device = "cpu",
     layer_only: bool = True,
     on_case: Callable[[Case], None] | None = None,
     clock: str = "wall",
+    threads: tuple[int, ...] | None = None,
 ) -> pd.DataFrame:
-    """One row per shape (and scope): shape, scope, custom_ms, torch_ms, ratio (custom / torch),
-    custom_path (the implementation our layer took: C kernel or torch ops)."""
+    """One row per shape (and scope) and thread count: shape (with "@ N thread(s)"), scope,
+    threads, custom_ms, torch_ms, ratio (custom / torch), custom_path (the implementation our
+    layer took: C kernel or torch ops). Thread counts: `thread_counts(threads)`, by default 1 and
+    torch's default; the count is restored afterwards."""
     device = torch.device(device)
+    before = torch.get_num_threads()
     rows = []
-    for case in cases(layer_only):
-        if on_case:
-            on_case(case)
-        rows.append(bench_case(case, repeats, device, clock=clock))
+    try:
+        for n in thread_counts(threads):
+            torch.set_num_threads(n)
+            for case in cases(layer_only):
+                if on_case:
+                    on_case(case)
+                row = bench_case(case, repeats, device, clock=clock)
+                row["shape"] = f"{row['shape']} @ {n} thread{'s' if n > 1 else ''}"
+                rows.append({**row, "threads": n})
+    finally:
+        torch.set_num_threads(before)
     return pd.DataFrame(rows)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from bnexp.bench.bn import custom_path
+from bnexp.nn import batchnorm_fast as op
 from bnexp.nn import bn_kernel
 from bnexp.nn import norm as bn
 
@@ -118,7 +119,7 @@ def _layout(x, *per_channel, needs_running=False):
         None,
         None,
     )
-    return bn._kernel_layout(x, per_channel, needs_running)
+    return op._kernel_layout(x, per_channel, needs_running)
 
 
 def test_layouts_the_kernel_takes(kernel_path):
@@ -150,7 +151,7 @@ def test_inputs_the_kernel_leaves_to_torch_ops(kernel_path, monkeypatch):
     assert _layout(x, None, None, None, None, needs_running=True) is None, (
         "running estimates needed but absent"
     )
-    monkeypatch.setattr(bn, "_SMALL", 20)
+    monkeypatch.setattr(op, "_SMALL", 20)
     torch.set_num_threads(2)
     assert _layout(x) is None, "large, several threads: torch's parallel ops"
     torch.set_num_threads(1)
@@ -185,7 +186,7 @@ def _kernel_step(lib, x, w, b, rm, rv, dy, batch_stats=True, factor=0.1, eps=1e-
     n, c = x.shape
     y, stats = torch.empty_like(x), x.new_empty(2 * c)
     dx, dw, db = torch.empty_like(x), x.new_empty(c), x.new_empty(c)
-    ptr = bn._ptr
+    ptr = op._ptr
     assert (
         lib.forward[x.dtype](
             ptr(x),

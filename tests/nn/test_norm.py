@@ -5,12 +5,16 @@ Every comparison prints the largest difference it found.
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from torch import nn
 
 from bnexp.config import ModelConfig
+from bnexp.nn import batchnorm_fast as op
 from bnexp.nn import norm as bn
+from bnexp.nn.batchnorm_op import batch_norm_reference
 from bnexp.nn.models import build_model, init_weights
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
@@ -102,49 +106,79 @@ GRID = [
 ]
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("shape_name,impl", GRID, ids=[f"{n}-{i}" for n, i in GRID])
-@pytest.mark.parametrize("momentum", [0.1, None], ids=["m0.1", "mNone"])
-@pytest.mark.parametrize("track", [True, False], ids=["track", "notrack"])
-@pytest.mark.parametrize("affine", [True, False], ids=["affine", "noaffine"])
-@pytest.mark.parametrize("mode", ["train", "eval"])
-def test_matches_torch_on_the_grid(
-    mode, affine, track, momentum, shape_name, impl, dtype, request, monkeypatch
-):
-    request.getfixturevalue("kernel_path" if impl == "kernel" else "ops_path")
+def _grid_case(mode, affine, track, momentum, shape_name, impl, dtype):
     shape, spatial, channels_last = SHAPES[shape_name]
-    if "sliced" in shape_name:  # the large-input path, single-threaded: a few rows per slice
-        monkeypatch.setattr(bn, "_SMALL", 20)
-        monkeypatch.setattr(bn, "_SLICE", 20)
-        torch.set_num_threads(1)
-    ours, theirs = pair(
-        spatial,
-        dtype,
-        num_features=shape[1],
-        momentum=momentum,
-        affine=affine,
-        track_running_stats=track,
-    )
-    run_steps(
-        ours,
-        theirs,
-        mode,
-        shape,
-        channels_last,
-        dtype,
-        TOL[dtype],
-        torch.Generator().manual_seed(0),
-        impl=impl,
-    )
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        if "sliced" in shape_name:  # the large-input path, single-threaded: a few rows per slice
+            mp.setattr(op, "_SMALL", 20)
+            mp.setattr(op, "_SLICE", 20)
+            torch.set_num_threads(1)
+        ours, theirs = pair(
+            spatial,
+            dtype,
+            num_features=shape[1],
+            momentum=momentum,
+            affine=affine,
+            track_running_stats=track,
+        )
+        run_steps(
+            ours,
+            theirs,
+            mode,
+            shape,
+            channels_last,
+            dtype,
+            TOL[dtype],
+            torch.Generator().manual_seed(0),
+            impl=impl,
+        )
+        torch.set_num_threads(threads)
+
+
+def _run_grid(impl, dtype, shapes, request) -> int:
+    """Every (mode, affine, track, momentum, shape) case of `impl` in `shapes`, in one test; a
+    failure names its case. Returns the number of cases run."""
+    request.getfixturevalue("kernel_path" if impl == "kernel" else "ops_path")
+    done = 0
+    for mode, affine, track, momentum, name in itertools.product(
+        ("train", "eval"), (True, False), (True, False), (0.1, None), shapes
+    ):
+        if (name, impl) not in GRID:
+            continue
+        case = f"{mode}, affine={affine}, track={track}, momentum={momentum}, {name}, {impl}"
+        try:
+            _grid_case(mode, affine, track, momentum, name, impl, dtype)
+        except AssertionError as e:
+            raise AssertionError(f"case [{case}, {dtype}]: {e}") from None
+        done += 1
+    return done
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("impl", ["kernel", "ops"])
+def test_matches_torch_on_a_corner_of_the_grid(impl, dtype, request, monkeypatch):
+    """The fast part of the grid: every flag combination on (N,C) and channels_last."""
+    assert _run_grid(impl, dtype, ["(N,C)", "channels_last"], request) == 32
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("impl", ["kernel", "ops"])
+def test_matches_torch_on_the_grid(impl, dtype, request, monkeypatch):
+    """The whole 6-way grid (mode x affine x track x momentum x shape x implementation), per
+    implementation and dtype: 16 flag combinations on each of the shapes."""
+    want = 16 * sum(1 for name, i in GRID if i == impl)
+    assert _run_grid(impl, dtype, list(SHAPES), request) == want
 
 
 def test_large_inputs_are_sliced_only_single_threaded(monkeypatch):
-    monkeypatch.setattr(bn, "_SLICE", 20)
+    monkeypatch.setattr(op, "_SLICE", 20)
     torch.set_num_threads(1)
-    assert len(bn._slices(torch.randn(4, 5, 6, 3))) == 4  # 90 values per example > 20: one each
-    assert len(bn._slices(torch.randn(16, 5))) == 4  # 4 rows of 5 per slice
+    assert len(op._slices(torch.randn(4, 5, 6, 3))) == 4  # 90 values per example > 20: one each
+    assert len(op._slices(torch.randn(16, 5))) == 4  # 4 rows of 5 per slice
     torch.set_num_threads(2)
-    assert len(bn._slices(torch.randn(16, 5))) == 1
+    assert len(op._slices(torch.randn(16, 5))) == 1
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -153,8 +187,8 @@ def test_large_inputs_are_sliced_only_single_threaded(monkeypatch):
 def test_large_input_path_matches_torch(impl, shape_name, threads, request, monkeypatch):
     """Inputs above _SMALL: the kernel takes them on one thread only; the torch ops otherwise."""
     request.getfixturevalue("kernel_path" if impl == "kernel" else "ops_path")
-    monkeypatch.setattr(bn, "_SMALL", 20)
-    monkeypatch.setattr(bn, "_SLICE", 20)
+    monkeypatch.setattr(op, "_SMALL", 20)
+    monkeypatch.setattr(op, "_SLICE", 20)
     torch.set_num_threads(threads)
     shape, spatial, channels_last = SHAPES[shape_name]
     took = "kernel" if impl == "kernel" and threads == 1 else "ops"
@@ -190,9 +224,9 @@ def test_reference_path_matches_the_analytic_backward(impl, request):
             torch.tensor(0),
         )
         if fn == "analytic":
-            y = bn.BatchNormFunction.apply(xi, wi, bi, rm, rv, True, 0.1, 1e-5)
+            y = op.BatchNormFunction.apply(xi, wi, bi, rm, rv, True, 0.1, 1e-5)
         else:
-            y = bn.batch_norm_reference(xi, rm, rv, wi, bi, True, 0.1, 1e-5, nbt)
+            y = batch_norm_reference(xi, rm, rv, wi, bi, True, 0.1, 1e-5, nbt)
         y.backward(dy)
         grads.append((y, xi.grad, wi.grad, bi.grad, rm, rv))
     for name, ours, ref in zip(
@@ -214,7 +248,7 @@ def test_gradcheck(shape, mode, impl, request):
     rv = torch.rand(shape[1], generator=gen, dtype=torch.float64) + 0.5
 
     def f(x, w, b):  # no running update: gradcheck calls f many times
-        return bn.BatchNormFunction.apply(x, w, b, rm, rv, mode == "train", None, 1e-5)
+        return op.BatchNormFunction.apply(x, w, b, rm, rv, mode == "train", None, 1e-5)
 
     assert torch.autograd.gradcheck(f, (x, w, b))
 
@@ -228,13 +262,37 @@ def test_gradcheck_layer_without_affine(impl, request):
 
 
 @pytest.mark.parametrize("impl", ["kernel", "ops"])
-def test_double_backward_is_refused(impl, request):
+@pytest.mark.parametrize("shape", [(6, 3), (5, 3, 4), (4, 3, 3, 2)], ids=["2d", "3d", "4d"])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_gradgradcheck(shape, mode, impl, request):
+    """Second derivatives (create_graph=True runs the differentiable backward), float64."""
     request.getfixturevalue(f"{impl}_path")
-    layer = bn.BatchNorm1d(3)
-    x = torch.randn(5, 3, requires_grad=True)
-    (g,) = torch.autograd.grad(layer(x).pow(2).sum(), x, create_graph=True)
-    with pytest.raises(RuntimeError, match="once_differentiable|differentiable"):
-        g.sum().backward()
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(shape, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = (torch.rand(shape[1], generator=gen, dtype=torch.float64) + 0.5).requires_grad_()
+    b = torch.randn(shape[1], generator=gen, dtype=torch.float64, requires_grad=True)
+    rm = torch.randn(shape[1], generator=gen, dtype=torch.float64)
+    rv = torch.rand(shape[1], generator=gen, dtype=torch.float64) + 0.5
+
+    def f(x, w, b):
+        return op.BatchNormFunction.apply(x, w, b, rm, rv, mode == "train", None, 1e-5)
+
+    assert torch.autograd.gradgradcheck(f, (x, w, b))
+
+
+@pytest.mark.parametrize("impl", ["kernel", "ops"])
+def test_second_derivatives_match_torchs(impl, request):
+    """A gradient penalty: d/dθ ||dL/dx||², ours against torch's layer."""
+    request.getfixturevalue(f"{impl}_path")
+    ours, theirs = pair(False, torch.float64, num_features=3)
+    x = torch.randn(7, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    got = []
+    for layer in (ours, theirs):
+        xi = x.clone().requires_grad_()
+        (g,) = torch.autograd.grad(layer(xi).pow(3).sum(), xi, create_graph=True)
+        got.append(torch.autograd.grad(g.pow(2).sum(), (xi, layer.weight, layer.bias)))
+    for name, a, b in zip(("x", "weight", "bias"), *got, strict=True):
+        assert_close(a, b, 1e-9, f"second derivative wrt {name}")
 
 
 def test_momentum_none_is_the_two_batch_average():
@@ -279,14 +337,24 @@ def test_state_dict_round_trip(direction, track, affine):
     assert_close(dst(x), src(x), 1e-6, "eval output after loading")
 
 
-def test_old_state_dict_without_num_batches_tracked_loads():
-    sd = nn.BatchNorm1d(3).state_dict()
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_old_state_dict_keeps_the_modules_count_as_torch(momentum):
+    """A version-1 state dict (no num_batches_tracked): torch keeps the module's own count."""
+    sd = nn.BatchNorm1d(3, dtype=torch.float64).state_dict()
     del sd["num_batches_tracked"]
     sd._metadata[""]["version"] = 1
-    layer = bn.BatchNorm1d(3)
-    layer.num_batches_tracked.fill_(7)
-    layer.load_state_dict(sd)
-    assert int(layer.num_batches_tracked) == 0
+    ours, theirs = pair(False, torch.float64, num_features=3, momentum=momentum)
+    x = torch.randn(6, 3, dtype=torch.float64)
+    for layer in (ours, theirs):
+        for _ in range(4):
+            layer(x)
+        layer.load_state_dict(
+            {k: v.double() if v.is_floating_point() else v for k, v in sd.items()}
+        )
+        assert int(layer.num_batches_tracked) == 4
+        layer(x * 2 + 1)
+    assert_close(ours.running_mean, theirs.running_mean, 1e-12, "running_mean after the load")
+    assert_close(ours.running_var, theirs.running_var, 1e-12, "running_var after the load")
 
 
 def test_buffers_and_parameters_have_torchs_shapes():

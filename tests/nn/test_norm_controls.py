@@ -170,12 +170,20 @@ def test_noise_changes_only_on_its_schedule(bn_impl):
 def test_noise_reaches_gamma_and_beta_through_the_draw(bn_impl):
     layer = bn.BatchNorm1d(3, noise=bn.NoisyBN(0.2, 0.2, 1), dtype=torch.float64)
     x = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    w = (torch.rand(3, dtype=torch.float64) + 0.5).requires_grad_()
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
 
-    def f(x):  # the same draw on every call
+    def f(x, w, b):  # the same draw on every call; γ and β as inputs, so gradcheck checks them
         layer.seed_noise(7)
-        return layer(x)
+        return torch.func.functional_call(layer, {"weight": w, "bias": b}, (x,))
 
-    assert torch.autograd.gradcheck(f, (x,))
+    assert torch.autograd.gradcheck(f, (x, w, b))
+    # and the gradients do reach γ and β through the draw: γ·s scales dγ by s
+    y = f(x, w, b)
+    y.sum().backward()
+    assert w.grad is not None and b.grad is not None
+    scale = layer._noise_draw[0]
+    assert torch.allclose(b.grad, scale * y.shape[0]), f"dβ {b.grad} != s·N {scale * 6}"
 
 
 # ----------------------------------------------------------------- eval statistics
