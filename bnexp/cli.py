@@ -352,30 +352,6 @@ def status(
         pass
 
 
-def _compare_metrics(a: Path, b: Path) -> list[str]:
-    """Differences between two metrics.csv files, one line each; [] when the bytes are equal."""
-    import pandas as pd
-
-    if a.read_bytes() == b.read_bytes():
-        return []
-    fa, fb = pd.read_csv(a), pd.read_csv(b)
-    if list(fa.columns) != list(fb.columns) or len(fa) != len(fb):
-        return [
-            f"metrics.csv: shape differs: {len(fa)} rows {list(fa.columns)} vs {len(fb)} rows {list(fb.columns)}"
-        ]
-    lines = []
-    for col in fa.columns:
-        x, y = fa[col].astype(float), fb[col].astype(float)
-        differ = ~((x == y) | (x.isna() & y.isna()))
-        if differ.any():
-            first = int(differ.to_numpy().argmax())
-            lines.append(
-                f"metrics.csv: {col}: {int(differ.sum())} of {len(x)} rows differ, max |diff| {(x - y).abs().max():.3g}, "
-                f"first at step {fa['step'].iloc[first]}: {x.iloc[first]!r} vs {y.iloc[first]!r}"
-            )
-    return lines or ["metrics.csv: bytes differ (formatting only; every value is equal)"]
-
-
 @app.command()
 def repro(
     results: ResultsArg,
@@ -389,7 +365,8 @@ def repro(
         Path | None,
         typer.Option(
             "--keep",
-            help="Write the rerun here instead of a temporary folder that is removed.",
+            help="Write the rerun here (a new or empty folder outside the results folder) "
+            "instead of a temporary folder that is removed.",
             show_default=False,
         ),
     ] = None,
@@ -398,74 +375,33 @@ def repro(
 
     The run is redone from its config.yaml in a scratch folder; metrics.csv is compared byte
     for byte and summary.json without its timings. Exits 0 when identical, 1 when anything
-    differs. The results folder is not modified.
+    differs. The results folder is not modified (a --keep folder inside it is refused).
     """
-    import json
-    import shutil
-    import tempfile
-
-    import yaml
-
-    from bnexp.config import RunConfig
-    from bnexp.config import run_id as compute_run_id
-    from bnexp.results import RunSummary
-    from bnexp.run.train import train_run
-    from bnexp.sweep.store import RunStore
+    from bnexp.run.repro import reproduce
 
     _setup_logging(False)
+
+    def on_start(rid: str, cfg, note: str | None) -> None:
+        if note:
+            err_console.print(f"[yellow]note[/]: {note}", highlight=False)
+        status.update(f"rerunning {rid} ({cfg.train.epochs} epochs)")
+
     try:
-        matches = (
-            sorted(p for p in (results / "runs").glob(f"{run_id}*") if p.is_dir())
-            if (results / "runs").is_dir()
-            else []
-        )
-        if len(matches) != 1:
-            found = (
-                "no run"
-                if not matches
-                else f"{len(matches)} runs ({', '.join(p.name for p in matches[:5])})"
-            )
-            raise BnexpError(
-                f"{results}/runs/{run_id}: {found} with that id (expected one run id or unique prefix from plan.csv)"
-            )
-        run_dir = matches[0]
-        recorded = RunStore(results).summary(run_dir.name)
-        if recorded is None or recorded.get("status") != "complete":
-            raise BnexpError(
-                f"{run_dir}: not a complete run (status: {recorded.get('status') if recorded else 'no summary.json'}); finish it with `bnexp run` first"
-            )
-        cfg = RunConfig.model_validate(yaml.safe_load((run_dir / "config.yaml").read_text()))
+        with console.status("checking the recorded run") as status:
+            done = reproduce(results, run_id, keep, on_start)
     except BnexpError as e:
         raise _fail(e) from None
-    if compute_run_id(cfg) != run_dir.name:
-        err_console.print(
-            f"[yellow]note[/]: config.yaml hashes to {compute_run_id(cfg)}, not {run_dir.name} (the schema's defaults changed since?)"
-        )
-    scratch = (
-        Path(tempfile.mkdtemp(prefix=f"bnexp-repro-{run_dir.name}-")) if keep is None else keep
-    )
-    try:
-        with console.status(f"rerunning {run_dir.name} ({cfg.train.epochs} epochs)"):
-            again = train_run(cfg, scratch, params=recorded.get("params", {}))
-        diffs = _compare_metrics(run_dir / "metrics.csv", scratch / "metrics.csv")
-        redone = json.loads((scratch / "summary.json").read_text())
-        for key in sorted(set(recorded) | set(redone)):
-            if key not in RunSummary.HOW_IT_WENT and recorded.get(key) != redone.get(key):
-                diffs.append(f"summary.json: {key}: {recorded.get(key)!r} vs {redone.get(key)!r}")
-    finally:
-        if keep is None:
-            shutil.rmtree(scratch, ignore_errors=True)
-    if diffs:
+    if done.diffs:
         console.print(
-            f"[red]differs[/]: run {run_dir.name} rerun on {again.device} (recorded vs rerun):",
+            f"[red]differs[/]: run {done.run_id} rerun on {done.device} (recorded vs rerun):",
             highlight=False,
         )
-        for line in diffs:
+        for line in done.diffs:
             console.print(f"  {line}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
-    n_rows = len((run_dir / "metrics.csv").read_text().splitlines()) - 1
     console.print(
-        f"[green]reproduced[/]: run {run_dir.name}: metrics.csv identical ({n_rows} rows), summary.json equal apart from timings",
+        f"[green]reproduced[/]: run {done.run_id}: metrics.csv identical ({done.rows} rows), "
+        "summary.json equal apart from timings",
         highlight=False,
     )
 

@@ -201,14 +201,35 @@ class TrainConfig(Strict):
     # a resumable checkpoint every N epochs (model, optimizer, data order, metrics so far); 0 = never.
     # Each costs a torch.save: on tiny models (a second per run) every epoch adds ~20%.
     checkpoint_every: NonNegativeInt = 5
-    # stop early, recorded as diverged, when a training loss exceeds this (NaN/inf always stop)
-    diverge_loss: PositiveFloat | None = None
+    # stop early, recorded as diverged, when a training step's loss is NaN/inf (always) or above a
+    # limit: a number is that loss; "<k>x" is k times the first evaluation's training loss;
+    # null (the default) means "100x"; off (or false) checks NaN/inf only. The default is null,
+    # not "100x", so that configs written before it existed keep their run ids.
+    diverge_loss: float | str | None = None
     # seed every RNG and use torch's deterministic algorithms: same config -> same metrics.csv bytes
     deterministic: bool = True
     # train the runs of one sweep cell that differ only in train.seed as one batched model
     # (bnexp.run.vectorize); each run's results equal a separate run's. Falls back, with a log
     # line, where a model or option cannot be vectorized. Not part of the run id.
     vectorize_seeds: bool = False
+
+    @field_validator("diverge_loss", mode="before")
+    @classmethod
+    def _diverge_limit(cls, v: Any) -> float | str | None:
+        """A loss > 0, "<k>x" with k > 0, off/false (YAML reads off as false), or null."""
+        if v is None or v is False or v == "off":
+            return None if v is None else "off"
+        factor = v[:-1] if isinstance(v, str) and v.endswith("x") else None
+        try:
+            number = float(v if factor is None else factor) if v is not True else 0.0
+        except (TypeError, ValueError):
+            number = 0.0
+        if not number > 0:
+            raise ValueError(
+                "expected a loss > 0, '<k>x' (k > 0 times the first evaluation's training "
+                "loss), off, or null (= 100x)"
+            )
+        return f"{number:g}x" if factor is not None else number
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self) -> TrainConfig:

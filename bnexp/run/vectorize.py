@@ -7,9 +7,9 @@ stacked along a leading seed dim S and updated in place under vmap). The stacked
 are ordinary leaf tensors of shape (S, ...); the loss is the sum of the per-seed mean losses, so
 each seed's slice of the gradient is its own run's gradient, and the optimizers used here (SGD,
 Adam) are elementwise, so one optimizer on the stacked tensors takes every seed's own step.
-Each run's folder gets config.yaml, metrics.csv, timing.csv and (last) summary.json exactly as
-`train.train_run` writes them; the times in them are those of the whole batch of seeds
-(`seeds_together` in summary.json says how many shared them).
+Each run's folder is written by its own `RunRecorder`, the one `train.train_run` uses
+(config.yaml, metrics.csv, timing.csv, summary.json last); the times in them are those of the
+whole batch of seeds (`seeds_together` in summary.json says how many shared them).
 
 Only models without BN are vectorized: BN's batched kernels round differently from the
 unbatched ones (see `why_not_vectorized`); other cells fall back to separate runs.
@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -35,18 +33,16 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from bnexp.config import PlannedRun, RunConfig
 from bnexp.data import Dataset, load_dataset
-from bnexp.io import atomic_write_json, atomic_write_text
 from bnexp.nn.models import build_model, init_weights
-from bnexp.results import METRIC_COLUMNS, TIMING_COLUMNS, RunSummary
-from bnexp.run.device import peak_memory_mb, resolve_device
-from bnexp.run.train import (
-    _CsvLog,
+from bnexp.results import RunSummary
+from bnexp.run.device import resolve_device
+from bnexp.run.recorder import Clock, RunInterrupted, RunRecorder, fractional_epoch
+from bnexp.run.step import (
     batches_of_epoch,
-    is_diverged,
-    loss_and_correct,
+    evaluate_splits,
     loss_of,
     make_optimizer,
-    target_reached,
+    steps_per_epoch,
 )
 
 log = logging.getLogger("bnexp")
@@ -111,27 +107,26 @@ def train_seeds(
     params_list: list[dict[str, Any]] | None = None,
     data: Dataset | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[RunSummary]:
     """Train runs that differ only in train.seed as one batched model; write each run's files.
 
     Raises ValueError (with the reason) when they cannot be vectorized: callers check
-    `why_not_vectorized` first and fall back to `train_run`.
+    `why_not_vectorized` first and fall back to `train_run`. `should_stop()` is asked before
+    each step, as train_run does; when it returns True this raises RunInterrupted (seeds trained
+    together keep no checkpoint: the group starts over when it runs again).
     """
     reason = why_not_vectorized(cfgs)
     if reason is not None:
         raise ValueError(f"cannot train these runs together: {reason}")
-    t_start = time.perf_counter()
+    clock = Clock()  # one for the group: the seeds share every second
     S = len(cfgs)
-    run_dirs = [Path(d) for d in run_dirs]
     params_list = params_list or [{} for _ in cfgs]
-    for cfg, d in zip(cfgs, run_dirs, strict=True):
-        d.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(
-            d / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
-        )
     cfg0, tc = cfgs[0], cfgs[0].train
     device = resolve_device(tc.device)
+    # before anything is written: a data file a user must fix (DataError) leaves no half run
     data = (data or load_dataset(cfg0.data)).to(device)
+    recs = [RunRecorder(c, d, clock) for c, d in zip(cfgs, run_dirs, strict=True)]
 
     models = []
     for cfg in cfgs:
@@ -143,71 +138,17 @@ def train_seeds(
     opt = make_optimizer(net.params.values(), tc)
     orders = [torch.Generator().manual_seed(c.train.seed) for c in cfgs]  # each seed's data order
     n_train = len(data.x_train)
-    steps_per_epoch = len(
-        batches_of_epoch(n_train, tc.batch_size, torch.Generator().manual_seed(0))
-    )
-    target = cfg0.measure.target
-    rows: list[list[dict]] = [[] for _ in range(S)]  # each seed's metrics.csv rows
-    times: list[list[dict]] = [[] for _ in range(S)]  # each seed's timing.csv rows
-    writers = [_CsvLog(d / "metrics.csv", METRIC_COLUMNS, []) for d in run_dirs]
-    timers = [_CsvLog(d / "timing.csv", TIMING_COLUMNS, []) for d in run_dirs]
-    step, train_s, eval_s = 0, 0.0, 0.0
-    active = [True] * S  # False once a seed diverged: its later steps are computed and ignored
-    reached: list[dict | None] = [None] * S
-    diverged_step: list[int | None] = [None] * S
-    last: list[dict] = [{} for _ in range(S)]
-    best = [0.0] * S
-
-    def evaluate(x_all: Tensor, y_all: Tensor) -> tuple[list[float], list[float]]:
-        """Per seed (mean loss, accuracy), batched and summed as train.evaluate does."""
-        net.base.eval()
-        loss_sum, correct = [0.0] * S, [0] * S
-        with torch.inference_mode():
-            for i in range(0, len(x_all), tc.eval_batch_size):
-                xb, yb = (
-                    data.prepare(x_all[i : i + tc.eval_batch_size]),
-                    y_all[i : i + tc.eval_batch_size],
-                )
-                logits = net(xb, shared_input=True)  # (S, B, outputs)
-                for s in range(S):
-                    loss, c = loss_and_correct(logits[s], yb, data.binary)
-                    loss_sum[s] += float(loss) * len(yb)
-                    correct[s] += int(c)
-        net.base.train()
-        n = len(x_all)
-        return [v / n for v in loss_sum], [c / n for c in correct]
+    per_epoch = steps_per_epoch(n_train, tc.batch_size)
+    for rec in recs:
+        rec.open()
 
     def record(epoch: float, seeds: list[int]) -> None:
-        nonlocal eval_s
-        t0 = time.perf_counter()
-        train_loss, train_acc = evaluate(data.x_train, data.y_train)
-        test_loss, test_acc = evaluate(data.x_test, data.y_test)
-        eval_s += time.perf_counter() - t0
+        with clock.evaluating():
+            evaluations = evaluate_splits(
+                lambda xb: net(xb, shared_input=True), net.base, data, tc.eval_batch_size
+            )
         for s in seeds:
-            row = {
-                "epoch": round(epoch, 4),
-                "step": step,
-                "lr": opt.param_groups[0]["lr"],
-                "train_loss": train_loss[s],
-                "train_acc": train_acc[s],
-                "test_loss": test_loss[s],
-                "test_acc": test_acc[s],
-            }
-            timing = {
-                "epoch": row["epoch"],
-                "step": step,
-                "wall_s": round(time.perf_counter() - t_start, 4),
-                "train_s": round(train_s, 4),
-                "eval_s": round(eval_s, 4),
-            }
-            rows[s].append(row)
-            times[s].append(timing)
-            writers[s].write(row)
-            timers[s].write(timing)
-            last[s] = row
-            best[s] = max(best[s], test_acc[s])
-            if target is not None and reached[s] is None and target_reached(target, row):
-                reached[s] = {"steps": step, "epochs": round(epoch, 4), "time_s": train_s}
+            recs[s].record(epoch, opt.param_groups[0]["lr"], evaluations[s])
 
     def batch_losses(idx: Tensor) -> Tensor:
         """(S,) mean loss of each seed on its own batch; idx: (S, B) row indices."""
@@ -216,71 +157,46 @@ def train_seeds(
         logits = net(xb)
         return vmap(lambda z, y: loss_of(z, y, data.binary))(logits, yb)
 
+    # seeds not diverged; a diverged seed's later steps are computed and ignored, as if stopped
+    active = list(range(S))
+    step = 0
     try:
-        record(0, list(range(S)))
+        record(0, active)
         for epoch in range(tc.epochs):
             chunks = [batches_of_epoch(n_train, tc.batch_size, g) for g in orders]
-            for i in range(steps_per_epoch):
-                t0 = time.perf_counter()
-                idx = torch.stack([c[i] for c in chunks]).to(device)
-                losses = batch_losses(idx)
-                opt.zero_grad(set_to_none=True)
-                losses.sum().backward()  # seeds are independent: each gets its own gradient
-                opt.step()
+            for i in range(per_epoch):
+                if should_stop is not None and should_stop():
+                    ids = ", ".join(r.run_id for r in recs)
+                    raise RunInterrupted(f"runs {ids} (trained together) stopped at step {step}")
+                with clock.training():
+                    idx = torch.stack([c[i] for c in chunks]).to(device)
+                    losses = batch_losses(idx)
+                    opt.zero_grad(set_to_none=True)
+                    losses.sum().backward()  # seeds are independent: each its own gradient
+                    opt.step()
                 step += 1
-                train_s += time.perf_counter() - t0
-                values = losses.detach().tolist()  # one host read per step, as train_run on the CPU
-                if any(is_diverged(v, tc.diverge_loss) for v in values):
-                    newly = [
-                        s for s in range(S) if active[s] and is_diverged(values[s], tc.diverge_loss)
-                    ]
-                    if newly:  # what a separate run does: stop, evaluate, record
-                        for s in newly:
-                            diverged_step[s], active[s] = step, False
-                        record(
-                            epoch + (step - epoch * steps_per_epoch) / steps_per_epoch, newly
-                        )  # where it stopped
-                        if not any(active):
-                            break
-                if (
-                    tc.eval_every_steps
-                    and step % tc.eval_every_steps == 0
-                    and step % steps_per_epoch
-                ):
-                    record(
-                        epoch + (step % steps_per_epoch) / steps_per_epoch,
-                        [s for s in range(S) if active[s]],
-                    )
-            if not any(active):
+                for s in active:
+                    recs[s].stepped()
+                values = losses.detach().tolist()  # one host read per step, as train_run on CPU
+                newly = [s for s in active if recs[s].check_losses([values[s]]) is not None]
+                if newly:  # what a separate run does: stop, evaluate where it stopped, record
+                    active = [s for s in active if s not in newly]
+                    record(fractional_epoch(epoch, step, per_epoch), newly)
+                    if not active:
+                        break
+                if tc.eval_every_steps and step % tc.eval_every_steps == 0 and step % per_epoch:
+                    record(fractional_epoch(epoch, step, per_epoch), active)
+            if not active:
                 break
-            record(epoch + 1, [s for s in range(S) if active[s]])
+            record(epoch + 1, active)
+            for s in active:
+                recs[s].epoch_done()
             if on_progress:
                 on_progress(epoch + 1, tc.epochs)
     finally:
-        for w in writers + timers:
-            w.close()
-    for s in range(S):  # complete files, rewritten whole and atomically, as train_run does
-        writers[s].finish(rows[s])
-        timers[s].finish(times[s])
-
-    wall_s = time.perf_counter() - t_start
-    summaries = []
-    for s, (cfg, d) in enumerate(zip(cfgs, run_dirs, strict=True)):
-        summary = RunSummary.from_run(
-            cfg,
-            last[s],
-            reached[s],
-            best[s],
-            diverged_step[s],
-            diverged_step[s] or step,
-            wall_s,
-            train_s,
-            eval_s,
-            str(device),
-            params_list[s],
-            seeds_together=S,
-            peak_rss_mb=peak_memory_mb(device),
-        )
-        atomic_write_json(d / "summary.json", asdict(summary))
-        summaries.append(summary)
-    return summaries
+        for rec in recs:
+            rec.close()
+    return [
+        rec.finish(device, params, seeds_together=S)
+        for rec, params in zip(recs, params_list, strict=True)
+    ]

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bnexp.config import PlannedRun
-from bnexp.run.train import RunInterrupted, train_run
+from bnexp.run.recorder import RunInterrupted
+from bnexp.run.train import train_run
 from bnexp.sweep.store import Outcome, RunStore
 
 
@@ -90,7 +91,11 @@ def execute_task(
                     [store.run_dir(r.run_id) for r in todo],
                     [r.params for r in todo],
                     on_progress=on_epoch,
+                    should_stop=should_stop,
                 )
+            except RunInterrupted:
+                seconds = time.perf_counter() - t0
+                return outcomes + [Outcome(r.run_id, "interrupted", seconds=seconds) for r in todo]
             except Exception as e:  # noqa: BLE001 - recorded, and the sweep goes on
                 error = [store.record_failure(r, e) for r in todo][0]
                 return outcomes + [

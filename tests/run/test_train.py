@@ -1,4 +1,4 @@
-"""The training loop's rules: batches, targets, pairing, binary tasks."""
+"""The training loop's rules: batches, targets, pairing, binary tasks, determinism."""
 
 from __future__ import annotations
 
@@ -54,24 +54,72 @@ def _toy_binary(n=64):
     )
 
 
-def test_paired_runs_share_data_order_and_eval_every_steps(tmp_path):
-    data = _toy_binary()
-    cfg = RunConfig.model_validate(
+def _cfg(norm: str = "none", seed: int = 0, **train) -> RunConfig:
+    return RunConfig.model_validate(
         {
-            "model": {"hidden": [8], "norm": "none"},
-            "train": {"batch_size": 16, "epochs": 2, "eval_every_steps": 2, "device": "cpu"},
+            "model": {"hidden": [8, 8], "norm": norm},
+            "train": {"batch_size": 16, "epochs": 2, "device": "cpu", "seed": seed, **train},
         }
     )
-    s1 = train_run(cfg, tmp_path / "a", data=data)
-    s2 = train_run(cfg, tmp_path / "b", data=data)
-    m1, m2 = (
-        pd.read_csv(tmp_path / "a" / "metrics.csv"),
-        pd.read_csv(tmp_path / "b" / "metrics.csv"),
-    )
+
+
+def test_same_config_twice_gives_the_same_bytes_and_eval_every_steps(tmp_path):
+    data = _toy_binary()
+    s1 = train_run(_cfg(eval_every_steps=2), tmp_path / "a", data=data)
+    s2 = train_run(_cfg(eval_every_steps=2), tmp_path / "b", data=data)
+    m1 = pd.read_csv(tmp_path / "a" / "metrics.csv")
     assert m1.step.tolist() == [0, 2, 4, 6, 8]  # 4 steps an epoch, evaluated every 2 steps
-    assert m1.equals(m2)  # same seed, same run
+    # the same code path twice (train.deterministic): the promise is the same bytes
+    assert (tmp_path / "a" / "metrics.csv").read_bytes() == (
+        tmp_path / "b" / "metrics.csv"
+    ).read_bytes()
     assert s1.steps == 8 and s1.final_train_loss == s2.final_train_loss
     assert json.loads((tmp_path / "a" / "summary.json").read_text())["device"] == "cpu"
+
+
+def test_paired_runs_share_initial_weights_and_data_order(tmp_path, monkeypatch):
+    """none vs torch of one seed: the layers both have (every Linear weight, the head's bias)
+    start equal, and every epoch visits the examples in the same order; another seed does not."""
+    import bnexp.run.train as train_module
+
+    initial: dict[str, dict] = {}
+    orders: dict[str, list] = {}
+    name = ["?"]
+    real_init, real_batches = train_module.init_weights, train_module.batches_of_epoch
+
+    def init_and_keep(model, seed):
+        real_init(model, seed)
+        initial[name[0]] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def batches_and_keep(n, batch_size, gen):
+        chunks = real_batches(n, batch_size, gen)
+        orders.setdefault(name[0], []).append(torch.cat(chunks).tolist())
+        return chunks
+
+    monkeypatch.setattr(train_module, "init_weights", init_and_keep)
+    monkeypatch.setattr(train_module, "batches_of_epoch", batches_and_keep)
+    data = _toy_binary()
+    runs = {"none": _cfg("none"), "torch": _cfg("torch"), "none seed 1": _cfg("none", seed=1)}
+    summaries = {}
+    for key, cfg in runs.items():
+        name[0] = key
+        summaries[key] = train_run(cfg, tmp_path / key.replace(" ", "_"), data=data)
+
+    shared = [k for k in initial["none"] if k in initial["torch"]]
+    assert shared == [
+        "blocks.0.weight.weight",
+        "blocks.1.weight.weight",
+        "head.weight",
+        "head.bias",
+    ]
+    for k in shared:  # the same generator draws: equal, not close
+        assert torch.equal(initial["none"][k], initial["torch"][k]), k
+    assert not torch.equal(initial["none"]["head.weight"], initial["none seed 1"]["head.weight"])
+    assert len(orders["none"]) == 2 and orders["none"] == orders["torch"]
+    assert orders["none"][0] != orders["none"][1], "each epoch draws a new permutation"
+    assert orders["none"] != orders["none seed 1"]
+    # and the pair is not the same run: BN changes what is computed from there
+    assert summaries["none"].final_train_loss != summaries["torch"].final_train_loss
 
 
 def test_uint8_batches_are_standardized_per_channel():

@@ -4,47 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
-from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
+from run_checks import assert_same_run
 
-from bnexp.config import DataConfig, RunConfig, experiment_from_dict, run_id
-from bnexp.data import load_dataset
+from bnexp.config import RunConfig, experiment_from_dict, run_id
+from bnexp.run.recorder import RunInterrupted
 from bnexp.run.train import train_run
 from bnexp.run.vectorize import group_by_seed, train_seeds, why_not_vectorized
 from bnexp.sweep.runner import run_experiment
-
-TOL = 1e-5
-SUMMARY_KEYS = [
-    "final_train_acc",
-    "final_test_acc",
-    "final_train_loss",
-    "final_test_loss",
-    "best_test_acc",
-    "steps_to_target",
-    "epochs_to_target",
-    "diverged",
-    "diverged_step",
-    "steps",
-    "epochs",
-    "seed",
-    "run_id",
-]
-
-
-@pytest.fixture(scope="module")
-def small_digits():
-    d = load_dataset(DataConfig())
-    return replace(
-        d,
-        x_train=d.x_train[:300],
-        y_train=d.y_train[:300],
-        x_test=d.x_test[:100],
-        y_test=d.y_test[:100],
-    )
 
 
 def cfg_for(seed: int, activation: str = "sigmoid", **train) -> RunConfig:
@@ -66,29 +34,14 @@ def cfg_for(seed: int, activation: str = "sigmoid", **train) -> RunConfig:
     )
 
 
-def assert_same_run(sep: Path, vec: Path, same_config: bool = True) -> None:
-    a = pd.read_csv(sep / "metrics.csv")
-    b = pd.read_csv(vec / "metrics.csv")
-    assert list(a.columns) == list(b.columns) and a.shape == b.shape, f"{a.shape} vs {b.shape}"
-    diff = np.nanmax(np.abs(a.to_numpy(float) - b.to_numpy(float)))
-    assert np.array_equal(np.isnan(a.to_numpy(float)), np.isnan(b.to_numpy(float)))
-    assert diff <= TOL, f"metrics.csv differ by {diff:.3g} (> {TOL}) in {vec}"
-    sa, sb = (
-        json.loads((sep / "summary.json").read_text()),
-        json.loads((vec / "summary.json").read_text()),
-    )
-    for k in SUMMARY_KEYS:
-        x, y = sa[k], sb[k]
-        if isinstance(x, float):
-            assert abs(x - y) <= TOL or (np.isnan(x) and np.isnan(y)), f"summary {k}: {x} vs {y}"
-        else:
-            assert x == y, f"summary {k}: {x!r} vs {y!r}"
-    if same_config:
-        assert (sep / "config.yaml").read_text() == (vec / "config.yaml").read_text()
-
-
 @pytest.mark.parametrize(
-    "extra", [{}, {"eval_every_steps": 3}, {"optimizer": "adam", "lr": 0.01, "momentum": 0.0}]
+    "extra",
+    [
+        {},
+        pytest.param({"eval_every_steps": 3}, marks=pytest.mark.slow),
+        pytest.param({"optimizer": "adam", "lr": 0.01, "momentum": 0.0}, marks=pytest.mark.slow),
+    ],
+    ids=["sgd", "eval-every-3-steps", "adam"],
 )
 def test_vectorized_seeds_equal_separate_runs(tmp_path, small_digits, extra):
     cfgs = [cfg_for(s, **extra) for s in (0, 1, 5)]
@@ -131,16 +84,57 @@ def test_vectorized_cnn_equals_separate_runs(tmp_path, small_digits):
         assert_same_run(tmp_path / f"sep{c.train.seed}", tmp_path / f"vec{c.train.seed}")
 
 
-def test_divergence_of_one_seed_is_recorded_as_a_separate_run_would(tmp_path, small_digits):
-    cfgs = [cfg_for(s, "relu", lr=10.0) for s in (0, 1, 2, 3)]
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "lr, diverge_loss",
+    [(10.0, "off"), (3.0, None)],
+    ids=["nan-or-inf-only", "default-100x-first-loss"],
+)
+def test_divergence_of_one_seed_is_recorded_as_a_separate_run_would(
+    tmp_path, small_digits, lr, diverge_loss
+):
+    cfgs = [cfg_for(s, "relu", lr=lr, diverge_loss=diverge_loss) for s in (0, 1, 2, 3)]
     seps = [train_run(c, tmp_path / f"sep{c.train.seed}", data=small_digits) for c in cfgs]
     diverged = [s.diverged for s in seps]
     assert any(diverged) and not all(diverged), (
-        f"precondition: lr=10 should make some seeds diverge: {diverged}"
+        f"precondition: lr={lr} should make some seeds diverge, not all: {diverged}"
     )
     train_seeds(cfgs, [tmp_path / f"vec{c.train.seed}" for c in cfgs], data=small_digits)
     for c in cfgs:
         assert_same_run(tmp_path / f"sep{c.train.seed}", tmp_path / f"vec{c.train.seed}")
+
+
+def test_should_stop_interrupts_seeds_trained_together(tmp_path, small_digits):
+    """As train_run: asked before each step; RunInterrupted, and no run counts as complete."""
+    cfgs = [cfg_for(s, epochs=3) for s in (0, 1)]
+    asked = []
+
+    def should_stop() -> bool:
+        asked.append(1)
+        return len(asked) > 6  # 5 steps an epoch (300 / 64): stop in the second epoch
+
+    dirs = [tmp_path / f"vec{c.train.seed}" for c in cfgs]
+    with pytest.raises(RunInterrupted, match="stopped at step 6"):
+        train_seeds(cfgs, dirs, data=small_digits, should_stop=should_stop)
+    for d in dirs:
+        assert not (d / "summary.json").exists()
+        rows = (d / "metrics.csv").read_text().splitlines()
+        assert len(rows) == 3, rows  # header, step 0, end of epoch 1: what was measured stays
+
+
+def test_execute_task_reports_an_interrupted_group_as_interrupted(tmp_path):
+    from bnexp.config import expand
+    from bnexp.sweep.execute import execute_task
+    from bnexp.sweep.store import RunStore
+
+    raw = _exp(True)
+    raw["sweep"] = {"train.seed": [0, 1]}
+    task = expand(experiment_from_dict(raw))
+    assert why_not_vectorized([r.config for r in task]) is None, "precondition: one group"
+    outcomes = execute_task(tmp_path, task, should_stop=lambda: True)
+    assert [o.status for o in outcomes] == ["interrupted", "interrupted"], outcomes
+    store = RunStore(tmp_path)
+    assert all(store.summary(r.run_id) is None for r in task), "an interrupted run is not done"
 
 
 def test_why_not_vectorized_gives_reasons():
@@ -177,6 +171,7 @@ def _exp(vectorize: bool) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_sweep_groups_seeds_and_falls_back_with_a_log_line(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="bnexp"):
         res = run_experiment(experiment_from_dict(_exp(True)), _exp(True), tmp_path / "v")

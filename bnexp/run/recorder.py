@@ -1,0 +1,307 @@
+"""`RunRecorder`: everything one run leaves in its folder, written in one place for both
+training loops (`train.train_run`, one run; `vectorize.train_seeds`, one recorder per seed).
+
+run_dir/
+  config.yaml    the resolved config, written first
+  metrics.csv    one row per evaluation. A pure function of the config: with train.deterministic
+                 the same config gives the same bytes, which is why wall times are not in it but in
+  timing.csv     epoch, step, wall_s, train_s, eval_s per evaluation (machine- and load-dependent)
+  checkpoint.pt  every train.checkpoint_every epochs while the run is in progress, removed at the end
+  summary.json   written last, atomically: its presence means the run is complete
+
+metrics.csv and timing.csv grow row by row (flushed, so they can be watched) and are rewritten
+whole and atomically before summary.json. The recorder also keeps the best test accuracy, the
+first evaluation that met `measure.target`, the divergence rule and the checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from bnexp.config import RunConfig, TargetConfig, run_id
+from bnexp.io import atomic_write_json, atomic_write_text
+from bnexp.results import (
+    CHECKPOINT,
+    CONFIG,
+    METRIC_COLUMNS,
+    METRICS,
+    SUMMARY,
+    TIMING,
+    TIMING_COLUMNS,
+    RunSummary,
+)
+from bnexp.run.checkpoint import load_checkpoint, save_checkpoint
+from bnexp.run.device import peak_memory_mb
+
+log = logging.getLogger("bnexp")
+
+# train.diverge_loss: null means this many times the first evaluation's training loss (at
+# initialisation, ~ln(classes)): a network whose loss rose 100-fold is not training, and no
+# healthy run of the shipped configs comes near it (their evaluated losses stay below 1.2x)
+DEFAULT_DIVERGE_FACTOR = 100.0
+
+
+class RunInterrupted(Exception):
+    """`should_stop()` asked the run to stop; its last checkpoint stays for a resume."""
+
+
+def target_reached(target: TargetConfig, row: dict[str, float]) -> bool:
+    value = row[target.metric]
+    return value >= target.value if target.metric.endswith("_acc") else value <= target.value
+
+
+def diverge_limit(setting: float | str | None, first_train_loss: float) -> float:
+    """The training loss above which a run counts as diverged (inf: never, by size alone).
+
+    `setting` is train.diverge_loss: a loss, "<k>x" (k times the first evaluation's training
+    loss), "off", or None (= DEFAULT_DIVERGE_FACTOR times that loss).
+    """
+    if setting == "off":
+        return math.inf
+    if setting is None or isinstance(setting, str):
+        factor = DEFAULT_DIVERGE_FACTOR if setting is None else float(setting[:-1])
+        return factor * first_train_loss if math.isfinite(first_train_loss) else math.inf
+    return float(setting)
+
+
+def is_diverged(loss: float, limit: float) -> bool:
+    """NaN or inf loss, or a loss above the limit."""
+    return not math.isfinite(loss) or loss > limit
+
+
+def fractional_epoch(epoch: int, step: int, steps_per_epoch: int) -> float:
+    """Where `step` falls, in epochs, during 0-based `epoch` (for evaluations mid-epoch)."""
+    return epoch + (step - epoch * steps_per_epoch) / steps_per_epoch
+
+
+class Clock:
+    """Seconds spent by one run (or by a group of seeds trained together, which share one),
+    across resumes: wall time, optimizer steps only (train_s), evaluations only (eval_s)."""
+
+    def __init__(self) -> None:
+        self.t_start = time.perf_counter()
+        self.wall_before, self.train_s, self.eval_s = 0.0, 0.0, 0.0
+
+    def elapsed(self) -> float:
+        return self.wall_before + time.perf_counter() - self.t_start
+
+    @contextmanager
+    def training(self) -> Iterator[None]:
+        t0 = time.perf_counter()
+        yield
+        self.train_s += time.perf_counter() - t0
+
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        t0 = time.perf_counter()
+        yield
+        self.eval_s += time.perf_counter() - t0
+
+
+@dataclass
+class Progress:
+    """Where a run stands. With the model, optimizer and RNG states it is a checkpoint."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # optimizer steps taken
+    rows: list[dict] = field(default_factory=list)  # metrics.csv rows so far
+    timing: list[dict] = field(default_factory=list)  # timing.csv rows so far
+    train_s: float = 0.0
+    eval_s: float = 0.0
+    wall_s: float = 0.0  # run time so far, across resumes
+    reached: dict | None = None  # {"steps", "epochs", "time_s"} when measure.target was first met
+    best_test_acc: float = 0.0
+    diverged_step: int | None = None
+
+
+def _csv_text(columns: list[str], rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: r[k] for k in columns} for r in rows)
+    return buf.getvalue()
+
+
+class _CsvLog:
+    """A CSV that grows row by row (flushed, so a crash keeps what was measured and `tail -f`
+    shows progress). It starts as an atomic write of `rows` (a resume's rows so far) and
+    `finish()` rewrites it whole and atomically, so a complete run's file is never partial."""
+
+    def __init__(self, path: Path, columns: list[str], rows: list[dict]):
+        self.path, self.columns = path, columns
+        atomic_write_text(path, _csv_text(columns, rows))
+        self.file = path.open("a", newline="")
+        self.writer = csv.DictWriter(self.file, fieldnames=columns, lineterminator="\n")
+
+    def write(self, row: dict) -> None:
+        self.writer.writerow({k: row[k] for k in self.columns})
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+    def finish(self, rows: list[dict]) -> None:
+        self.close()
+        atomic_write_text(self.path, _csv_text(self.columns, rows))
+
+
+class RunRecorder:
+    """One run's folder and bookkeeping. The loop owns the model and the clock's stopwatch; it
+    calls, in order: `resume(...)` (optional), `open()`, then per evaluation `record(...)`, per
+    step `stepped()` and `check_losses(...)`, per epoch `epoch_done(...)`, and at the end
+    `finish(...)` (or `close()` if the run ends by an exception)."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, clock: Clock):
+        self.cfg, self.run_dir, self.clock = cfg, Path(run_dir), clock
+        self.run_id = run_id(cfg)
+        self.prog = Progress()
+        self.resumed_from: int | None = None  # the epoch of the checkpoint it resumed from
+        self._logs: tuple[_CsvLog, _CsvLog] | None = None
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        config = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+        atomic_write_text(self.run_dir / CONFIG, config)
+
+    # ---- checkpoint -------------------------------------------------------------------------
+
+    def resume(
+        self,
+        model: nn.Module,
+        opt: torch.optim.Optimizer,
+        order: torch.Generator,
+        device: torch.device,
+    ) -> None:
+        """Continue from checkpoint.pt if it is an intact checkpoint of this run (else a warning
+        and a fresh start); model, optimizer and RNGs are restored in place."""
+        path = self.run_dir / CHECKPOINT
+        if not path.exists():
+            return
+        state = load_checkpoint(path, self.run_id, model, opt, order, device)
+        if state is None:
+            return
+        self.prog = Progress(**state)
+        self.resumed_from = self.prog.epoch
+        self.clock.wall_before = self.prog.wall_s
+        self.clock.train_s, self.clock.eval_s = self.prog.train_s, self.prog.eval_s
+        log.info(
+            "run %s: resuming from its checkpoint after epoch %d", self.run_id, self.prog.epoch
+        )
+
+    def epoch_done(
+        self,
+        model: nn.Module | None = None,
+        opt: torch.optim.Optimizer | None = None,
+        order: torch.Generator | None = None,
+    ) -> None:
+        """One more epoch completed; with the model, optimizer and data order, a checkpoint every
+        train.checkpoint_every epochs (not after the last: the run is about to finish). Seeds
+        trained together pass none: their state is one stacked model, not this run's."""
+        self.prog.epoch += 1
+        tc = self.cfg.train
+        if model is not None and tc.checkpoint_every and self.prog.epoch % tc.checkpoint_every == 0:
+            if self.prog.epoch < tc.epochs:
+                p = self.prog
+                p.wall_s, p.train_s, p.eval_s = (
+                    self.clock.elapsed(),
+                    self.clock.train_s,
+                    self.clock.eval_s,
+                )
+                save_checkpoint(
+                    self.run_dir / CHECKPOINT, self.run_id, model, opt, order, asdict(p)
+                )
+
+    # ---- rows ---------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Start metrics.csv and timing.csv with the rows so far (a resume's, else none)."""
+        self._logs = (
+            _CsvLog(self.run_dir / METRICS, METRIC_COLUMNS, self.prog.rows),
+            _CsvLog(self.run_dir / TIMING, TIMING_COLUMNS, self.prog.timing),
+        )
+
+    def record(self, epoch: float, lr: float, evaluation: dict[str, float]) -> None:
+        """One evaluation (train_loss, train_acc, test_loss, test_acc) at the current step."""
+        p, clock = self.prog, self.clock
+        row = {"epoch": round(epoch, 4), "step": p.step, "lr": lr, **evaluation}
+        times = {
+            "epoch": row["epoch"],
+            "step": p.step,
+            "wall_s": round(clock.elapsed(), 4),
+            "train_s": round(clock.train_s, 4),
+            "eval_s": round(clock.eval_s, 4),
+        }
+        p.rows.append(row)
+        p.timing.append(times)
+        metrics, timing = self._logs
+        metrics.write(row)
+        timing.write(times)
+        p.best_test_acc = max(p.best_test_acc, row["test_acc"])
+        target = self.cfg.measure.target
+        if target is not None and p.reached is None and target_reached(target, row):
+            p.reached = {"steps": p.step, "epochs": row["epoch"], "time_s": clock.train_s}
+
+    # ---- steps and divergence -----------------------------------------------------------------
+
+    def stepped(self) -> None:
+        self.prog.step += 1
+
+    @property
+    def diverged(self) -> bool:
+        return self.prog.diverged_step is not None
+
+    def check_losses(self, losses: list[float]) -> int | None:
+        """Training losses of the last len(losses) steps (the latest is the current step),
+        oldest first: the first diverged step, recorded, or None. The limit is set by
+        train.diverge_loss and the first evaluation's training loss (`diverge_limit`)."""
+        limit = diverge_limit(self.cfg.train.diverge_loss, self.prog.rows[0]["train_loss"])
+        first = self.prog.step - len(losses) + 1
+        hit = next((first + i for i, v in enumerate(losses) if is_diverged(v, limit)), None)
+        self.prog.diverged_step = hit
+        return hit
+
+    # ---- the end ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the growing CSVs (what was measured stays on disk); safe to call twice."""
+        if self._logs is not None:
+            for csv_log in self._logs:
+                csv_log.close()
+
+    def finish(self, device: torch.device, params: dict[str, Any] | None, **extra) -> RunSummary:
+        """Rewrite metrics.csv and timing.csv whole, write summary.json (last, atomically) and
+        remove the checkpoint. `extra`: further RunSummary fields (e.g. seeds_together)."""
+        metrics, timing = self._logs
+        metrics.finish(self.prog.rows)
+        timing.finish(self.prog.timing)
+        p = self.prog
+        summary = RunSummary.from_run(
+            self.cfg,
+            p.rows[-1],
+            p.reached,
+            p.best_test_acc,
+            p.diverged_step,
+            p.step,
+            self.clock.elapsed(),
+            self.clock.train_s,
+            self.clock.eval_s,
+            str(device),
+            params,
+            resumed_from_epoch=self.resumed_from,
+            peak_rss_mb=peak_memory_mb(device),
+            **extra,
+        )
+        atomic_write_json(self.run_dir / SUMMARY, asdict(summary))
+        (self.run_dir / CHECKPOINT).unlink(missing_ok=True)
+        return summary

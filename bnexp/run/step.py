@@ -1,0 +1,120 @@
+"""What a training step and an evaluation are, written once for `train.train_run` (one model)
+and `vectorize.train_seeds` (S models stacked): optimizer, loss, data order, evaluation, seeding.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from bnexp.config import TrainConfig
+from bnexp.data import Dataset
+
+
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov,
+            weight_decay=cfg.weight_decay,
+        )
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def loss_of(logits: Tensor, y: Tensor, binary: bool) -> Tensor:
+    """Mean loss only (the training step needs no accuracy: no argmax per step)."""
+    if binary:
+        z = logits.squeeze(1)
+        return nn.functional.binary_cross_entropy_with_logits(z, y.to(z.dtype))
+    return nn.functional.cross_entropy(logits, y)
+
+
+def loss_and_correct(logits: Tensor, y: Tensor, binary: bool) -> tuple[Tensor, Tensor]:
+    """Mean loss and number of correct predictions. Binary: logits (N, 1), threshold 0."""
+    predicted = (logits.squeeze(1) > 0).long() if binary else logits.argmax(1)
+    return loss_of(logits, y, binary), (predicted == y).sum()
+
+
+def batches_of_epoch(n: int, batch_size: int, gen: torch.Generator) -> list[Tensor]:
+    """Index batches of one epoch: a seeded permutation cut into batch_size pieces.
+
+    A final batch of one example is dropped: BN cannot train on one value per channel. It is
+    dropped for every norm variant, so paired runs take the same steps on the same data.
+    """
+    perm = torch.randperm(n, generator=gen)
+    chunks = list(perm.split(batch_size))
+    if len(chunks[-1]) == 1 and n > 1:
+        chunks.pop()
+    return chunks
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    return len(batches_of_epoch(n_train, batch_size, torch.Generator().manual_seed(0)))
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """module.eval() inside (BN uses its running statistics), its old mode restored after."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+@torch.inference_mode()
+def evaluate(
+    forward: Callable[[Tensor], Tensor], data: Dataset, x: Tensor, y: Tensor, batch_size: int
+) -> list[tuple[float, float]]:
+    """(mean loss, accuracy) over all of x for each of S models; `forward(xb)` returns their
+    logits, (S, B, outputs), for one shared batch xb (one model: S = 1)."""
+    loss_sum: list[float] = []
+    correct: list[int] = []
+    for i in range(0, len(x), batch_size):
+        xb, yb = data.prepare(x[i : i + batch_size]), y[i : i + batch_size]
+        logits = forward(xb)
+        if not loss_sum:
+            loss_sum, correct = [0.0] * len(logits), [0] * len(logits)
+        for s in range(len(logits)):
+            loss, c = loss_and_correct(logits[s], yb, data.binary)
+            loss_sum[s] += float(loss) * len(yb)
+            correct[s] += int(c)
+    return [(v / len(x), c / len(x)) for v, c in zip(loss_sum, correct, strict=True)]
+
+
+def evaluate_splits(
+    forward: Callable[[Tensor], Tensor], module: nn.Module, data: Dataset, batch_size: int
+) -> list[dict[str, float]]:
+    """Per model, the four numbers of a metrics.csv row, with `module` in eval mode."""
+    with eval_mode(module):
+        train = evaluate(forward, data, data.x_train, data.y_train, batch_size)
+        test = evaluate(forward, data, data.x_test, data.y_test, batch_size)
+    return [
+        {"train_loss": tl, "train_acc": ta, "test_loss": sl, "test_acc": sa}
+        for (tl, ta), (sl, sa) in zip(train, test, strict=True)
+    ]
+
+
+def set_determinism(seed: int, deterministic: bool) -> None:
+    """Seed Python's, numpy's and torch's global RNGs; turn torch's deterministic algorithms on/off.
+
+    warn_only: an op without a deterministic kernel (a few CUDA backward ops) warns instead of
+    failing the run; `bnexp repro` is the check that a run really is reproducible.
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # CPU and every CUDA device
+    if deterministic:
+        # cuBLAS needs it to be deterministic
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
