@@ -87,9 +87,7 @@ def test_the_hparams_table_holds_the_swept_keys_and_the_final_metrics(sweep):
         assert {"train.batch_size", "train.lr"} <= set(hparams)
     (root,) = [run for run, tags in content.items() if hp_metadata.EXPERIMENT_TAG in tags]
     assert root == "tensorboard"
-    experiment = hp_metadata.parse_experiment_plugin_data(
-        content[root][hp_metadata.EXPERIMENT_TAG]
-    )
+    experiment = hp_metadata.parse_experiment_plugin_data(content[root][hp_metadata.EXPERIMENT_TAG])
     keys = {h.name: h for h in experiment.hparam_infos}
     assert {"model.norm", "train.seed"} <= set(keys)
     norms = sorted(v.string_value for v in keys["model.norm"].domain_discrete.values)
