@@ -67,9 +67,13 @@ class MlflowTracker:
                 self.client.restore_experiment(self.experiment_id)
         self.parent = self._parent(experiment)
         # run id -> (MLflow run id, status) of the children already in the store
-        self.children = {
+        self.children = self._find_children()
+
+    def _find_children(self, also: str = "") -> dict[str, tuple[str, str]]:
+        runs = self._search(f"tags.`mlflow.parentRunId` = '{self.parent}'{also}")
+        return {
             r.data.tags[RUN_ID]: (r.info.run_id, r.info.status)
-            for r in self._search(f"tags.`mlflow.parentRunId` = '{self.parent}'")
+            for r in runs
             if RUN_ID in r.data.tags
         }
 
@@ -110,6 +114,8 @@ class MlflowTracker:
         """Log one complete run (a bnexp.track.RunFiles) as a child of the sweep's run."""
         from mlflow.entities import Metric, Param
 
+        if run.run_id not in self.children:  # another process on this folder may have logged it
+            self.children.update(self._find_children(f" and tags.`{RUN_ID}` = '{run.run_id}'"))
         mlflow_id, status = self.children.get(run.run_id, (None, None))
         if status == "FINISHED":
             return

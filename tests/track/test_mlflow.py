@@ -135,6 +135,23 @@ def test_logging_again_duplicates_nothing(sweep):
         assert len(client.get_metric_history(rid, "test_acc")) == 3  # 2 epochs + step 0
 
 
+def test_two_processes_on_one_folder_log_each_run_once(sweep):
+    """Two `bnexp run` sharing a sweep: both open before either logs; each logs what it finished,
+    then each syncs the folder. Nothing is logged twice."""
+    a = Trackers(sweep, TrackConfig(mlflow={}), "tiny")
+    b = Trackers(sweep, TrackConfig(mlflow={}), "tiny")
+    ids = sorted(p.name for p in (sweep / "runs").iterdir())
+    for rid in ids[:2]:
+        a.log_run(rid)
+    for rid in ids[2:]:
+        b.log_run(rid)
+    a.close()
+    b.close()
+    df = _runs(sweep)
+    assert len(df) == 5, df[["run_id", "tags.mlflow.runName"]]
+    assert sorted(_children(df)["tags.bnexp.run_id"]) == ids
+
+
 def test_logging_cut_off_half_way_is_completed_in_place(sweep, monkeypatch):
     """A child left RUNNING (params and metrics logged, the artifacts not) is finished on the next
     call, as the same MLflow run, and the metrics logged twice stay one point per step."""
