@@ -155,8 +155,10 @@ def run(
         list[str] | None,
         typer.Option(
             "--track",
+            metavar="NAME",
             help="Also log each finished run to mlflow (default store: OUT/<name>/mlflow.db) or "
-            "tensorboard (OUT/<name>/tensorboard/), as the config's track: section does. Repeatable.",
+            "tensorboard (OUT/<name>/tensorboard/), as the config's track: section does. "
+            "Repeatable.",
             show_default=False,
         ),
     ] = None,
