@@ -151,6 +151,17 @@ def run(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Log data shapes and per-run notes.")
     ] = False,
+    track: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--track",
+            metavar="NAME",
+            help="Also log each finished run to mlflow (default store: OUT/<name>/mlflow.db) or "
+            "tensorboard (OUT/<name>/tensorboard/), as the config's track: section does. "
+            "Repeatable.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run an experiment: every run of its sweep, then summary.csv and the report (see `bnexp report`).
 
@@ -161,6 +172,7 @@ def run(
     """
     from bnexp.report import build_report, print_report
     from bnexp.sweep.runner import resume_command, run_experiment
+    from bnexp.track import Trackers, with_trackers
 
     _setup_logging(verbose)
     try:
@@ -168,6 +180,7 @@ def run(
         if dry_run:
             console.print(_plan_table(expand(exp), out / exp.name))
             return
+        trackers = Trackers(out / exp.name, with_trackers(exp.track, track), exp.name)
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -194,6 +207,7 @@ def run(
 
             def on_outcome(o: Outcome) -> None:
                 progress.advance(tasks["runs"])
+                trackers.log_run(o.run_id)
                 if o.status == "failed":
                     progress.console.print(f"[red]failed[/] {o.run_id}: {o.error}", highlight=False)
 
@@ -229,6 +243,9 @@ def run(
             print_report(build_report(result.results_dir), console)
         except BnexpError as e:
             raise _fail(e) from None
+    trackers.close(interrupted=result.interrupted)
+    for line in trackers.where():
+        console.print(f"tracked: {line}", highlight=False, soft_wrap=True)
     if result.diverged:
         console.print(
             f"[yellow]diverged[/]: {len(result.diverged)} run(s) stopped early on a NaN/inf or too-large loss: {', '.join(result.diverged)}"

@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from bnexp.errors import BnexpError
+from bnexp.errors import BnexpError, Problem
 
 # --------------------------------------------------------------------------- schema
 
@@ -318,8 +318,27 @@ class RunConfig(Strict):
         return self
 
 
+class MlflowTrackConfig(Strict):
+    tracking_uri: str | None = None  # None: sqlite:///<out>/<name>/mlflow.db, beside the results
+    experiment: str | None = None  # the MLflow experiment; None: the experiment's name
+
+
+class TrackConfig(Strict):
+    """Where finished runs are also logged (bnexp.track). Not part of any run id."""
+
+    mlflow: MlflowTrackConfig | None = None  # `mlflow: true` for the defaults
+    tensorboard: bool = False  # event files under <out>/<name>/tensorboard/<run_id>/
+
+    @field_validator("mlflow", mode="before")
+    @classmethod
+    def _mlflow_switch(cls, v: Any) -> Any:
+        return {} if v is True else None if v is False else v
+
+
 class ExperimentConfig(RunConfig):
     sweep: dict[str, list[Any]] = Field(default_factory=dict)  # dotted key -> values
+    # how finished runs are also logged (MLflow, TensorBoard): not what they compute, no run id
+    track: TrackConfig = Field(default_factory=TrackConfig)
 
 
 # --------------------------------------------------------------------------- errors
@@ -331,6 +350,11 @@ class ConfigError(BnexpError):
     def __init__(self, problems: list[str]):
         self.problems = problems
         super().__init__("\n".join(problems))
+
+    @property
+    def details(self) -> list[Problem]:
+        """Each problem as data (file, line, key, message), for programs (bnexp.validate)."""
+        return [Problem.parse(p) for p in self.problems]
 
 
 # --------------------------------------------------------------------------- YAML
@@ -514,7 +538,11 @@ def read_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
         raise ConfigError([f"{path}: file not found (expected an experiment YAML file)"])
     if path.is_dir():
         raise ConfigError([f"{path}: is a folder (expected an experiment YAML file)"])
-    text = path.read_text(encoding="utf-8")
+    return parse_yaml(path.read_text(encoding="utf-8"), path)
+
+
+def parse_yaml(text: str, path: str | Path = "<yaml>") -> tuple[dict, dict[tuple, int]]:
+    """The mapping in YAML text and its line map; `path` names it in errors."""
     try:
         node = yaml.compose(text, Loader=_Loader)
         raw = yaml.load(text, Loader=_Loader)
@@ -598,6 +626,7 @@ def _all_dotted_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 
 SWEEPABLE = [k for k in _all_dotted_keys(RunConfig) if k != "name"]
+NOT_RUN_KEYS = ("sweep", "track")  # an experiment's keys that no run config holds
 
 
 def _sweep_key_problems(sweep: dict, source: Source) -> list[str]:
@@ -617,7 +646,7 @@ def _sweep_key_problems(sweep: dict, source: Source) -> list[str]:
 def _sweep_value_problems(raw: dict, sweep: dict[str, list], source: Source) -> list[str]:
     """Each sweep value, set alone into the first cell, must validate; errors point at its line."""
     problems = []
-    base = {k: v for k, v in raw.items() if k != "sweep"}
+    base = {k: v for k, v in raw.items() if k not in NOT_RUN_KEYS}
     for key, values in sweep.items():
         for i, value in enumerate(values[1:], start=1):
             cell = copy.deepcopy(base)
@@ -658,7 +687,7 @@ def run_id(cfg: RunConfig) -> str:
 
 def expand(exp: ExperimentConfig, source: Source | None = None) -> list[PlannedRun]:
     """The Cartesian product of the sweep, last key fastest, in the order written."""
-    base = exp.model_dump(mode="python", exclude={"sweep"})
+    base = exp.model_dump(mode="python", exclude=set(NOT_RUN_KEYS))
     keys = list(exp.sweep)
     runs, seen = [], set()
     for combo in itertools.product(*(exp.sweep[k] for k in keys)):
