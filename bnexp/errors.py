@@ -7,3 +7,11 @@ class BnexpError(Exception):
 
 class DataError(BnexpError):
     """A data file or folder that cannot be used: missing, truncated, wrong keys or shapes."""
+
+
+class ConfigError(BnexpError):
+    """One or more problems with a config; `str()` gives one line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
