@@ -106,7 +106,8 @@ def run(
         bool,
         typer.Option(
             "--dry-run",
-            help="Validate and show each run with its state (done, failed, partial, running, missing); write nothing.",
+            help="Validate and show each run with its state (done, failed, damaged, partial, "
+            "running, missing); write nothing.",
         ),
     ] = False,
     workers: Annotated[
@@ -115,7 +116,10 @@ def run(
             "--workers",
             "-j",
             min=1,
-            help="Runs trained at once. Default: one per CPU core (one in all for a single run or for GPU runs). Each local worker gets max(1, cores // N) torch threads (a deterministic CPU run uses 1, see train.deterministic); results do not depend on N.",
+            help="Runs trained at once (never more than runs to train). Default: one per CPU "
+            "core (one in all for GPU runs). Each local worker gets max(1, cores // N) torch "
+            "threads (a deterministic CPU run uses 1, see train.deterministic); results do not "
+            "depend on N.",
             show_default=False,
         ),
     ] = None,
@@ -123,7 +127,8 @@ def run(
         bool,
         typer.Option(
             "--retry-failed",
-            help="Also rerun runs recorded as failed (by default a rerun skips them, like complete ones).",
+            help="Also rerun runs recorded as failed (by default a rerun skips them, like "
+            "complete ones).",
         ),
     ] = False,
     force: Annotated[
@@ -145,14 +150,16 @@ def run(
         str,
         typer.Option(
             "--executor",
-            help="Where runs execute: local (this machine, a process pool) or ray (one Ray task per run; needs Ray: pip install 'ray>=2.9', the bnexp extra named ray).",
+            help="Where runs execute: local (this machine, a process pool) or ray (one Ray task "
+            "per run; needs Ray: pip install 'ray>=2.9', the bnexp extra named ray).",
         ),
     ] = "local",
     address: Annotated[
         str | None,
         typer.Option(
             "--address",
-            help="Ray cluster to join (e.g. auto, or ray://host:10001); default: start a local Ray.",
+            help="Ray cluster to join (e.g. auto, or ray://host:10001); default: start a "
+            "local Ray.",
             show_default=False,
         ),
     ] = None,
@@ -160,12 +167,16 @@ def run(
         bool, typer.Option("--verbose", "-v", help="Log data shapes and per-run notes.")
     ] = False,
 ) -> None:
-    """Run an experiment: every run of its sweep, then summary.csv and the report (see `bnexp report`).
+    """Run an experiment: every run of its sweep, then summary.csv and the report.
 
     Results go to OUT/<name>/ (see the README for the layout). A rerun of the same command skips
     finished runs, resumes interrupted ones from their last checkpoint, and shares the work with
-    any other `bnexp run` on the same folder (each run is claimed with a lock). Ctrl-C stops within
-    seconds and prints the command that resumes. Exits 1 if any run failed, listing them.
+    any other `bnexp run` on the same folder (each run is claimed with a lock). Ctrl-C or SIGTERM
+    stops within seconds and prints the command that resumes (exit 130 or 143). Exits 1 if any
+    run failed, listing them; 2 with one line for bad input, an unusable results folder or a full
+    disk (finished runs kept). A folder holding another plan of the same experiment name is
+    refused (rerunning the same file, or one whose sweep only adds values, resumes); --extend
+    adds this plan's runs to it.
     """
     from bnexp.report import build_report, print_report
     from bnexp.sweep.runner import resume_command, run_experiment
@@ -245,7 +256,8 @@ def run(
             raise _fail(e) from None
     if result.diverged:
         console.print(
-            f"[yellow]diverged[/]: {len(result.diverged)} run(s) stopped early on a NaN/inf or too-large loss: {', '.join(result.diverged)}"
+            f"[yellow]diverged[/]: {len(result.diverged)} run(s) stopped early on a NaN/inf "
+            f"or too-large loss: {', '.join(result.diverged)}"
         )
     console.print(f"results: {result.results_dir}")
     if result.interrupted:
@@ -263,7 +275,8 @@ def run(
     failed = result.failed
     if failed:
         err_console.print(
-            f"[red]{len(failed)} run(s) failed[/] (see runs/<id>/summary.json; rerun with --retry-failed):",
+            f"[red]{len(failed)} run(s) failed[/] (see runs/<id>/summary.json; rerun with "
+            "--retry-failed):",
             highlight=False,
         )
         for rid, error in failed.items():
@@ -318,7 +331,8 @@ def status(
         typer.Option(
             "--watch",
             "-w",
-            help="Redraw every --interval seconds until every run is done or failed (Ctrl-C to leave).",
+            help="Redraw every --interval seconds until every run is done or failed "
+            "(Ctrl-C to leave).",
         ),
     ] = False,
     interval: Annotated[

@@ -94,7 +94,8 @@ class DataConfig(Strict):
             value = getattr(self, key)
             if value not in (None, False) and self.dataset not in datasets:
                 problems.append(
-                    f"data.{key} applies only to dataset {' or '.join(datasets)} (dataset is {self.dataset})"
+                    f"data.{key} applies only to dataset {' or '.join(datasets)} (dataset is "
+                    f"{self.dataset})"
                 )
         if self.dataset in ("catvnoncat", "cifar10") and not self.root:
             held = (
@@ -118,7 +119,8 @@ class DataConfig(Strict):
             problems.append("data.classes needs at least 2 classes")
         if self.binary and self.classes and self.binary.positive not in self.classes:
             problems.append(
-                f"data.binary.positive {self.binary.positive!r} is not in data.classes {self.classes}"
+                f"data.binary.positive {self.binary.positive!r} is not in data.classes "
+                f"{self.classes}"
             )
         if problems:
             raise ValueError("; ".join(problems))
@@ -178,8 +180,10 @@ class ModelConfig(Strict):
             )
         if on and self.norm != "custom":
             raise ValueError(
-                f"{', '.join(on)}: {'this control needs' if len(on) == 1 else 'these controls need'} "
-                f"norm: custom (found norm: {self.norm}); the controls are features of bnexp's own BN layer"
+                f"{', '.join(on)}: "
+                f"{'this control needs' if len(on) == 1 else 'these controls need'} "
+                f"norm: custom (found norm: {self.norm}); the controls are features of bnexp's "
+                "own BN layer"
             )
         return self
 
@@ -197,7 +201,8 @@ class TrainConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     eval_batch_size: PositiveInt = 4096
     eval_every_steps: PositiveInt | None = None  # extra evaluations between epoch ends
-    # a resumable checkpoint every N epochs (model, optimizer, data order, metrics so far); 0 = never.
+    # a resumable checkpoint every N epochs (model, optimizer, data order, metrics so far);
+    # 0 = never.
     # Each costs a torch.save: on tiny models (a second per run) every epoch adds ~20%.
     checkpoint_every: NonNegativeInt = 5
     # stop early, recorded as diverged, when a training loss exceeds this (NaN/inf always stop)
@@ -222,7 +227,8 @@ class TargetConfig(Strict):
 
 
 class ShiftProbeConfig(Strict):
-    """Ioffe & Szegedy Fig. 1: percentiles of the inputs to one layer's nonlinearity, on a fixed batch."""
+    """Ioffe & Szegedy Fig. 1: percentiles of the inputs to one layer's nonlinearity, on a
+    fixed batch."""
 
     layer: PositiveInt = 1  # hidden layer l, 1-based (model.blocks[l-1]); must exist in the model
     every_steps: PositiveInt = 10  # probe at step 0 and after every k optimizer steps
@@ -235,14 +241,16 @@ class ShiftProbeConfig(Strict):
 
 
 class IcsConfig(Strict):
-    """Santurkar et al. 2018, Def. 2.1: how much layer l's gradient moves when earlier layers step."""
+    """Santurkar et al. 2018, Def. 2.1: how much layer l's gradient moves when earlier layers
+    step."""
 
     layer: int = Field(2, ge=2)  # hidden layer l, 1-based; >= 2 so that earlier layers exist
     every_steps: PositiveInt = 10  # measure on the batch of every k-th optimizer step
 
 
 class BatchStatNoiseConfig(Strict):
-    """Spread of mini-batch means / variances around full-training-set statistics, at each BN layer."""
+    """Spread of mini-batch means / variances around full-training-set statistics, at each BN
+    layer."""
 
     batch_sizes: list[int] = Field(
         default_factory=lambda: [4, 8, 16, 32, 64, 128, 256]
@@ -253,7 +261,8 @@ class BatchStatNoiseConfig(Strict):
     def _sizes_at_least_two(self) -> BatchStatNoiseConfig:
         if not self.batch_sizes or min(self.batch_sizes) < 2:
             raise ValueError(
-                "batch_sizes must be a non-empty list of sizes >= 2 (a batch variance needs 2 values)"
+                "batch_sizes must be a non-empty list of sizes >= 2 (a batch variance needs 2 "
+                "values)"
             )
         return self
 
@@ -283,11 +292,13 @@ class RunConfig(Strict):
         probe, ics = self.measure.shift_probe, self.measure.ics
         if probe is not None and probe.layer > len(widths):
             raise ValueError(
-                f"measure.shift_probe.layer: {probe.layer} is beyond the model's {len(widths)} hidden layers"
+                f"measure.shift_probe.layer: {probe.layer} is beyond the model's {len(widths)} "
+                "hidden layers"
             )
         if probe is not None and probe.units and max(probe.units) >= widths[probe.layer - 1]:
             raise ValueError(
-                f"measure.shift_probe.units: unit {max(probe.units)} does not exist in hidden layer "
+                f"measure.shift_probe.units: unit {max(probe.units)} does not exist in hidden "
+                "layer "
                 f"{probe.layer} ({widths[probe.layer - 1]} units, numbered from 0)"
             )
         if ics is not None and ics.layer > len(widths):
@@ -300,7 +311,8 @@ class RunConfig(Strict):
     def _bn_needs_two_examples(self) -> RunConfig:
         if self.model.norm != "none" and self.train.batch_size < 2:
             raise ValueError(
-                f"train.batch_size: {self.train.batch_size} with norm: {self.model.norm}: a batch's "
+                f"train.batch_size: {self.train.batch_size} with norm: {self.model.norm}: a "
+                "batch's "
                 "variance needs at least 2 examples (expected batch_size >= 2, or norm: none)"
             )
         return self

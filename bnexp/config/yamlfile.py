@@ -50,7 +50,8 @@ _FastLoader = (
 
 
 def parse_yaml_value(text: str) -> Any:
-    """A YAML scalar or flow value, as in `--set train.lr=1e-3` or `--set sweep.train.seed=[0,1]`."""
+    """A YAML scalar or flow value, as in `--set train.lr=1e-3` or
+    `--set sweep.train.seed=[0,1]`."""
     return yaml.load(text, Loader=_Loader)
 
 

@@ -34,7 +34,8 @@ def load_npz(cfg: DataConfig) -> Dataset:
     x_tr, x_te = to_nchw(x_tr, cfg.train), to_nchw(x_te, cfg.test)
     if x_tr.shape[1:] != x_te.shape[1:]:
         raise DataError(
-            f"data.test: {cfg.test} holds examples of shape {x_te.shape[1:]} (as stored: N, C, H, W or N, D) "
+            f"data.test: {cfg.test} holds examples of shape {x_te.shape[1:]} (as stored: N, C, H, "
+            "W or N, D) "
             f"but {cfg.train} holds {x_tr.shape[1:]}; expected the same shape"
         )
     num_labels = int(max(y_tr.max(initial=0), y_te.max(initial=0))) + 1
@@ -115,7 +116,8 @@ def _read_cached(
             missing = [k for k in ("x", "y") if k not in archive.files]
             if missing:
                 raise DataError(
-                    f"{key}: {path} has no array {', '.join(missing)} (found: {', '.join(archive.files) or 'none'}; "
+                    f"{key}: {path} has no array {', '.join(missing)} (found: "
+                    f"{', '.join(archive.files) or 'none'}; "
                     f"expected x (N, H, W, C) or (N, D) and y (N,))"
                 )
             x, y = archive["x"], archive["y"]

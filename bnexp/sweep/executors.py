@@ -243,9 +243,9 @@ class RayExecutor:
             # max_retries: system failures only (a worker or node died); a run's own exception
             # is recorded by execute_task and not retried. A retried task claims its runs again
             # and resumes them from their checkpoints (a run done meanwhile is skipped).
-            ref = remote.options(
-                num_cpus=self.cpus, num_gpus=gpus, max_retries=RAY_RETRIES
-            ).remote(self.results_dir, task, redo, self.cpus)
+            ref = remote.options(num_cpus=self.cpus, num_gpus=gpus, max_retries=RAY_RETRIES).remote(
+                self.results_dir, task, redo, self.cpus
+            )
             self.refs[ref] = task
         while self.refs:
             done, _ = ray.wait(list(self.refs), num_returns=1, timeout=0.5)

@@ -27,7 +27,6 @@ from bnexp.io import atomic_write_csv, atomic_write_text
 from bnexp.sweep.store import STORAGE_ERRNOS
 
 
-
 class StorageError(BnexpError):
     """The results folder cannot be written; finished runs are kept, a rerun resumes."""
 

@@ -92,7 +92,9 @@ def sweep_status(results: Path) -> SweepStatus:
         if state == "done" and (store.read_summary(rid)[0] or {}).get("diverged"):
             found.append("diverged")
         if state == "damaged":
-            notes.append(f"run {rid}: {store.read_summary(rid)[1]}; the next `bnexp run` retrains it")
+            notes.append(
+                f"run {rid}: {store.read_summary(rid)[1]}; the next `bnexp run` retrains it"
+            )
         for s in found:
             counts[s] += 1
             totals[s] += 1

@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from sweep_helpers import REPO, bnexp_cmd, bnexp_env, run_cli, summaries, tiny_experiment, write_yaml
+from sweep_helpers import (
+    REPO,
+    bnexp_cmd,
+    bnexp_env,
+    run_cli,
+    summaries,
+    tiny_experiment,
+    write_yaml,
+)
 
 pytestmark = pytest.mark.slow
 

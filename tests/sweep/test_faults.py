@@ -20,7 +20,6 @@ import bnexp.io
 import bnexp.sweep.runner
 from bnexp.cli import app
 from bnexp.config import experiment_from_dict
-from bnexp.errors import BnexpError
 from bnexp.sweep.folder import StorageError
 from bnexp.sweep.runner import run_experiment
 from bnexp.sweep.store import RunStore
@@ -222,7 +221,10 @@ def test_read_only_results_folder(tmp_path, read_only_dir):
 
 @pytest.mark.parametrize(
     "damage, expected",
-    [(b"", "the file is empty"), (b"run_id,train.seed\n0fe96c8fa9,0\n1a2b", "the file ends mid-row")],
+    [
+        (b"", "the file is empty"),
+        (b"run_id,train.seed\n0fe96c8fa9,0\n1a2b", "the file ends mid-row"),
+    ],
 )
 def test_status_with_a_damaged_plan_csv(tmp_path, damage, expected):
     results = sweep(tmp_path).results_dir
