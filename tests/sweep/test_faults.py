@@ -87,6 +87,7 @@ def test_a_finished_run_missing_a_file_is_not_done(tmp_path, reference, lost):
 # --------------------------------------------------------------------------- one name, two files
 
 
+@pytest.mark.slow  # three `bnexp run` with their reports
 def test_a_different_experiment_of_the_same_name_is_refused(tmp_path):
     a = write_yaml(tmp_path / "a.yaml", RAW)
     other = tiny_experiment(epochs=2, sweep={"train.lr": [0.05, 0.2]})  # same name "tiny"
