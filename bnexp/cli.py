@@ -106,7 +106,8 @@ def run(
         bool,
         typer.Option(
             "--dry-run",
-            help="Validate and show each run with its state (done, failed, partial, running, missing); write nothing.",
+            help="Validate and show each run with its state (done, failed, damaged, partial, "
+            "running, missing); write nothing.",
         ),
     ] = False,
     workers: Annotated[
@@ -115,7 +116,10 @@ def run(
             "--workers",
             "-j",
             min=1,
-            help="Runs trained at once. Default: one per CPU core (one in all for a single run or for GPU runs). Each local worker gets max(1, cores // N) torch threads (a deterministic CPU run uses 1, see train.deterministic); results do not depend on N.",
+            help="Runs trained at once (never more than runs to train). Default: one per CPU "
+            "core (one in all for GPU runs). Each local worker gets max(1, cores // N) torch "
+            "threads (a deterministic CPU run uses 1, see train.deterministic); results do not "
+            "depend on N.",
             show_default=False,
         ),
     ] = None,
@@ -123,7 +127,8 @@ def run(
         bool,
         typer.Option(
             "--retry-failed",
-            help="Also rerun runs recorded as failed (by default a rerun skips them, like complete ones).",
+            help="Also rerun runs recorded as failed (by default a rerun skips them, like "
+            "complete ones).",
         ),
     ] = False,
     force: Annotated[
@@ -133,18 +138,28 @@ def run(
             help="Rerun every run, complete ones included (their old results are replaced).",
         ),
     ] = False,
+    extend: Annotated[
+        bool,
+        typer.Option(
+            "--extend",
+            help="The results folder holds another plan of this experiment's name: add this "
+            "plan's runs to it (plan.csv lists both) instead of refusing.",
+        ),
+    ] = False,
     executor: Annotated[
         str,
         typer.Option(
             "--executor",
-            help="Where runs execute: local (this machine, a process pool) or ray (one Ray task per run; needs Ray: pip install 'ray>=2.9', the bnexp extra named ray).",
+            help="Where runs execute: local (this machine, a process pool) or ray (one Ray task "
+            "per run; needs Ray: pip install 'ray>=2.9', the bnexp extra named ray).",
         ),
     ] = "local",
     address: Annotated[
         str | None,
         typer.Option(
             "--address",
-            help="Ray cluster to join (e.g. auto, or ray://host:10001); default: start a local Ray.",
+            help="Ray cluster to join (e.g. auto, or ray://host:10001); default: start a "
+            "local Ray.",
             show_default=False,
         ),
     ] = None,
@@ -163,12 +178,16 @@ def run(
         ),
     ] = None,
 ) -> None:
-    """Run an experiment: every run of its sweep, then summary.csv and the report (see `bnexp report`).
+    """Run an experiment: every run of its sweep, then summary.csv and the report.
 
     Results go to OUT/<name>/ (see the README for the layout). A rerun of the same command skips
     finished runs, resumes interrupted ones from their last checkpoint, and shares the work with
-    any other `bnexp run` on the same folder (each run is claimed with a lock). Ctrl-C stops within
-    seconds and prints the command that resumes. Exits 1 if any run failed, listing them.
+    any other `bnexp run` on the same folder (each run is claimed with a lock). Ctrl-C or SIGTERM
+    stops within seconds and prints the command that resumes (exit 130 or 143). Exits 1 if any
+    run failed, listing them; 2 with one line for bad input, an unusable results folder or a full
+    disk (finished runs kept). A folder holding another plan of the same experiment name is
+    refused (rerunning the same file, or one whose sweep only adds values, resumes); --extend
+    adds this plan's runs to it.
     """
     from bnexp.report import build_report, print_report
     from bnexp.sweep.runner import resume_command, run_experiment
@@ -228,6 +247,7 @@ def run(
                 address=address,
                 retry_failed=retry_failed,
                 force=force,
+                extend=extend,
                 on_start=on_start,
                 on_run_start=on_run_start,
                 on_epoch=lambda e, n: progress.update(tasks["epochs"], completed=e),
@@ -236,6 +256,11 @@ def run(
             )
     except BnexpError as e:
         raise _fail(e) from None
+    except KeyboardInterrupt as e:  # before any run started (while checking data and models)
+        from bnexp.sweep.runner import Terminated
+
+        err_console.print("[yellow]interrupted[/] before any run started", highlight=False)
+        raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
     if result.skipped:
         console.print(f"skipped {len(result.skipped)} run(s) already finished")
     if not result.summary.empty:
@@ -248,21 +273,27 @@ def run(
         console.print(f"tracked: {line}", highlight=False, soft_wrap=True)
     if result.diverged:
         console.print(
-            f"[yellow]diverged[/]: {len(result.diverged)} run(s) stopped early on a NaN/inf or too-large loss: {', '.join(result.diverged)}"
+            f"[yellow]diverged[/]: {len(result.diverged)} run(s) stopped early on a NaN/inf "
+            f"or too-large loss: {', '.join(result.diverged)}"
         )
     console.print(f"results: {result.results_dir}")
     if result.interrupted:
+        import signal
+
         done = sum(o.status in ("complete", "diverged") for o in result.outcomes.values())
+        by = "SIGTERM" if result.stop_signal == signal.SIGTERM else "Ctrl-C"
         err_console.print(
-            f"[yellow]interrupted[/]: {done} run(s) finished in this call are kept. Resume with:\n  {resume_command(sys.argv[1:])}",
+            f"[yellow]interrupted[/] ({by}): {done} run(s) finished in this call are kept. "
+            f"Resume with:\n  {resume_command(sys.argv[1:])}",
             highlight=False,
             soft_wrap=True,
         )
-        raise typer.Exit(130)
+        raise typer.Exit(128 + int(result.stop_signal or signal.SIGINT))
     failed = result.failed
     if failed:
         err_console.print(
-            f"[red]{len(failed)} run(s) failed[/] (see runs/<id>/summary.json; rerun with --retry-failed):",
+            f"[red]{len(failed)} run(s) failed[/] (see runs/<id>/summary.json; rerun with "
+            "--retry-failed):",
             highlight=False,
         )
         for rid, error in failed.items():
@@ -278,56 +309,35 @@ ResultsArg = Annotated[
 ]
 
 
+_STATE_STYLES = {
+    "done": "green",
+    "diverged": "yellow",
+    "failed": "red",
+    "damaged": "bold red",
+    "running": "cyan",
+    "partial": "magenta",
+    "missing": "dim",
+}
+
+
 def _status_table(results: Path):
-    """Per cell (every swept key except the seed): how many runs are done / running / partial / failed / missing."""
+    """The status of a sweep (bnexp.sweep.status) as a table: one row per cell, one column per
+    state; returns (table, every run done or failed, notes on damaged files)."""
     from rich.table import Table
 
-    plan = read_plan(results)
-    from bnexp.sweep.store import RunStore
+    from bnexp.sweep.status import COLUMNS, sweep_status
 
-    store = RunStore(results)
-    keys = [c for c in plan.columns if c not in ("run_id", "train.seed")]
-    counts: dict[tuple, dict[str, int]] = {}
-    totals = dict.fromkeys(("done", "diverged", "running", "partial", "failed", "missing"), 0)
-    for _, row in plan.iterrows():
-        state = store.state(row["run_id"])
-        cell = counts.setdefault(tuple(row[k] for k in keys), dict.fromkeys(totals, 0))
-        cell[state] += 1
-        totals[state] += 1
-        if state == "done" and (store.summary(row["run_id"]) or {}).get("diverged"):
-            cell["diverged"] += 1
-            totals["diverged"] += 1
-    table = Table(
-        title=f"{results}: {len(plan)} run(s) — "
-        + ", ".join(f"{v} {k}" for k, v in totals.items() if v)
-    )
-    for key in keys:
+    st = sweep_status(results)
+    counts = ", ".join(f"{v} {k}" for k, v in st.totals.items() if v)
+    table = Table(title=f"{results}: {st.runs} run(s) — {counts}")
+    for key in st.keys:
         table.add_column(key, justify="right")
-    styles = {
-        "done": "green",
-        "diverged": "yellow",
-        "running": "cyan",
-        "partial": "magenta",
-        "failed": "red",
-        "missing": "dim",
-    }
-    for state, style in styles.items():
-        table.add_column(state, justify="right", style=style)
-    for cell, c in counts.items():
-        table.add_row(*(str(v) for v in cell), *(str(c[s]) if c[s] else "·" for s in styles))
-    finished = totals["done"] + totals["failed"] == len(plan)
-    return table, finished
-
-
-def read_plan(results: Path):
-    import pandas as pd
-
-    path = results / "plan.csv"
-    if not path.exists():
-        raise BnexpError(
-            f"{results}: no plan.csv here (expected a results folder written by `bnexp run`, e.g. results/quickstart)"
-        )
-    return pd.read_csv(path, dtype={"run_id": str}, keep_default_na=False)
+    shown = [c for c in COLUMNS if c != "damaged" or st.totals["damaged"]]
+    for state in shown:
+        table.add_column(state, justify="right", style=_STATE_STYLES[state])
+    for cell, c in st.cells.items():
+        table.add_row(*(str(v) for v in cell), *(str(c[s]) if c[s] else "·" for s in shown))
+    return table, st.finished, st.notes
 
 
 @app.command()
@@ -338,21 +348,27 @@ def status(
         typer.Option(
             "--watch",
             "-w",
-            help="Redraw every --interval seconds until every run is done or failed (Ctrl-C to leave).",
+            help="Redraw every --interval seconds until every run is done or failed "
+            "(Ctrl-C to leave).",
         ),
     ] = False,
     interval: Annotated[
         float, typer.Option("--interval", min=0.2, help="Seconds between redraws with --watch.")
     ] = 2.0,
 ) -> None:
-    """Show how far a sweep is: per cell, runs done, running, partial, failed and missing.
+    """Show how far a sweep is: per cell, runs done, failed, running, partial and missing.
 
     A cell is every swept key except the seed. done counts diverged runs too (shown apart);
-    running = claimed by a live process; partial = a checkpoint to resume from. Reads only
-    files, so it is safe while sweeps are running.
+    running = claimed by a live process; partial = a checkpoint to resume from; damaged = a
+    summary.json cut short or a finished run missing a file (warned about, and retrained by the
+    next `bnexp run`). Reads only files, so it is safe while sweeps are running. A damaged
+    plan.csv is one line and exit 2 (`bnexp run` rewrites it); a damaged summary.csv is a
+    warning (status does not read it; `bnexp run` rebuilds it).
     """
     try:
-        table, finished = _status_table(results)
+        table, finished, notes = _status_table(results)
+        for note in notes:
+            err_console.print(f"[yellow]warning[/]: {note}", highlight=False, soft_wrap=True)
         if not watch:
             console.print(table)
             return
@@ -361,7 +377,7 @@ def status(
         with Live(table, console=console, auto_refresh=False) as live:
             while not finished:
                 time.sleep(interval)
-                table, finished = _status_table(results)
+                table, finished, _ = _status_table(results)
                 live.update(table, refresh=True)
     except BnexpError as e:
         raise _fail(e) from None

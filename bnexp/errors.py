@@ -14,6 +14,19 @@ class DataError(BnexpError):
     """A data file or folder that cannot be used: missing, truncated, wrong keys or shapes."""
 
 
+class ConfigError(BnexpError):
+    """One or more problems with a config; `str()` gives one line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+    @property
+    def details(self) -> list[Problem]:
+        """Each problem as data (file, line, key, message), for programs (bnexp.validate)."""
+        return [Problem.parse(p) for p in self.problems]
+
+
 # `file[:line[:col]]: [sweep cell (...): ][dotted.key: ]message` or `--set key: message`
 _PROBLEM = re.compile(
     r"^(?:--set (?P<set>\S+?)|(?P<file>.+?)(?::(?P<line>\d+))?(?::\d+)?)"

@@ -43,7 +43,8 @@ def error_lines(output: str) -> list[str]:
         ),
         (
             {"dataset": "catvnoncat"},
-            "dataset catvnoncat needs data.root (the folder holding train_catvnoncat.h5 and test_catvnoncat.h5)",
+            "dataset catvnoncat needs data.root (the folder holding train_catvnoncat.h5 and "
+            "test_catvnoncat.h5)",
         ),
         (
             {"dataset": "catvnoncat", "root": "d", "classes": ["cat", "dog"]},

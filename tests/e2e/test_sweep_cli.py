@@ -93,7 +93,8 @@ def _kill_when(args: list[str], condition, what: str, timeout: float = 240) -> N
     try:
         while not condition():
             assert p.poll() is None, (
-                f"the sweep ended (rc {p.returncode}) before the kill point '{what}': {p.stderr.read()[-2000:]}"
+                f"the sweep ended (rc {p.returncode}) before the kill point '{what}': "
+                f"{p.stderr.read()[-2000:]}"
             )
             assert time.monotonic() < deadline, f"kill point '{what}' not reached in {timeout} s"
             time.sleep(0.02)
