@@ -135,7 +135,7 @@ def report_markdown(report: Report) -> str:
     ]
     lines += ["", "## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in r.plots]
     for name, frame in r.tables.items():
-        if frame.empty:
+        if frame.empty or name not in TITLES:  # "_..." tables feed the claims only
             continue
         lines += [
             "",
@@ -209,7 +209,7 @@ def report_html(report: Report) -> str:
             f"<figcaption>{name}</figcaption></figure>"
         )
     for name, frame in r.tables.items():
-        if frame.empty:
+        if frame.empty or name not in TITLES:  # "_..." tables feed the claims only
             continue
         parts += [
             f"<h2>{html.escape(name)}</h2>",
