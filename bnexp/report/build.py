@@ -34,6 +34,10 @@ from .tables import (
 from .verdicts import all_claims
 
 
+# columns added after the tables' first layout: kept at the end of the CSV files
+LATE_COLUMNS = ("speedup_log_sd", "speedup_at_best_lr_bound", "speedup_at_best_lr_log_sd")
+
+
 def compute_tables(
     df: pd.DataFrame, probes: pd.DataFrame, noise: pd.DataFrame, target: dict | None
 ) -> dict[str, pd.DataFrame]:
@@ -64,6 +68,10 @@ def compute_tables(
     if "trend" not in tables:
         tables["trend"] = trend_table(df)
     tables["equivalence"] = equivalence_table(df)
+    for name in ("speedup", "best_lr", "regularization"):  # columns added later come last
+        frame = tables[name]
+        late = [c for c in frame.columns if c.startswith("fit_") or c in LATE_COLUMNS]
+        tables[name] = frame[[c for c in frame.columns if c not in late] + late]
     order = ["speedup", "best_lr", "regularization", "trend", "equivalence"]
     return {k: tables[k] for k in order} | {k: v for k, v in tables.items() if k not in order}
 
