@@ -33,7 +33,6 @@ from .tables import (
 )
 from .verdicts import all_claims
 
-
 # columns added after the tables' first layout: kept at the end of the CSV files
 LATE_COLUMNS = ("speedup_log_sd", "speedup_at_best_lr_bound", "speedup_at_best_lr_log_sd")
 
