@@ -221,7 +221,7 @@ def test_data_info_bad_file_is_one_line_exit_2(tmp_path):
     assert len(error_lines(result.output)) == 1, result.output
 
 
-# --------------------------------------------------------------------------- shipped configs, real data
+# ------------------------------------------------------------------ shipped configs, real data
 
 
 def run_config(name: str, out: Path, *overrides: str) -> pd.DataFrame:

@@ -25,7 +25,8 @@ def write_pair(root: Path, x_tr, y_tr, x_te, y_te, **extra) -> tuple[Path, Path]
 
 
 def images(n_per_class: int, k: int = 4, size: int = 6, seed: int = 0):
-    """k classes, n_per_class images each: uint8 (N, H, W, 3) random pixels, labels cycling 0..k-1."""
+    """k classes, n_per_class images each: uint8 (N, H, W, 3) random pixels, labels cycling
+    0..k-1."""
     rng = np.random.default_rng(seed)
     y = np.tile(np.arange(k), n_per_class)
     x = rng.integers(0, 256, (len(y), size, size, 3), dtype=np.uint8)
@@ -189,12 +190,13 @@ def test_subset_larger_than_the_data(tmp_path):
     train, test = write_pair(tmp_path, x, y, x, y)
     with pytest.raises(
         DataError,
-        match=r"data.test_per_class: 5 images asked for, but class '0' in the test set of .* has only 4",
+        match=r"data.test_per_class: 5 images asked for, "
+        r"but class '0' in the test set of .* has only 4",
     ):
         load_dataset(cfg(train, test, test_per_class=5))
 
 
-# --------------------------------------------------------------------------- the shared CIFAR-10 subset
+# ------------------------------------------------------------------ the shared CIFAR-10 subset
 
 
 def test_shared_cifar_subset_class_balance(shared_data):

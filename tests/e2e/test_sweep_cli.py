@@ -187,7 +187,8 @@ def test_sigkill_at_several_points_then_rerun(tmp_path):
     # 2. between runs: once three more runs are complete
     _kill_when(args, lambda: n_complete() >= after_first + 3 and n_complete() >= 3, "between runs")
     assert n_complete() < 6
-    # 3. while writing: killed inside the atomic write of a summary.json (temp file written, not renamed)
+    # 3. while writing: killed inside the atomic write of a summary.json (temp file written, not
+    # renamed)
     p = run_cli(cmd=patched_cmd(KILL_WHILE_WRITING_SUMMARY, *args[:-1], "1"))
     assert p.returncode == -signal.SIGKILL, (p.returncode, p.stderr[-2000:])
     assert list(results.glob("runs/*/.summary.json.*.tmp")), (

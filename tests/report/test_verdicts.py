@@ -40,7 +40,8 @@ def matched_runs(bn_reaching=3):
         g = G_BN[s] if s < 3 else 0.02
         reach = s < bn_reaching or s == 3
         bn_rows = [(0, 0.5, 0.5, 1.0, 1.0), (10, 0.97 if reach else 0.9, 0.97 - g, 0.08, 0.08 + g)]
-        runs.append({"norm": "torch", "batch_size": 64, "seed": s, "gen_gap": [0.05, 0.04, 0.06, 0.05][s],
+        gap = [0.05, 0.04, 0.06, 0.05][s]
+        runs.append({"norm": "torch", "batch_size": 64, "seed": s, "gen_gap": gap,
                      "steps_to_target": 10 if reach else None, "metrics": bn_rows})  # fmt: skip
     return runs
 

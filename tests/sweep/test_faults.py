@@ -198,7 +198,8 @@ def test_name_too_long(tmp_path):
 
 @pytest.fixture
 def read_only_dir(tmp_path):
-    """A folder nobody may write in: chmod 555, or for root (who ignores modes) a read-only tmpfs."""
+    """A folder nobody may write in: chmod 555, or for root (who ignores modes) a read-only
+    tmpfs."""
     path = tmp_path / "ro"
     path.mkdir()
     if os.geteuid() != 0:
