@@ -259,11 +259,12 @@ def validate_experiment(
     # Validate the first sweep cell: a swept key's base value is replaced by its first sweep
     # value, so a base value that every run overrides cannot fail on its own. The other sweep
     # values and every combination are checked below.
-    probe, first = copy.deepcopy(raw), {}
-    for key, values in sweep.items():
-        if key in SWEEPABLE and isinstance(values, list) and values:
-            _set_dotted(probe, tuple(key.split(".")), values[0])
-            first[key] = values[0]
+    first = {
+        key: values[0]
+        for key, values in sweep.items()
+        if key in SWEEPABLE and isinstance(values, list) and values
+    }
+    probe = sweep_cell(raw, first)
     try:
         exp = ExperimentConfig.model_validate(probe)
     except ValidationError as e:
@@ -315,11 +316,9 @@ def _sweep_value_problems(raw: dict, sweep: dict[str, list], source: Source) -> 
     base = {k: v for k, v in raw.items() if k not in NOT_RUN_KEYS}
     for key, values in sweep.items():
         for i, value in enumerate(values[1:], start=1):
-            cell = copy.deepcopy(base)
-            for other, other_values in sweep.items():  # the others at their first value
-                if other != key:
-                    _set_dotted(cell, tuple(other.split(".")), other_values[0])
-            _set_dotted(cell, tuple(key.split(".")), value)
+            # the others at their first value
+            assign = {other: vals[0] for other, vals in sweep.items() if other != key}
+            cell = sweep_cell(base, {**assign, key: value})
             try:
                 RunConfig.model_validate(cell)
             except ValidationError as e:
@@ -351,25 +350,50 @@ def run_id(cfg: RunConfig) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:10]
 
 
+# Our BN layer's controls. Swept, they apply to the cells with norm: custom; a cell with norm
+# none or torch takes them at their defaults, so it is the same run whatever their swept value:
+# one run, planned in every cell it serves as the baseline (a ghost-BN sweep with its none and
+# full-batch-statistics baselines in one file). Set outside the sweep they still need custom.
+BN_CONTROLS = {
+    "model.ghost_batch_size": None,
+    "model.bn_stats": "batch",
+    "model.bn_noise": None,
+    "model.eval_stats": "running",
+}
+
+
+def sweep_cell(base: dict, assign: dict[str, Any]) -> dict:
+    """`base` (a raw config mapping) with the dotted keys of `assign` set, and the swept BN
+    controls at their defaults where the cell's norm is not custom."""
+    cell = copy.deepcopy(base)
+    for key, value in assign.items():
+        _set_dotted(cell, tuple(key.split(".")), value)
+    model = cell.get("model")
+    if isinstance(model, dict) and model.get("norm", "none") != "custom":
+        for key in assign.keys() & BN_CONTROLS.keys():
+            model[key.split(".")[1]] = BN_CONTROLS[key]
+    return cell
+
+
 def expand(exp: ExperimentConfig, source: Source | None = None) -> list[PlannedRun]:
     """The Cartesian product of the sweep, last key fastest, in the order written."""
     base = exp.model_dump(mode="python", exclude=set(NOT_RUN_KEYS))
     keys = list(exp.sweep)
     runs, seen = [], set()
     for combo in itertools.product(*(exp.sweep[k] for k in keys)):
-        cell = copy.deepcopy(base)
-        for key, value in zip(keys, combo):
-            _set_dotted(cell, tuple(key.split(".")), value)
+        cell = sweep_cell(base, dict(zip(keys, combo)))
         try:
             cfg = RunConfig.model_validate(cell)
         except ValidationError as e:
             where = source or Source("<sweep>", {}, set())
             raise ConfigError(_format_errors(e, where, RunConfig, dict(zip(keys, combo)))) from None
-        rid = run_id(cfg)
-        if rid in seen:  # e.g. a value listed twice: one run, not two
+        rid, params = run_id(cfg), dict(zip(keys, combo))
+        # a value listed twice: one run, not two. The same run under other swept values (a
+        # baseline that ignores a swept BN control) stays in the plan once per cell it serves
+        if (rid, repr(params)) in seen:
             continue
-        seen.add(rid)
-        runs.append(PlannedRun(rid, dict(zip(keys, combo)), cfg))
+        seen.add((rid, repr(params)))
+        runs.append(PlannedRun(rid, params, cfg))
     return runs
 
 

@@ -86,6 +86,11 @@ class SweepResult:
         return list(self.summary.loc[self.summary["diverged"].fillna(False).astype(bool), "run_id"])
 
 
+def _blank(value: object) -> bool:
+    """A plan.csv cell with no value (a run of an extended plan that does not sweep this key)."""
+    return value is None or (isinstance(value, float) and value != value)
+
+
 def collect_summary(results_dir: Path, plan: pd.DataFrame) -> pd.DataFrame:
     """summary.csv's table: one row per complete run of `plan` (plan.csv's table), swept keys as
     extra columns.
@@ -94,15 +99,17 @@ def collect_summary(results_dir: Path, plan: pd.DataFrame) -> pd.DataFrame:
     diverged runs are complete and in, with diverged = True; damaged ones are left out (warned).
     """
     store, rows = RunStore(results_dir), []
-    for rid in plan["run_id"]:
-        s = store.summary(rid)
+    extra = [c for c in plan.columns if c != "run_id"]
+    for planned in plan.to_dict("records"):
+        s = store.summary(planned["run_id"])
         if s is None or s.get("status") != "complete":
             continue
         row = {k: s.get(k) for k in SUMMARY_COLUMNS}
-        params = s.get("params")
-        row.update({k: v for k, v in (params or {}).items() if k not in row})
+        # the swept values of this plan row (a run serving several cells has one row per cell),
+        # else (a plan.csv without them) those the run recorded
+        swept = {k: planned[k] for k in extra if not _blank(planned[k])} or s.get("params") or {}
+        row.update({k: v for k, v in swept.items() if k not in row})
         rows.append(row)
-    extra = [c for c in plan.columns if c != "run_id"]
     columns = SUMMARY_COLUMNS + [k for k in extra if k not in SUMMARY_COLUMNS]
     df = pd.DataFrame(rows, columns=columns)
     df["steps_to_target"] = df["steps_to_target"].astype("Int64")
@@ -114,8 +121,11 @@ def runs_to_do(
     store: RunStore, plan: list[PlannedRun], redo: frozenset[str]
 ) -> tuple[list[PlannedRun], list[str]]:
     """(runs to hand to the executor, run ids skipped as already finished)."""
-    todo, skipped = [], []
+    todo, skipped, seen = [], [], set()
     for run in plan:
+        if run.run_id in seen:  # one run serving several cells (a baseline): trained once
+            continue
+        seen.add(run.run_id)
         state = store.state(run.run_id)
         if state in ("done", "failed") and state not in redo:
             skipped.append(run.run_id)
