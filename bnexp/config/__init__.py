@@ -337,16 +337,22 @@ class PlannedRun:
     config: RunConfig
 
 
+HASHED_WHEN_SET = (("train", "lr_scaling"), ("train", "steps"))
+
+
 def run_id(cfg: RunConfig) -> str:
     """Short hash of the resolved run config; `name` (the output folder) is excluded."""
     # how a run is executed (vectorize_seeds, checkpoint_every) does not change what it
     # computes: not hashed, so changing them keeps a sweep's run ids and resumes it
-    payload = json.dumps(
-        cfg.model_dump(
-            mode="json", exclude={"name": True, "train": {"vectorize_seeds", "checkpoint_every"}}
-        ),
-        sort_keys=True,
+    dump = cfg.model_dump(
+        mode="json", exclude={"name": True, "train": {"vectorize_seeds", "checkpoint_every"}}
     )
+    # keys added after run ids were first written enter the hash only when set, so the runs of
+    # configs written before them keep their ids (and their results) across the upgrade
+    for section, key in HASHED_WHEN_SET:
+        if dump[section].get(key) is None:
+            dump[section].pop(key, None)
+    payload = json.dumps(dump, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:10]
 
 
@@ -377,7 +383,8 @@ def sweep_cell(base: dict, assign: dict[str, Any]) -> dict:
 
 def expand(exp: ExperimentConfig, source: Source | None = None) -> list[PlannedRun]:
     """The Cartesian product of the sweep, last key fastest, in the order written."""
-    base = exp.model_dump(mode="python", exclude=set(NOT_RUN_KEYS))
+    # only what the file sets: each cell fills in the defaults, and knows what it set
+    base = exp.model_dump(mode="python", exclude=set(NOT_RUN_KEYS), exclude_unset=True)
     keys = list(exp.sweep)
     runs, seen = [], set()
     for combo in itertools.product(*(exp.sweep[k] for k in keys)):

@@ -188,14 +188,27 @@ class ModelConfig(Strict):
         return self
 
 
+class LrScalingConfig(Strict):
+    """The learning rate as a function of the mini-batch size, for batch-size studies:
+    lr_used = train.lr * (batch_size / base_batch_size) ** p, with p = 1 for linear (Goyal et al.
+    2017) and 1/2 for sqrt (Hoffer et al. 2017); none keeps train.lr at every batch size."""
+
+    rule: Literal["none", "linear", "sqrt"] = "none"
+    base_batch_size: PositiveInt = 64  # the batch size at which train.lr is used as written
+
+
 class TrainConfig(Strict):
     optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: PositiveFloat = 0.1
+    lr: PositiveFloat = 0.1  # at lr_scaling.base_batch_size when lr_scaling is set
+    lr_scaling: LrScalingConfig | None = None  # null: train.lr at every batch size
     momentum: float = Field(0.0, ge=0, lt=1)  # SGD momentum (torch's convention)
     nesterov: bool = False
     weight_decay: NonNegativeFloat = 0.0
     batch_size: PositiveInt = 64
     epochs: PositiveInt = 10
+    # the budget in optimizer steps instead of epochs (the last epoch cut short), so that a
+    # batch-size sweep can hold the number of updates fixed; null: train.epochs whole epochs
+    steps: PositiveInt | None = None
     # initial weights and data order; shared by every norm variant (paired runs)
     seed: int = Field(0, ge=0, lt=SEED_BOUND)
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -239,7 +252,21 @@ class TrainConfig(Strict):
     def _nesterov_needs_momentum(self) -> TrainConfig:
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             raise ValueError("nesterov: true needs optimizer: sgd and momentum > 0")
+        if self.steps is not None and "epochs" in self.model_fields_set:
+            raise ValueError(
+                f"epochs: {self.epochs} and steps: {self.steps} are two budgets; give one "
+                "(steps counts optimizer steps, epochs whole passes over the training set)"
+            )
         return self
+
+    @property
+    def lr_used(self) -> float:
+        """The optimizer's learning rate at this batch size (train.lr scaled by lr_scaling)."""
+        scaling = self.lr_scaling
+        if scaling is None or scaling.rule == "none":
+            return self.lr
+        power = 1.0 if scaling.rule == "linear" else 0.5
+        return self.lr * (self.batch_size / scaling.base_batch_size) ** power
 
 
 class TargetConfig(Strict):
