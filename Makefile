@@ -34,10 +34,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --upgrade pip
 	# torch and torchvision as a matched pair (the CPU wheels on this machine's disk where present)
 	$(BIN)/pip install "torch==2.14.1" "torchvision==0.29.1"
-	$(BIN)/pip install -e '.[dev,ray]'
+	$(BIN)/pip install -e '.[dev,ray,mlflow,tensorboard]'
 	touch $(STAMP)
 
-install: $(STAMP) ## Create .venv and install bnexp with its dev tools and Ray (the [dev,ray] extras)
+install: $(STAMP) ## Create .venv and install bnexp with its dev tools, Ray, MLflow and TensorBoard (extras)
 
 quickstart: $(STAMP) ## Install, then run the embedded default experiment and print the comparison
 	$(BIN)/bnexp run configs/quickstart.yaml

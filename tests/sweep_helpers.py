@@ -50,8 +50,12 @@ def bnexp_cmd(*args: str) -> list[str]:
 
 
 def patched_cmd(patch: str, *args: str) -> list[str]:
-    """`bnexp ARGS` in a Python that first runs `patch` (test-side fault injection, in-process runs)."""
-    code = f"import sys\n{patch}\nfrom bnexp.cli import main\nsys.argv = ['bnexp', *sys.argv[1:]]\nmain()\n"
+    """`bnexp ARGS` in a Python that first runs `patch` (test-side fault injection, in-process
+    runs)."""
+    code = (
+        f"import sys\n{patch}\nfrom bnexp.cli import main\n"
+        "sys.argv = ['bnexp', *sys.argv[1:]]\nmain()\n"
+    )
     return [sys.executable, "-c", code, *args]
 
 
@@ -92,7 +96,8 @@ METRIC_KEYS = [
 
 
 def assert_same_results(got: Path, want: Path) -> None:
-    """Every run of `want` is in `got` once, complete, with identical metrics.csv bytes and final metrics."""
+    """Every run of `want` is in `got` once, complete, with identical metrics.csv bytes and final
+    metrics."""
     ids = plan_ids(want)
     assert sorted(plan_ids(got)) == sorted(ids)
     got_s, want_s = summaries(got), summaries(want)
@@ -106,7 +111,8 @@ def assert_same_results(got: Path, want: Path) -> None:
         a = (got / "runs" / rid / "metrics.csv").read_bytes()
         b = (want / "runs" / rid / "metrics.csv").read_bytes()
         assert a == b, (
-            f"{rid}: metrics.csv differs ({len(a)} vs {len(b)} bytes)\n{a.decode()}\nvs\n{b.decode()}"
+            f"{rid}: metrics.csv differs ({len(a)} vs {len(b)} bytes)\n"
+            f"{a.decode()}\nvs\n{b.decode()}"
         )
         for key in METRIC_KEYS:
             assert got_s[rid][key] == want_s[rid][key], (

@@ -139,7 +139,8 @@ def test_read_only_paths_import_no_torch(tmp_path, command):
     (tmp_path / "plan.csv").write_text("run_id\nabc\n")
     probe = (
         code
-        + "import sys\nbad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
+        + "import sys\n"
+        + "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
         "print('TORCH' if bad else 'CLEAN')\n"
     )
     out = subprocess.run(

@@ -47,7 +47,8 @@ def read_split(path: Path, split: str) -> tuple[np.ndarray, np.ndarray, tuple[st
             missing = [k for k in (x_key, y_key) if k not in f]
             if missing:
                 raise DataError(
-                    f"{path}: missing key {', '.join(missing)} (found: {', '.join(f.keys()) or 'none'}; "
+                    f"{path}: missing key {', '.join(missing)} (found: "
+                    f"{', '.join(f.keys()) or 'none'}; "
                     f"expected {x_key}, {y_key}, list_classes)"
                 )
             x, y = f[x_key][()], f[y_key][()]
@@ -81,6 +82,7 @@ def read_split(path: Path, split: str) -> tuple[np.ndarray, np.ndarray, tuple[st
         classes = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in np.ravel(names))
         if len(classes) != 2:
             raise DataError(
-                f"{path}: list_classes has {len(classes)} names {classes}; expected 2 (non-cat, cat)"
+                f"{path}: list_classes has {len(classes)} names {classes}; expected 2 (non-cat, "
+                "cat)"
             )
     return x, y, classes

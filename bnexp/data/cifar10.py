@@ -121,8 +121,10 @@ def download(root: Path) -> None:
     except Exception as e:  # URLError, HTTP errors, a failed MD5 check of the archive, a full disk
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DataError(
-            f"data.download: could not download CIFAR-10 from {CIFAR10.url} into {root} ({reason}); "
-            f"is the machine online? Otherwise download the archive elsewhere and extract it into data.root"
+            f"data.download: could not download CIFAR-10 from {CIFAR10.url} into {root} "
+            f"({reason}); "
+            "is the machine online? Otherwise download the archive elsewhere and extract it into "
+            "data.root"
         ) from None
 
 
@@ -165,13 +167,15 @@ def read_batches(paths: list[Path], num_classes: int) -> tuple[np.ndarray, np.nd
         missing = [k for k in ("data", "labels") if k not in batch]
         if missing:
             raise DataError(
-                f"{path}: missing key {', '.join(missing)} (found: {', '.join(map(str, batch)) or 'none'}; "
+                f"{path}: missing key {', '.join(missing)} (found: "
+                f"{', '.join(map(str, batch)) or 'none'}; "
                 f"expected data, labels)"
             )
         x = np.asarray(batch["data"])
         if x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or x.dtype != np.uint8:
             raise DataError(
-                f"{path}: data is {x.dtype} of shape {x.shape}; expected uint8 (N, 3072), one 32x32 RGB image per row"
+                f"{path}: data is {x.dtype} of shape {x.shape}; expected uint8 (N, 3072), one "
+                "32x32 RGB image per row"
             )
         y = check_labels(np.asarray(batch["labels"]), len(x), f"{path}: labels")
         if len(y) and y.max() >= num_classes:

@@ -1,4 +1,5 @@
-"""The embedded default: scikit-learn's bundled 8x8 handwritten digits (1,797 images, no download)."""
+"""The embedded default: scikit-learn's bundled 8x8 handwritten digits (1,797 images, no
+download)."""
 
 from __future__ import annotations
 

@@ -57,4 +57,7 @@ def standardization(data: Dataset) -> str:
     mean = ", ".join(f"{v:.4f}" for v in data.mean.reshape(-1)[:3].tolist())
     std = ", ".join(f"{v:.4f}" for v in data.std.reshape(-1)[:3].tolist())
     more = ", ..." if data.mean.numel() > 3 else ""
-    return f"uint8 pixels / 255, then (x - mean) / std per batch with training statistics: mean ({mean}{more}), std ({std}{more})"
+    return (
+        "uint8 pixels / 255, then (x - mean) / std per batch with training statistics: "
+        f"mean ({mean}{more}), std ({std}{more})"
+    )

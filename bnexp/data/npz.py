@@ -24,6 +24,7 @@ from bnexp.data.arrays import build, check_labels, to_nchw
 from bnexp.data.subsets import select
 from bnexp.errors import DataError
 
+MAX_CLASSES = 1000  # classes an npz may have without names (labels 0..999)
 LAYOUT = "an .npz file holding x (N, H, W, C) or (N, D) and y (N,)"
 
 
@@ -33,7 +34,8 @@ def load_npz(cfg: DataConfig) -> Dataset:
     x_tr, x_te = to_nchw(x_tr, cfg.train), to_nchw(x_te, cfg.test)
     if x_tr.shape[1:] != x_te.shape[1:]:
         raise DataError(
-            f"data.test: {cfg.test} holds examples of shape {x_te.shape[1:]} (as stored: N, C, H, W or N, D) "
+            f"data.test: {cfg.test} holds examples of shape {x_te.shape[1:]} (as stored: N, C, H, "
+            "W or N, D) "
             f"but {cfg.train} holds {x_tr.shape[1:]}; expected the same shape"
         )
     num_labels = int(max(y_tr.max(initial=0), y_te.max(initial=0))) + 1
@@ -42,10 +44,13 @@ def load_npz(cfg: DataConfig) -> Dataset:
     elif names_tr is not None:
         names, where = names_tr, f"the classes array of {cfg.train}"
     else:
-        names, where = [str(i) for i in range(num_labels)], ""
+        names, where = None, ""
+        _check_unnamed_labels(y_tr, y_te, cfg)
+        names = [str(i) for i in range(num_labels)]
     if len(names) < num_labels:
         raise DataError(
-            f"{where} names {len(names)} classes, but the labels go up to {num_labels - 1}; expected a name per label"
+            f"{where} names {len(names)} classes, but the labels go up to {num_labels - 1}; "
+            "expected a name per label"
         )
     sub = select(y_tr, y_te, names, cfg, source=f"{cfg.train} / {cfg.test}")
     return build(
@@ -58,6 +63,30 @@ def load_npz(cfg: DataConfig) -> Dataset:
         binary=sub.binary,
         standardize=cfg.standardize,
     )
+
+
+def _check_unnamed_labels(y_tr: np.ndarray, y_te: np.ndarray, cfg: DataConfig) -> None:
+    """Without class names, labels must be 0..K-1 with K <= MAX_CLASSES and every class present:
+    a stray label (1000 among 0..9, 2**40) is a broken file, not 1,001 classes. Checked before
+    anything is sized by K."""
+    top = int(max(y_tr.max(initial=0), y_te.max(initial=0)))
+    where = f"data.train / data.test: {cfg.train} / {cfg.test}"
+    if top >= MAX_CLASSES:
+        raise DataError(
+            f"{where}: label {top} found; expected class indices 0..K-1 with K <= "
+            f"{MAX_CLASSES:,} (name more classes with data.class_names or a classes array)"
+        )
+    present = np.zeros(top + 1, dtype=bool)
+    present[y_tr] = True
+    present[y_te] = True
+    if not present.all():
+        absent = np.flatnonzero(~present)
+        shown = ", ".join(map(str, absent[:5])) + (", ..." if len(absent) > 5 else "")
+        raise DataError(
+            f"{where}: labels go up to {top} but {len(absent)} of 0..{top} have no example "
+            f"({shown}); expected class indices 0..K-1 (name the classes with data.class_names "
+            "if some are meant to be empty)"
+        )
 
 
 def read_npz(path: Path, key: str) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
@@ -87,7 +116,8 @@ def _read_cached(
             missing = [k for k in ("x", "y") if k not in archive.files]
             if missing:
                 raise DataError(
-                    f"{key}: {path} has no array {', '.join(missing)} (found: {', '.join(archive.files) or 'none'}; "
+                    f"{key}: {path} has no array {', '.join(missing)} (found: "
+                    f"{', '.join(archive.files) or 'none'}; "
                     f"expected x (N, H, W, C) or (N, D) and y (N,))"
                 )
             x, y = archive["x"], archive["y"]

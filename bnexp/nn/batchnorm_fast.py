@@ -1,4 +1,5 @@
-"""The eager op behind our BatchNorm: `BatchNormFunction` (C kernel or torch ops, analytic backward).
+"""The eager op behind our BatchNorm: `BatchNormFunction` (C kernel or torch ops, analytic
+backward).
 
 What the layer calls in ordinary eager training; batchnorm_op.batch_norm picks it (or the
 torch.func / torch.compile variants). Its backward is differentiable: with create_graph=True it
@@ -74,7 +75,8 @@ def _ptr(t: Tensor | None) -> int | None:
 def _kernel_layout(
     x: Tensor, per_channel: tuple[Tensor | None, ...], needs_running: bool
 ) -> tuple | None:
-    """(outer, inner, memory format) when the C kernel takes x, viewed as (outer, C, inner); else None.
+    """(outer, inner, memory format) when the C kernel takes x, viewed as (outer, C, inner);
+    else None.
 
     The kernel takes CPU float32/float64 inputs, small or on one torch thread, that are contiguous
     or channels_last, with per-channel tensors (γ, β, running estimates; None allowed) contiguous,

@@ -72,7 +72,8 @@ def cpu_id() -> str:
 
 def build() -> Path:
     """The compiled library's path, compiling it first if this source, compiler and CPU have none
-    yet. Raises OSError or subprocess.CalledProcessError (with the compiler's message) on failure."""
+    yet. Raises OSError or subprocess.CalledProcessError (with the compiler's message) on
+    failure."""
     cc = compiler()
     key = hashlib.sha256()
     for part in [
@@ -103,7 +104,8 @@ def build() -> Path:
 
 @dataclass(frozen=True)
 class Kernel:
-    """The loaded library's entry points by dtype: forward[dtype], backward[dtype] (ctypes functions)."""
+    """The loaded library's entry points by dtype: forward[dtype], backward[dtype] (ctypes
+    functions)."""
 
     path: Path
     forward: dict
@@ -152,7 +154,8 @@ def _bind(lib: ctypes.CDLL, path: Path) -> Kernel:
 
 @functools.cache
 def load() -> Kernel | None:
-    """The kernel, or None (torch-ops path): turned off by BNEXP_BN_KERNEL, or it could not be built."""
+    """The kernel, or None (torch-ops path): turned off by BNEXP_BN_KERNEL, or it could not be
+    built."""
     if os.environ.get("BNEXP_BN_KERNEL", "").strip().lower() in OFF:
         return None
     try:
@@ -163,8 +166,9 @@ def load() -> Kernel | None:
         first = next((line for line in str(detail).splitlines() if line.strip()), type(e).__name__)
         warnings.warn(
             f"bnexp: could not build the BatchNorm C kernel with {compiler()!r} ({first.strip()}); "
-            "our BatchNorm uses its torch-ops path instead (same results up to rounding, slower on small "
-            "inputs). Set CC to a C compiler or BNEXP_CACHE_DIR to a writable folder, or BNEXP_BN_KERNEL=off "
+            "our BatchNorm uses its torch-ops path instead (same results up to rounding, slower "
+            "on small inputs). Set CC to a C compiler or BNEXP_CACHE_DIR to a writable folder, "
+            "or BNEXP_BN_KERNEL=off "
             "to silence this.",
             RuntimeWarning,
             stacklevel=2,

@@ -88,7 +88,8 @@ class _BatchNorm(nn.Module):
     noise: NoisyBN; in training the output becomes output·s + t with a per-channel draw (s, t)
         from `noise_generator` (reseed with seed_noise), redrawn every `every_steps` forwards.
     eval_stats: "running" (torch's), "batch" (eval normalizes with each batch's own statistics)
-        or "recalibrate" (running, with estimates that `recalibrate()` recomputes before evaluation).
+        or "recalibrate" (running, with estimates that `recalibrate()` recomputes before
+        evaluation).
     """
 
     _version = 2  # torch's: state dicts from version < 2 lack num_batches_tracked
@@ -189,7 +190,8 @@ class _BatchNorm(nn.Module):
     def extra_repr(self) -> str:
         s = (
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-            f"affine={self.affine}, bias={self.bias is not None}, track_running_stats={self.track_running_stats}"
+            f"affine={self.affine}, bias={self.bias is not None}, "
+            f"track_running_stats={self.track_running_stats}"
         )
         if self.ghost_batch_size is not None:
             s += f", ghost_batch_size={self.ghost_batch_size}"
@@ -204,7 +206,8 @@ class _BatchNorm(nn.Module):
     def _check_input_dim(self, x: Tensor) -> None:
         if x.dim() not in self._expected_dims:
             raise ValueError(
-                f"expected {' or '.join(f'{d}D' for d in self._expected_dims)} input (got {x.dim()}D input)"
+                f"expected {' or '.join(f'{d}D' for d in self._expected_dims)} input "
+                f"(got {x.dim()}D input)"
             )
 
     def _load_from_state_dict(
@@ -360,7 +363,8 @@ def make_norm(
         raise ValueError(f"unknown norm {name!r}; expected one of {NORMS}")
     if controls and name != "custom":
         raise ValueError(
-            f"the BN controls (ghost_batch_size, stats, noise, eval_stats) need norm 'custom', got {name!r}"
+            "the BN controls (ghost_batch_size, stats, noise, eval_stats) need norm 'custom', "
+            f"got {name!r}"
         )
     if cls is None:
         return nn.Identity()

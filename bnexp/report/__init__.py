@@ -12,7 +12,13 @@ seed gives the same data order and initial weights. Written by `build_report(res
                              at best lr
   tables/regularization.csv  per cell x norm: gen_gap, loss_gap (mean, CI), effect = gap(none) -
                              gap(BN) paired by seed; with a ghost-batch sweep also the effect vs
-                             full-batch statistics
+                             full-batch statistics; fit_*: the same at matched fit (each run's
+                             first evaluation meeting the target), fit_excluded never met it
+  tables/trend.csv           the regularization effect vs log2 batch size (and ghost size): per-
+                             size means, fitted line, slope with a paired bootstrap CI
+                             (bnexp.report.effects)
+  tables/equivalence.csv     ours (custom) - torch's, paired by seed: steps to target, final
+                             test accuracy, with CIs and tolerances
   tables/bn_noise.csv        per norm x layer x batch size: noise of batch means / variances,
                              log-log slopes
   tables/shift.csv           per cell x norm x site: drift of p50 and std of the probed layer's
@@ -21,22 +27,26 @@ seed gives the same data order and initial weights. Written by `build_report(res
   plots/*.png
   claims.json                one object per verdict (bnexp.report.claims: the vocabulary):
                              {claim, verdict, text, norm, cell, estimate, ci_low, ci_high, n,
-                             measure}
+                             measure, mde, seeds_needed, basis, details}
   report.md, report.html     one sentence per claim, with its numbers; the plots; the tables
                              (report.html is self-contained: plots inlined, no outside links)
 
-Modules, in the order of the flow: cells (what a cell is), load (read the folder), tables (pure
-DataFrame -> DataFrame), plots, claims (one function per claim), render (markdown, HTML,
-terminal), build (build_report wires them). Imports the base modules only, never torch.
+Modules, in the order of the flow: cells (what a cell is), load (read the folder), effects
+(matched fit, the one BN variant, best lr, trend, ours ≡ torch's), tables (pure DataFrame ->
+DataFrame), summary (the terminal's summary), plots, claims (Claim, the measurement claims),
+verdicts (BN's verdicts with their power; all_claims), render (markdown, HTML, terminal), build
+(build_report wires them). Imports the base modules only, never torch.
 """
 
 from .build import build_report, compute_tables, draw_plots
 from .cells import NORM_ORDER, SEED_KEYS, cell_keys, cell_label, ghost_key
-from .claims import VERDICTS, Claim, all_claims
+from .claims import VERDICTS, Claim
+from .effects import bn_variant, equivalence_table, matched_fit, trend_table
 from .load import load_summary, run_config, run_csvs
 from .plots import (
     plot_accuracy,
     plot_bn_noise,
+    plot_effect_trend,
     plot_gen_gap,
     plot_ics,
     plot_shift_drift,
@@ -54,15 +64,16 @@ from .render import (
     rich_table,
     slopes_frame,
 )
+from .summary import comparison
 from .tables import (
     best_lr_table,
     bn_noise_table,
-    comparison,
     ics_table,
     regularization_table,
     shift_table,
     speedup_table,
 )
+from .verdicts import all_claims
 
 __all__ = [
     "NORM_ORDER",
@@ -72,6 +83,11 @@ __all__ = [
     "Claim",
     "Report",
     "all_claims",
+    "bn_variant",
+    "equivalence_table",
+    "matched_fit",
+    "trend_table",
+    "plot_effect_trend",
     "best_lr_table",
     "bn_noise_table",
     "build_report",

@@ -12,8 +12,15 @@ from bnexp.io import atomic_write_csv, atomic_write_text
 
 from . import plots as P
 from .cells import cell_keys, ghost_key
-from .claims import all_claims
-from .load import load_summary, run_config, run_csvs
+from .effects import (
+    at_best_lr,
+    equivalence_table,
+    lr_swept,
+    matched_fit,
+    trend_table,
+    with_matched_fit,
+)
+from .load import load_summary, run_config, run_csvs, run_targets
 from .render import Report, report_html, report_markdown
 from .tables import (
     best_lr_table,
@@ -24,12 +31,21 @@ from .tables import (
     shift_table,
     speedup_table,
 )
+from .verdicts import all_claims
+
+# columns added after the tables' first layout: kept at the end of the CSV files
+LATE_COLUMNS = ("speedup_log_sd", "speedup_at_best_lr_bound", "speedup_at_best_lr_log_sd")
 
 
 def compute_tables(
     df: pd.DataFrame, probes: pd.DataFrame, noise: pd.DataFrame, target: dict | None
 ) -> dict[str, pd.DataFrame]:
-    """Every result table (with the pair counts claims.json needs; see tables.PAIR_COUNTS)."""
+    """Every result table (with the pair counts claims.json needs; see tables.PAIR_COUNTS).
+
+    df: summary rows, with the matched-fit columns when the runs have them (effects.FIT_COLUMNS).
+    Tables named with a leading "_" feed the claims only (never a CSV file nor the report):
+    `_regularization_best_lr` = the regularization table at each variant's best lr.
+    """
     keys = cell_keys(df)
     tables = {
         "speedup": speedup_table(df) if target else pd.DataFrame(),
@@ -44,7 +60,19 @@ def compute_tables(
         on = [k for k in keys if k != "train.lr"] + ["norm"]
         lr_cols = tables["best_lr"][[*on, "best_lr", "diverged_at"]]
         tables["speedup"] = tables["speedup"].merge(lr_cols, on=on, how="left")
-    return tables
+        if lr_swept(df):  # the verdicts use each variant's best lr
+            best_runs = at_best_lr(df, tables["best_lr"])
+            tables["_regularization_best_lr"] = regularization_table(best_runs)
+            tables["trend"] = trend_table(best_runs)
+    if "trend" not in tables:
+        tables["trend"] = trend_table(df)
+    tables["equivalence"] = equivalence_table(df)
+    for name in ("speedup", "best_lr", "regularization"):  # columns added later come last
+        frame = tables[name]
+        late = [c for c in frame.columns if c.startswith("fit_") or c in LATE_COLUMNS]
+        tables[name] = frame[[c for c in frame.columns if c not in late] + late]
+    order = ["speedup", "best_lr", "regularization", "trend", "equivalence"]
+    return {k: tables[k] for k in order} | {k: v for k, v in tables.items() if k not in order}
 
 
 def draw_plots(
@@ -66,6 +94,7 @@ def draw_plots(
         P.plot_gen_gap(reg, ghost, out / "gen_gap_ghost.png", "ghost batch size (log₂)")
         if ghost
         else None,
+        P.plot_effect_trend(tables.get("trend", pd.DataFrame()), out / "effect_vs_batch.png"),
         P.plot_bn_noise(tables["bn_noise"], out / "bn_noise.png"),
         P.plot_shift_percentiles(probes, keys, out / "shift_percentiles.png"),
         P.plot_shift_drift(probes, keys, out / "shift_drift.png"),
@@ -82,9 +111,10 @@ def build_report(results_dir: str | Path) -> Report:
     probes = run_csvs(results_dir, df, "probes.csv")
     noise = run_csvs(results_dir, df, "bn_noise.csv")
     metrics = run_csvs(results_dir, df, "metrics.csv")
+    df = with_matched_fit(df, matched_fit(metrics, run_targets(results_dir, df)))
 
     full = compute_tables(df, probes, noise, target)
-    tables = {name: for_csv(frame) for name, frame in full.items()}
+    tables = {name: for_csv(f) for name, f in full.items() if not name.startswith("_")}
     for name, frame in tables.items():
         if not frame.empty:
             atomic_write_csv(results_dir / "tables" / f"{name}.csv", frame)

@@ -1,10 +1,19 @@
 """Claims: one function per claim, each turning a result table into verdicts (`Claim` objects).
 
-Every claim is stated in BN's favour, against the same cell without BN (`none`):
+Every claim is stated in BN's favour, against the same cell without BN (`none`). BN is judged
+once per claim: torch's BatchNorm where the cell has it, else ours (effects.bn_variant); the
+`equivalence` claim checks that ours is torch's. The verdicts on BN's effects (speedup,
+regularization, trend, equivalence) and all_claims live in bnexp.report.verdicts; this module
+holds Claim and the measurement claims.
 
-  speedup         BN reaches measure.target in fewer steps (paired ratio steps(none)/steps(BN))
+  speedup         BN reaches measure.target in fewer steps (paired ratio steps(none)/steps(BN));
+                  with several lrs: each variant at its own best lr
   best_lr         each variant at its own best lr (a measurement: verdict "measured")
-  regularization  BN's gen gap is smaller (effect = gap(none) - gap(BN), paired by seed)
+  regularization  BN's gen gap is smaller (effect = gap(none) - gap(BN), paired by seed), at
+                  matched fit when enough seeds reach the target in both variants, else final
+  trend           the slope of that effect against log2 batch size (kind "batch") or log2 ghost
+                  batch size (kind "ghost"): "fades" (slope CI < 0) supports the claim
+  equivalence     ours ≡ torch's: paired custom - torch differences within tolerances
   ghost_batch     gap(full-batch statistics) - gap(this ghost batch size) ("measured")
   shift           BN's z~ (after BN) drifts less between probes than z without BN
   ics             BN's internal covariate shift ||G - G'|| / ||G|| is lower than without BN
@@ -18,8 +27,14 @@ Verdicts (VERDICTS, a fixed vocabulary):
   not determined  these results cannot judge: both variants censored in some seeds, variants
                   that fit the training set unequally, or no run without BN to compare with
   measured        a measurement reported with its numbers, with no verdict attached
+  equivalent      (equivalence) the 95% interval lies inside the stated tolerance
+  differs         (equivalence) the interval excludes 0 and leaves the tolerance
 
-A sentence of report.md may state several verdicts (shift and ics: one per BN variant); each
+Power (speedup, regularization, trend): `mde` = the smallest effect the seeds detect at 80%
+power, two-sided alpha 0.05 (bnexp.stats.power_analysis); `seeds_needed` (inconclusive verdicts
+only) = seeds that would detect the observed effect with that power.
+
+A sentence of report.md may state several verdicts (equivalence: steps and test accuracy); each
 verdict is one Claim, and they share the sentence as `text`.
 """
 
@@ -32,15 +47,24 @@ import numpy as np
 import pandas as pd
 
 from .cells import cell_keys, cell_label, groups, in_cell
+from .effects import bn_variant
 
-VERDICTS = ("supported", "contradicted", "not supported", "not determined", "measured")
+VERDICTS = (
+    "supported",
+    "contradicted",
+    "not supported",
+    "not determined",
+    "measured",
+    "equivalent",
+    "differs",
+)
 
 
 @dataclass(frozen=True)
 class Claim:
     """One verdict, as claims.json holds it (see the module docstring for the vocabularies)."""
 
-    claim: str  # speedup | best_lr | regularization | ghost_batch | shift | ics | bn_noise
+    claim: str  # see the module docstring
     verdict: str  # one of VERDICTS
     text: str  # the sentence in report.md (markdown), shared by the verdicts it states
     norm: str | None  # the BN variant judged; None for a claim over all variants (bn_noise)
@@ -50,6 +74,10 @@ class Claim:
     ci_high: float | None = None
     n: int | None = None  # seeds (pairs for paired estimates; runs otherwise) behind it
     measure: str = ""  # what `estimate` is
+    mde: float | None = None  # smallest effect these seeds detect (80% power), unit of estimate
+    seeds_needed: int | None = None  # inconclusive only: seeds to detect the observed estimate
+    basis: str = ""  # which comparison the verdict used ("matched fit", "final", "best lr", ...)
+    details: dict = field(default_factory=dict)  # further numbers named in the sentence
 
     def to_dict(self) -> dict:
         """JSON-ready: numpy scalars as Python numbers, NaN as None."""
@@ -81,50 +109,6 @@ def _cell(row: pd.Series, keys: list[str]) -> dict:
 # --------------------------------------------------------------------------- one per claim
 
 
-def speedup(sp: pd.DataFrame, target: dict | None) -> list[Claim]:
-    """Per cell x BN variant: is steps(none) / steps(BN) > 1 at 95%?"""
-    if not target or sp.empty or "speedup" not in sp.columns:
-        return []
-    keys = cell_keys(sp)
-    op = "≥" if target["metric"].endswith("acc") else "≤"
-    goal = f"{target['metric']} {op} {target['value']}"
-    out = []
-    for _, r in sp.dropna(subset=["speedup"]).iterrows():
-        cell = _cell(r, keys)
-        base = sp[(sp["norm"] == "none").to_numpy() & in_cell(sp, cell)]
-        none_steps = base["steps_to_target"].iloc[0] if len(base) else "—"
-        low, high, bound = r["speedup_ci_low"], r["speedup_ci_high"], r["speedup_bound"]
-        if bound == "unknown":
-            verdict, why = "not determined", "not measured (both variants censored in some seeds)"
-        elif math.isfinite(low) and low > 1 and bound in ("exact", "lower"):
-            verdict, why = "supported", "supported"
-        elif math.isfinite(high) and high < 1 and bound in ("exact", "upper"):
-            verdict, why = "contradicted", "contradicted (BN slower)"
-        else:
-            verdict = "not supported"
-            why = "not supported at 95% (the CI includes 1, or too few seeds)"
-        text = (
-            f"**Speed-up** ({r['norm']}, {cell_label(cell)}): steps to {goal} "
-            f"{none_steps} without BN vs {r['steps_to_target']} with {r['norm']}: "
-            f"speed-up {r['speedup_vs_none']} over {int(r['speedup_pairs'])} paired seeds — {why}."
-        )
-        out.append(
-            Claim(
-                claim="speedup",
-                verdict=verdict,
-                text=text,
-                norm=r["norm"],
-                cell=cell,
-                estimate=_num(r["speedup"]),
-                ci_low=_num(low),
-                ci_high=_num(high),
-                n=_count(r["speedup_pairs"]),
-                measure="steps(none) / steps(BN) to the target, ratio of means paired by seed",
-            )
-        )
-    return out
-
-
 def best_lr(bl: pd.DataFrame) -> list[Claim]:
     """Per cell x BN variant: its best lr, where it diverged, the speed-up at each's best lr."""
     if bl.empty or "speedup_at_best_lr_vs_none" not in bl.columns:
@@ -134,6 +118,8 @@ def best_lr(bl: pd.DataFrame) -> list[Claim]:
     out = []
     for _, r in bl.dropna(subset=["speedup_at_best_lr"]).iterrows():
         cell = _cell(r, keys)
+        if r["norm"] != bn_variant(bl.loc[in_cell(bl, cell), "norm"]):
+            continue  # one BN variant (the speed-up claim judges it; the table has both)
         none = bl[(bl["norm"] == "none").to_numpy() & in_cell(bl, cell)].iloc[0]
         where = f"{r['norm']}, {cell_label(cell)}" if several_cells else r["norm"]
         text = (
@@ -153,53 +139,6 @@ def best_lr(bl: pd.DataFrame) -> list[Claim]:
                 ci_high=_num(r["speedup_at_best_lr_ci_high"]),
                 n=_count(r.get("speedup_at_best_lr_pairs")),
                 measure="steps(none at its best lr) / steps(BN at its best lr), paired by seed",
-            )
-        )
-    return out
-
-
-def regularization(reg: pd.DataFrame) -> list[Claim]:
-    """Per cell x BN variant: is gap(none) - gap(BN) > 0 at 95%, at comparable training fit?"""
-    if reg.empty or "effect_mean" not in reg.columns:
-        return []
-    keys = cell_keys(reg)
-    out = []
-    for _, r in reg.dropna(subset=["effect_mean"]).iterrows():
-        cell = _cell(r, keys)
-        lo, hi = r["effect_ci_low"], r["effect_ci_high"]
-        base = reg[(reg["norm"] == "none").to_numpy() & in_cell(reg, cell)]
-        fit_none = base["train_acc_mean"].iloc[0] if len(base) else math.nan
-        if math.isfinite(fit_none) and abs(fit_none - r["train_acc_mean"]) > 0.05:
-            # the gaps of unequally fitted models differ for reasons that are not BN's
-            verdict = "not determined"
-            why = (
-                "not comparable: the variants fit the training set unequally (train acc "
-                f"{fit_none:.3f} without BN vs {r['train_acc_mean']:.3f})"
-            )
-        elif math.isfinite(lo) and lo > 0:
-            verdict, why = "supported", "supported (BN's gap is smaller)"
-        elif math.isfinite(hi) and hi < 0:
-            verdict, why = "contradicted", "contradicted (BN's gap is larger)"
-        else:
-            verdict, why = "not supported", "not supported at 95% (the CI includes 0)"
-        none_gap = base["gen_gap"].iloc[0] if len(base) else "—"
-        text = (
-            f"**Regularization** ({r['norm']}, {cell_label(cell)}): gen gap {none_gap} without "
-            f"BN vs {r['gen_gap']} with {r['norm']}; effect gap(none) − gap(BN) = "
-            f"{r['effect']} — {why}."
-        )
-        out.append(
-            Claim(
-                claim="regularization",
-                verdict=verdict,
-                text=text,
-                norm=r["norm"],
-                cell=cell,
-                estimate=_num(r["effect_mean"]),
-                ci_low=_num(lo),
-                ci_high=_num(hi),
-                n=_count(r.get("effect_n")),
-                measure="gen gap(none) - gen gap(BN), train acc - test acc, paired by seed",
             )
         )
     return out
@@ -237,13 +176,15 @@ def ghost_batch(reg: pd.DataFrame) -> list[Claim]:
 
 
 def _versus_none(base_rows, bn_rows, col, subject, words=("less", "more")):
-    """(' — torch: <subject> less than without BN ...; ...', [(BN row, verdict)]).
+    """(' — torch: <subject> less than without BN ...', [(BN row, verdict)]) for the one BN
+    variant (effects.bn_variant) of bn_rows.
 
     Judged by whether the 95% CIs of the BN variant and of `none` are apart; no `none` row:
     no text, and every BN row "not determined".
     """
     base = base_rows[base_rows["norm"] == "none"]
-    rows = [r for _, r in bn_rows[bn_rows["norm"] != "none"].iterrows()]
+    variant = bn_variant(bn_rows["norm"])  # one verdict for BN
+    rows = [r for _, r in bn_rows[bn_rows["norm"] == variant].iterrows()]
     if base.empty:
         return "", [(r, "not determined") for r in rows]
     b = base.iloc[0]
@@ -349,21 +290,6 @@ def bn_noise(bn: pd.DataFrame) -> list[Claim]:
             measure="log-log slope of rms (batch mean - full mean) / σ vs batch size, "
             "mean over norm x layer (n = norm x layer pairs)",
         )
-    ]
-
-
-def all_claims(tables: dict[str, pd.DataFrame], target: dict | None) -> list[Claim]:
-    """Every claim the tables can judge, in report.md's order."""
-    empty = pd.DataFrame()
-    reg = tables.get("regularization", empty)
-    return [
-        *speedup(tables.get("speedup", empty), target),
-        *best_lr(tables.get("best_lr", empty)),
-        *regularization(reg),
-        *ghost_batch(reg),
-        *shift(tables.get("shift", empty)),
-        *ics(tables.get("ics", empty)),
-        *bn_noise(tables.get("bn_noise", empty)),
     ]
 
 

@@ -100,14 +100,28 @@ def run_csvs(results_dir: Path, df: pd.DataFrame, name: str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def _read_config(path: Path) -> dict:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise BnexpError(f"{path}: not a readable YAML file: {first}") from None
+
+
 def run_config(results_dir: Path, df: pd.DataFrame) -> dict:
     """The resolved config.yaml of the first run that has one ({} if none does)."""
     for rid in df["run_id"]:
         path = Path(results_dir) / "runs" / str(rid) / CONFIG
         if path.exists():
-            try:
-                return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            except (yaml.YAMLError, UnicodeDecodeError) as e:
-                first = str(e).splitlines()[0] if str(e) else type(e).__name__
-                raise BnexpError(f"{path}: not a readable YAML file: {first}") from None
+            return _read_config(path)
     return {}
+
+
+def run_targets(results_dir: Path, df: pd.DataFrame) -> dict[str, dict | None]:
+    """run_id -> that run's measure.target from its config.yaml (None: no target, no config)."""
+    out: dict[str, dict | None] = {}
+    for rid in df["run_id"]:
+        path = Path(results_dir) / "runs" / str(rid) / CONFIG
+        target = (_read_config(path).get("measure") or {}).get("target") if path.exists() else None
+        out[str(rid)] = target if isinstance(target, dict) and "metric" in target else None
+    return out

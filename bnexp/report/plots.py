@@ -270,3 +270,46 @@ def plot_ics(probes: pd.DataFrame, keys: list[str], path: Path) -> Path | None:
         f"(Santurkar et al. Def. 2.1; mean over seeds; {cell_label(cell)})"
     )
     return _save(fig, path)
+
+
+def plot_effect_trend(trend: pd.DataFrame, path: Path) -> Path | None:
+    """BN's regularization effect vs log2 (ghost) batch size: per-size means with 95% t-CI bars,
+    the fitted line and its paired-bootstrap 95% band; one panel per kind (batch, ghost), one
+    line per group x basis (matched fit solid, final dashed)."""
+    if trend.empty or "slope" not in trend.columns:
+        return None
+    kinds = [k for k in ("batch", "ghost") if (trend["kind"] == k).any()]
+    fig, axes = _subplots(1, len(kinds), figsize=(7 * len(kinds), 4.5), squeeze=False)
+    for ax, kind in zip(axes.flat, kinds, strict=True):
+        t = trend[trend["kind"] == kind]
+        keys = [c for c in t.columns if (c == "batch_size" or "." in str(c)) and t[c].notna().any()]
+        varying = [k for k in keys if t[k].nunique(dropna=False) > 1]
+        lines = list(groups(t, [*keys, "norm", "basis"]))
+        for i, (key, h) in enumerate(lines):
+            h = h.sort_values("x")
+            color = plt.get_cmap("tab10")(i % 10)
+            style = "-" if key["basis"] == "matched fit" else "--"
+            label = f"{key['norm']} {key['basis']}, slope {h['slope'].iloc[0]:+.4f}"
+            if varying:
+                label += f" ({cell_label({k: key[k] for k in varying})})"
+            x = h["x"].astype(float)
+            err = np.vstack(
+                [h["effect_mean"] - h["effect_ci_low"], h["effect_ci_high"] - h["effect_mean"]]
+            )
+            ax.errorbar(x, h["effect_mean"], yerr=np.nan_to_num(err), fmt="o", color=color,
+                        capsize=3)  # fmt: skip
+            ax.plot(x, h["fitted"], style, color=color, label=label)
+            ax.fill_between(x, h["band_low"], h["band_high"], color=color, alpha=0.15, lw=0)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xscale("log", base=2)
+        ghost = kind == "ghost"
+        ax.set(
+            xlabel="ghost batch size m (log₂)" if ghost else "batch size (log₂)",
+            ylabel="gap(full stats) − gap(ghost m)" if ghost else "gap(none) − gap(BN)",
+            title="Ghost-batch effect" if ghost else "BN's regularization effect",
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Effect vs batch size: mean, 95% CI over seeds; line = least squares on log₂ "
+                 "size, band = paired bootstrap 95% CI")  # fmt: skip
+    return _save(fig, path)

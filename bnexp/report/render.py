@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .claims import Claim, sentences
-from .tables import comparison
+from .summary import comparison
 
 INTRO = (
     "Intervals are 95%: t-intervals over seeds; speed-ups are ratios of mean steps, paired by "
@@ -36,7 +36,13 @@ TITLES = {
     "best_lr": "Learning rates: best lr per variant, where it diverged, speed-up at each "
     "variant's best lr",
     "regularization": "Regularization: gen gap = train acc − test acc, loss gap = test − train "
-    "loss (mean [95% CI]); effect = gap(none) − gap(BN), paired",
+    "loss (mean [95% CI]); effect = gap(none) − gap(BN), paired; fit_* = the same at matched fit "
+    "(each run's first evaluation meeting the target; fit_excluded: runs that never did)",
+    "trend": "Trend: BN's effect vs log₂ batch size (kind batch: gap(none) − gap(BN); kind "
+    "ghost: gap(full-batch stats) − gap(ghost m)), mean [95% CI] per size, least-squares slope "
+    "per doubling with a paired bootstrap CI over seeds (slope < 0: the effect fades)",
+    "equivalence": "Ours ≡ torch's: custom − torch paired by seed (steps to target, also relative "
+    "to torch's; final test accuracy), mean [95% CI], with the tolerances of the check",
     "bn_noise": "BN noise: rms of (batch mean − full mean)/σ and of (batch var/full var − 1), "
     "per batch size; log-log slopes",
     "shift": "Covariate shift: mean |Δ| of p50 and std between probes (averaged over units), "
@@ -75,7 +81,17 @@ def display_columns(name: str, keys: list[str]) -> list[str]:
             "speedup_at_best_lr_vs_none",
         ],
         "regularization": [
-            *keys, "norm", "runs", "gen_gap", "loss_gap", "effect", "effect_vs_full_stats_mean",
+            *keys, "norm", "runs", "gen_gap", "effect", "fit_gen_gap", "fit_effect",
+            "fit_excluded", "effect_vs_full_stats_mean",
+        ],
+        "trend": [
+            *[k for k in keys if k not in ("batch_size", "train.lr")], "kind", "norm", "basis",
+            "x", "seeds", "effect_mean", "slope", "slope_ci_low", "slope_ci_high",
+        ],
+        "equivalence": [
+            "scope", *keys, "pairs", "steps_rel_diff_mean", "steps_rel_diff_ci_low",
+            "steps_rel_diff_ci_high", "test_acc_diff_mean", "test_acc_diff_ci_low",
+            "test_acc_diff_ci_high",
         ],
         "bn_noise": [
             "norm", "layer", "batch_size", "mean_noise_mean", "expected_mean_noise",
@@ -119,7 +135,7 @@ def report_markdown(report: Report) -> str:
     ]
     lines += ["", "## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in r.plots]
     for name, frame in r.tables.items():
-        if frame.empty:
+        if frame.empty or name not in TITLES:  # "_..." tables feed the claims only
             continue
         lines += [
             "",
@@ -193,7 +209,7 @@ def report_html(report: Report) -> str:
             f"<figcaption>{name}</figcaption></figure>"
         )
     for name, frame in r.tables.items():
-        if frame.empty:
+        if frame.empty or name not in TITLES:  # "_..." tables feed the claims only
             continue
         parts += [
             f"<h2>{html.escape(name)}</h2>",
@@ -219,6 +235,21 @@ SHORT = {
     "speedup_vs_none": ("speed-up", "steps(none)/steps(BN), paired by seed [bootstrap CI]"),
     "effect": ("effect", "gap(none) − gap(BN), paired by seed"),
     "effect_vs_full_stats_mean": ("vs full", "gap(full-batch stats) − gap(this ghost size)"),
+    "fit_gen_gap": ("fit gap", "gen gap at matched fit (first evaluation at the target)"),
+    "fit_effect": ("fit effect", "gap(none) − gap(BN) at matched fit, paired by seed"),
+    "fit_excluded": ("no fit", "runs that never reached the target (left out of fit)"),
+    "basis": ("basis", "gaps at matched fit or at the end"),
+    "x": ("size", "batch size (kind batch) or ghost batch size (kind ghost)"),
+    "effect_mean": ("effect", "mean paired effect at that size"),
+    "slope": ("slope", "effect change per doubling of the size (least squares)"),
+    "slope_ci_low": ("low", "slope's 95% paired bootstrap CI"),
+    "slope_ci_high": ("high", "slope's 95% paired bootstrap CI"),
+    "steps_rel_diff_mean": ("Δsteps", "(custom − torch)/torch steps to target"),
+    "steps_rel_diff_ci_low": ("low", "95% CI"),
+    "steps_rel_diff_ci_high": ("high", "95% CI"),
+    "test_acc_diff_mean": ("Δtest acc", "custom − torch final test accuracy"),
+    "test_acc_diff_ci_low": ("low", "95% CI"),
+    "test_acc_diff_ci_high": ("high", "95% CI"),
     "best_lr": ("best lr", "lr with the fewest steps to target"),
     "steps_at_best_lr": ("steps", "steps to target at the best lr"),
     "diverged_at": ("diverged at", "lr (runs diverged/runs)"),
@@ -241,12 +272,14 @@ TERMINAL_TITLES = {
     "speedup": "Speed-up to target (mean [95% CI]; censored runs shown as bounds)",
     "best_lr": "Learning rates: best lr per variant",
     "regularization": "Regularization: generalization gaps (mean [95% CI])",
+    "trend": "Trend: BN's effect vs batch size (slope per doubling, bootstrap CI)",
+    "equivalence": "Ours ≡ torch's: custom − torch, paired by seed",
     "bn_noise": "BN noise: log-log slope vs batch size",
     "shift": "Covariate shift: drift between probes",
     "ics": "Internal covariate shift (Santurkar et al. Def. 2.1)",
 }
 # the key columns of each table: repeated in every part when a table is split
-ROW_KEYS = ("batch_size", "norm", "site", "layer")
+ROW_KEYS = ("batch_size", "norm", "site", "layer", "kind", "basis", "x", "scope")
 
 
 def short_header(col: str) -> str:
@@ -345,7 +378,8 @@ def print_report(report: Report, console: Console) -> None:
             comparison(report.summary),
             "Summary: mean ± std over seeds (steps: of the seeds that reached the target)",
         )
-    for name in ("speedup", "best_lr", "regularization", "bn_noise", "shift", "ics"):
+    names = ("speedup", "best_lr", "regularization", "trend", "equivalence", "bn_noise", "shift")
+    for name in (*names, "ics"):
         frame = report.tables.get(name, pd.DataFrame())
         if frame.empty:
             continue

@@ -29,7 +29,12 @@ from bnexp.stats import (
 
 from .cells import cell_keys, ghost_key, groups, in_cell, norm_sorted
 
-PAIR_COUNTS = ("effect_n", "effect_vs_full_stats_n", "speedup_at_best_lr_pairs")
+PAIR_COUNTS = (
+    "effect_n",
+    "effect_vs_full_stats_n",
+    "speedup_at_best_lr_pairs",
+    "fit_effect_n",
+)
 
 
 def iv_cols(prefix: str, iv: Interval) -> dict:
@@ -93,6 +98,15 @@ def paired_ratio(base: pd.DataFrame, other: pd.DataFrame, col: str):
     return paired_bootstrap_ratio(m[f"{col}_a"], m[f"{col}_b"], m["censored_a"], m["censored_b"])
 
 
+def paired_log_sd(base: pd.DataFrame, other: pd.DataFrame, col: str) -> float:
+    """sd over seeds of log(base[col] / other[col]): the spread the speed-up's power uses."""
+    m = base[["seed", col]].merge(other[["seed", col]], on="seed", suffixes=("_a", "_b"))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.log(m[f"{col}_a"].to_numpy(float) / m[f"{col}_b"].to_numpy(float))
+    logs = logs[np.isfinite(logs)]
+    return float(logs.std(ddof=1)) if len(logs) > 1 else math.nan
+
+
 def speedup_table(df: pd.DataFrame) -> pd.DataFrame:
     """Per cell x norm: time to target with CIs and the paired speed-up vs none."""
     if df.empty:
@@ -128,6 +142,7 @@ def speedup_table(df: pd.DataFrame) -> pd.DataFrame:
                         "time_speedup": t.ratio,
                         "time_speedup_ci_low": t.low,
                         "time_speedup_ci_high": t.high,
+                        "speedup_log_sd": paired_log_sd(base, h, "steps_c"),
                     }
                 )
             rows.append(row)
@@ -188,6 +203,10 @@ def best_lr_table(df: pd.DataFrame) -> pd.DataFrame:
                         "speedup_at_best_lr_ci_high": r.high,
                         "speedup_at_best_lr_vs_none": ratio_display(r),
                         "speedup_at_best_lr_pairs": r.n,
+                        "speedup_at_best_lr_bound": r.bound,
+                        "speedup_at_best_lr_log_sd": paired_log_sd(
+                            best["none"], best[row["norm"]], "steps_c"
+                        ),
                     }
                 )
     return norm_sorted(pd.DataFrame(rows), [*keys, "norm"])
@@ -202,10 +221,31 @@ def paired_diff(a: pd.DataFrame, b: pd.DataFrame, col: str) -> Interval:
     return paired_difference_ci(m[f"{col}_a"], m[f"{col}_b"])
 
 
+def matched_fit_cols(base: pd.DataFrame, h: pd.DataFrame, versus_none: bool) -> dict:
+    """The fit_* columns: gaps where each run first met the target (bnexp.report.effects), and
+    the paired effect over the seeds where both runs met it; runs that never met it excluded."""
+    fit = h[h["fit_gen_gap"].notna()]
+    out = {
+        "fit_runs": len(fit),
+        "fit_excluded": len(h) - len(fit),
+        **iv_cols("fit_gen_gap", mean_ci(fit["fit_gen_gap"])),
+        **iv_cols("fit_loss_gap", mean_ci(fit["fit_loss_gap"])),
+        **iv_cols("fit_step", mean_ci(fit["fit_step"])),
+    }
+    if versus_none and not base.empty:
+        effect = paired_diff(base[base["fit_gen_gap"].notna()], fit, "fit_gen_gap")
+        out.update(iv_cols("fit_effect", effect))
+        out.update(iv_cols("fit_loss_effect", paired_diff(base, fit, "fit_loss_gap")))
+        out["fit_effect_n"] = effect.n
+    return out
+
+
 def regularization_table(df: pd.DataFrame) -> pd.DataFrame:
     """Per cell x norm: gen_gap and loss_gap over seeds; effect = gap(none) - gap(this), paired.
 
-    Diverged runs are left out (their final metrics are not a model's) and counted. When the sweep
+    Diverged runs are left out (their final metrics are not a model's) and counted. With the
+    matched-fit columns in df (bnexp.report.effects.FIT_COLUMNS) also the fit_* columns: the same
+    at each run's first evaluation meeting the target (matched_fit_cols). When the sweep
     varies a ghost batch size, `effect_vs_full_stats` = gap(largest ghost size, i.e. full-batch
     statistics) - gap(this ghost size) for the same norm, batch size and seed.
     """
@@ -243,6 +283,8 @@ def regularization_table(df: pd.DataFrame) -> pd.DataFrame:
                 row.update(iv_cols("effect", effect))
                 row.update(iv_cols("loss_effect", paired_diff(base, h, "loss_gap")))
                 row["effect_n"] = effect.n
+            if "fit_gen_gap" in h.columns:
+                row.update(matched_fit_cols(base, h, norm["norm"] != "none"))
             if ghost is not None and norm["norm"] != "none":
                 peers = matching(norm["norm"], {k: v for k, v in cell.items() if k != ghost})
                 sizes = peers[ghost].dropna()
@@ -256,7 +298,7 @@ def regularization_table(df: pd.DataFrame) -> pd.DataFrame:
                     row["effect_vs_full_stats_n"] = full.n
             rows.append(row)
     out = pd.DataFrame(rows)
-    for col in ("gen_gap", "loss_gap", "effect"):
+    for col in ("gen_gap", "loss_gap", "effect", "fit_gen_gap", "fit_effect"):
         if f"{col}_mean" in out.columns:
             out[col] = [
                 fmt_interval(Interval(m, lo, hi, 2 if math.isfinite(lo) else 1))
@@ -367,41 +409,3 @@ def ics_table(probes: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
             }
         )
     return norm_sorted(pd.DataFrame(rows), [*keys, "norm"])
-
-
-# --------------------------------------------------------------------------- the terminal summary
-
-
-def _mean_std(values: pd.Series, fmt: str) -> str:
-    v = values.dropna().astype(float)
-    if v.empty:
-        return "—"
-    return f"{v.mean():{fmt}} ± {v.std(ddof=1):{fmt}}" if len(v) > 1 else f"{v.mean():{fmt}}"
-
-
-def comparison(df: pd.DataFrame) -> pd.DataFrame:
-    """Per cell x norm: final test accuracy, gen gap and steps to target, mean ± std over seeds.
-
-    steps_to_target averages the seeds that reached the target; `reached` says how many did;
-    `diverged` (shown only where some run diverged) how many broke: their final metrics are
-    those of a broken network.
-    """
-    keys = [*cell_keys(df), "norm"]
-    rows = []
-    for values, g in groups(df, keys):
-        reached = g["steps_to_target"].dropna()
-        rows.append(
-            {
-                **values,
-                "seeds": len(g),
-                "final_test_acc": _mean_std(g["final_test_acc"], ".3f"),
-                "gen_gap": _mean_std(g["gen_gap"], ".3f"),
-                "steps_to_target": _mean_std(reached, ".0f"),
-                "reached": f"{len(reached)}/{len(g)}",
-                "diverged": f"{int(g['diverged'].fillna(False).astype(bool).sum())}/{len(g)}",
-            }
-        )
-    out = pd.DataFrame(rows)
-    if not out.empty and (out["diverged"].str.split("/").str[0] == "0").all():
-        out = out.drop(columns="diverged")  # shown only where some run diverged
-    return norm_sorted(out, keys)

@@ -44,9 +44,7 @@ def execute_run(
         except RunInterrupted:
             return Outcome(run.run_id, "interrupted", seconds=time.perf_counter() - t0)
         except Exception as e:  # noqa: BLE001 - recorded, and the sweep goes on
-            return Outcome(
-                run.run_id, "failed", store.record_failure(run, e), time.perf_counter() - t0
-            )
+            return store.failure_outcome(run, e, time.perf_counter() - t0)
         return Outcome(
             run.run_id,
             "diverged" if summary.diverged else "complete",
@@ -97,10 +95,8 @@ def execute_task(
                 seconds = time.perf_counter() - t0
                 return outcomes + [Outcome(r.run_id, "interrupted", seconds=seconds) for r in todo]
             except Exception as e:  # noqa: BLE001 - recorded, and the sweep goes on
-                error = [store.record_failure(r, e) for r in todo][0]
-                return outcomes + [
-                    Outcome(r.run_id, "failed", error, time.perf_counter() - t0) for r in todo
-                ]
+                seconds = time.perf_counter() - t0
+                return outcomes + [store.failure_outcome(r, e, seconds) for r in todo]
             seconds = (time.perf_counter() - t0) / len(todo)
             return outcomes + [
                 Outcome(s.run_id, "diverged" if s.diverged else "complete", seconds=seconds)

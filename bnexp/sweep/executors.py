@@ -1,6 +1,10 @@
 """Executors: where `execute_task` is called. In this process (one worker), in a local process
 pool (each worker max(1, cores // workers) torch threads), or as Ray tasks. Resume, skip and
 claims live in the run store, so every executor behaves the same.
+
+Pool workers never outlive their sweep: the kernel kills them when their parent (the fork
+server) dies, and a watchdog thread in each ends it within WATCHDOG_S of the sweep process's
+death (even by SIGKILL), so an orphan never trains queued runs nor holds memory and claims.
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ from bnexp.errors import BnexpError
 from bnexp.sweep.execute import execute_task
 from bnexp.sweep.store import Outcome
 
-Task = list[
-    PlannedRun
-]  # runs trained by one call: one run, or the seeds of a cell trained together
-GRACE_S = 10.0  # after Ctrl-C, how long runs in progress get to stop before their workers are ended
+# runs trained by one call: one run, or the seeds of a cell trained together
+Task = list[PlannedRun]
+GRACE_S = 10.0  # after Ctrl-C, how long runs in progress get to stop before their workers end
+WATCHDOG_S = 0.5  # how often a pool worker checks that its sweep process is alive
+RAY_RETRIES = 3  # a Ray task whose worker or node died is run again (it resumes from the store)
 
 
 def cpu_cores() -> int:
@@ -60,11 +65,13 @@ class SerialExecutor:
 
 
 _STOP = None  # in a pool worker: the pool's stop Event
+_TERMINATED = threading.Event()  # in a pool worker: SIGTERM arrived (its run stops at a step)
 
 
 def _die_with_parent() -> None:
-    """Linux: the kernel kills this worker when the sweep process dies (even by SIGKILL), so an
-    orphan never keeps training and holding a run's claim after its sweep is gone."""
+    """Linux: the kernel kills this worker when its parent dies (even by SIGKILL): the sweep
+    process where workers are spawned; the fork server, which exits with the sweep, where they
+    are forked from one (the watchdog covers the gap in between)."""
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -74,20 +81,51 @@ def _die_with_parent() -> None:
             os._exit(1)
 
 
-def _init_worker(stop_event, threads: int) -> None:
+def _sweep_alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, dead but not yet reaped, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (macOS): ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+
+
+def _watch_sweep(pid: int) -> None:
+    """End this worker as soon as the sweep process `pid` is gone. Its run's claim is a file lock,
+    released by the kernel; its last checkpoint stays for a resume."""
+    while _sweep_alive(pid):
+        time.sleep(WATCHDOG_S)
+    os._exit(1)
+
+
+def _init_worker(stop_event, threads: int, sweep_pid: int) -> None:
     global _STOP
     _STOP = stop_event
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and sets the event
+    # SIGTERM to the whole process group (`timeout`, Slurm): stop this run at its next step, as
+    # the sweep process (which gets it too) stops the others; no half-written files
+    signal.signal(signal.SIGTERM, lambda signum, frame: _TERMINATED.set())
     _die_with_parent()
+    threading.Thread(target=_watch_sweep, args=(sweep_pid,), daemon=True).start()
     import torch
 
     torch.set_num_threads(threads)
 
 
+def _should_stop() -> bool:
+    return _TERMINATED.is_set() or (_STOP is not None and _STOP.is_set())
+
+
 def _pool_execute(results_dir: str, task: Task, redo: frozenset[str]) -> list[Outcome]:
-    return execute_task(
-        results_dir, task, redo, should_stop=_STOP.is_set if _STOP is not None else None
-    )
+    return execute_task(results_dir, task, redo, should_stop=_should_stop)
 
 
 class PoolExecutor:
@@ -113,7 +151,7 @@ class PoolExecutor:
             workers,
             mp_context=ctx,
             initializer=_init_worker,
-            initargs=(self.stop_event, self.threads),
+            initargs=(self.stop_event, self.threads, os.getpid()),
         )
         # start the workers now, from a thread: starting them waits for the fork server to import
         # torch, which can overlap this process's own work until the first run is handed out
@@ -162,7 +200,7 @@ class PoolExecutor:
                 p.join(max(0.0, deadline - time.monotonic()))
             for p in procs:
                 if p.is_alive():
-                    p.terminate()
+                    p.kill()  # SIGTERM only asks a worker to stop its run: it did not in time
                     p.join(5)
         self.pool.shutdown(wait=True, cancel_futures=True)
 
@@ -184,7 +222,8 @@ class RayExecutor:
             import ray
         except ImportError:
             raise BnexpError(
-                "--executor ray: Ray is not installed (pip install 'ray>=2.9', or bnexp's extra named ray)"
+                "--executor ray: Ray is not installed "
+                "(pip install 'ray>=2.9', or bnexp's extra named ray)"
             ) from None
         self.ray = ray
         self.results_dir = str(Path(results_dir).resolve())
@@ -201,7 +240,10 @@ class RayExecutor:
         remote = ray.remote(_ray_execute)
         for task in tasks:
             gpus = 1 if self.has_gpu and task[0].config.train.device != "cpu" else 0
-            ref = remote.options(num_cpus=self.cpus, num_gpus=gpus, max_retries=0).remote(
+            # max_retries: system failures only (a worker or node died); a run's own exception
+            # is recorded by execute_task and not retried. A retried task claims its runs again
+            # and resumes them from their checkpoints (a run done meanwhile is skipped).
+            ref = remote.options(num_cpus=self.cpus, num_gpus=gpus, max_retries=RAY_RETRIES).remote(
                 self.results_dir, task, redo, self.cpus
             )
             self.refs[ref] = task

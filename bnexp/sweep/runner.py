@@ -7,10 +7,16 @@ results/<name>/
   summary.csv                one row per complete run, rebuilt from the summary.json files
                              (never appended to by workers), after every sweep, even interrupted
 
-Resume, skip and claims live in the run store (`bnexp.sweep.store`); executors only decide where
-`execute_task` is called (bnexp.sweep.executors): in this process (one worker), in a local process pool, or as Ray tasks.
-A rerun skips runs whose summary.json exists (failed ones too, unless retry_failed), resumes
-partial runs from their checkpoint, and waits for runs another process is training.
+Resume, skip and claims live in the run store (`bnexp.sweep.store`); executors only decide
+where `execute_task` is called (bnexp.sweep.executors): in this process (one worker), in a local
+process pool, or as Ray tasks. A rerun skips runs whose summary.json exists (failed ones too,
+unless retry_failed), resumes partial runs from their checkpoint, retrains damaged ones, and
+waits for runs another process is training.
+
+Stopping: Ctrl-C (SIGINT) and SIGTERM (timeout, systemd, Slurm, docker stop) both stop the runs
+in progress within a step, keep finished ones and return `interrupted=True` with the signal. A
+results folder that cannot be written (full disk, read-only) stops the sweep the same way and
+raises StorageError (one line); nothing is recorded as failed for it, so a rerun resumes.
 """
 
 from __future__ import annotations
@@ -19,19 +25,26 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from bnexp.config import ExperimentConfig, PlannedRun, expand
 from bnexp.errors import BnexpError
-from bnexp.io import atomic_write_csv, atomic_write_text
+from bnexp.io import atomic_write_csv
 from bnexp.results import SUMMARY_COLUMNS
 from bnexp.run.vectorize import group_by_seed, why_not_vectorized
 from bnexp.sweep.executors import PoolExecutor, RayExecutor, SerialExecutor, Task, cpu_cores
+from bnexp.sweep.folder import (
+    is_storage_error,
+    plan_frame,  # noqa: F401 - re-exported: plan.csv's table
+    prepare_results_dir,
+    storage_error,
+    write_plan,
+)
 from bnexp.sweep.store import Outcome, RunStore
 
 log = logging.getLogger("bnexp")
@@ -49,6 +62,7 @@ class SweepResult:
     summary: pd.DataFrame
     interrupted: bool = False
     workers: int = 1
+    stop_signal: int | None = None  # interrupted by: signal.SIGINT (Ctrl-C) or signal.SIGTERM
 
     @property
     def ran(self) -> list[str]:
@@ -72,38 +86,30 @@ class SweepResult:
         return list(self.summary.loc[self.summary["diverged"].fillna(False).astype(bool), "run_id"])
 
 
-def plan_frame(plan: list[PlannedRun]) -> pd.DataFrame:
-    return pd.DataFrame(
-        [{"run_id": r.run_id, **r.params} for r in plan],
-        columns=["run_id", *(plan[0].params if plan else [])],
-    )
+def _blank(value: object) -> bool:
+    """A plan.csv cell with no value (a run of an extended plan that does not sweep this key)."""
+    return value is None or (isinstance(value, float) and value != value)
 
 
-def write_experiment(
-    results_dir: Path, raw: dict, source: str, overrides: list[str], plan: list[PlannedRun]
-) -> None:
-    header = f"# bnexp experiment, from {source}" + "".join(f"\n#   --set {o}" for o in overrides)
-    atomic_write_text(
-        results_dir / "experiment.yaml", header + "\n" + yaml.safe_dump(raw, sort_keys=False)
-    )
-    atomic_write_csv(results_dir / "plan.csv", plan_frame(plan))
-
-
-def collect_summary(results_dir: Path, plan: list[PlannedRun]) -> pd.DataFrame:
-    """summary.csv's table: one row per complete run of the plan, swept keys as extra columns.
+def collect_summary(results_dir: Path, plan: pd.DataFrame) -> pd.DataFrame:
+    """summary.csv's table: one row per complete run of `plan` (plan.csv's table), swept keys as
+    extra columns.
 
     Failed runs have no metrics and are left out (`bnexp status` and the run command list them);
-    diverged runs are complete and in, with diverged = True.
+    diverged runs are complete and in, with diverged = True; damaged ones are left out (warned).
     """
     store, rows = RunStore(results_dir), []
-    for run in plan:
-        s = store.summary(run.run_id)
+    extra = [c for c in plan.columns if c != "run_id"]
+    for planned in plan.to_dict("records"):
+        s = store.summary(planned["run_id"])
         if s is None or s.get("status") != "complete":
             continue
         row = {k: s.get(k) for k in SUMMARY_COLUMNS}
-        row.update({k: v for k, v in s.get("params", {}).items() if k not in row})
+        # the swept values of this plan row (a run serving several cells has one row per cell),
+        # else (a plan.csv without them) those the run recorded
+        swept = {k: planned[k] for k in extra if not _blank(planned[k])} or s.get("params") or {}
+        row.update({k: v for k, v in swept.items() if k not in row})
         rows.append(row)
-    extra = list(plan[0].params) if plan else []
     columns = SUMMARY_COLUMNS + [k for k in extra if k not in SUMMARY_COLUMNS]
     df = pd.DataFrame(rows, columns=columns)
     df["steps_to_target"] = df["steps_to_target"].astype("Int64")
@@ -115,8 +121,11 @@ def runs_to_do(
     store: RunStore, plan: list[PlannedRun], redo: frozenset[str]
 ) -> tuple[list[PlannedRun], list[str]]:
     """(runs to hand to the executor, run ids skipped as already finished)."""
-    todo, skipped = [], []
+    todo, skipped, seen = [], [], set()
     for run in plan:
+        if run.run_id in seen:  # one run serving several cells (a baseline): trained once
+            continue
+        seen.add(run.run_id)
         state = store.state(run.run_id)
         if state in ("done", "failed") and state not in redo:
             skipped.append(run.run_id)
@@ -127,8 +136,36 @@ def runs_to_do(
 
 
 def default_workers(n_runs: int, uses_cuda: bool) -> int:
-    """One worker per core (CPU runs) or one for all (GPU runs share the device); never more than runs."""
+    """One worker per core (CPU runs) or one for all (GPU runs share the device); never more
+    than runs."""
     return max(1, min(n_runs, 1 if uses_cuda else cpu_cores()))
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: stop as for Ctrl-C."""
+
+
+class _StorageStop(Exception):
+    def __init__(self, error: OSError):
+        self.error = error
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises Terminated (a KeyboardInterrupt) in this thread, so a sweep stopped by
+    `timeout`, systemd, Slurm or `docker stop` stops like one stopped with Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # --------------------------------------------------------------------------- the sweep
@@ -146,6 +183,7 @@ def run_experiment(
     address: str | None = None,
     retry_failed: bool = False,
     force: bool = False,
+    extend: bool = False,
     on_start: Callable[[int, int], None] | None = None,
     on_run_start: Callable[[PlannedRun], None] | None = None,
     on_epoch: Callable[[int, int], None] | None = None,
@@ -154,8 +192,10 @@ def run_experiment(
 ) -> SweepResult:
     """Train every planned run that is not finished yet; rebuild summary.csv at the end.
 
-    workers: None = `default_workers`. Ctrl-C (KeyboardInterrupt) stops the runs in progress
-    within a step, keeps finished ones and returns with `interrupted=True`.
+    workers: None = `default_workers`; never more than tasks. Ctrl-C (KeyboardInterrupt) and
+    SIGTERM stop the runs in progress within a step, keep finished ones and return with
+    `interrupted=True` and `stop_signal`. `extend`: the results folder may hold another plan of
+    the same name; this plan's runs are added to it (see bnexp.sweep.folder.write_plan).
     `on_start(to_run, workers)` once, `on_outcome` per finished run (in this process),
     `on_wait(run_ids)` while waiting for runs another process has claimed.
     """
@@ -167,51 +207,95 @@ def run_experiment(
         raise BnexpError(f"--workers {workers}: expected a whole number >= 1")
     results_dir = Path(out_root) / exp.name
     plan = expand(exp)
-    write_experiment(results_dir, raw, source, list(overrides or []), plan)
+    prepare_results_dir(results_dir)
+    try:
+        folder_plan = write_plan(
+            results_dir, raw, source, list(overrides or []), plan, extend=extend
+        )
+    except OSError as e:
+        if is_storage_error(e):
+            raise storage_error(results_dir, e) from None
+        raise
     store = RunStore(results_dir)
     redo = frozenset({"done", "failed"} if force else {"failed"} if retry_failed else set())
     todo, skipped = runs_to_do(store, plan, redo)
+    tasks = make_tasks(todo)
     uses_cuda = any(_may_use_cuda(r) for r in todo)
-    n_workers = workers or default_workers(len(todo), uses_cuda)
-    # the executor first: a pool's workers start (a fresh interpreter importing torch, seconds)
-    # while this process checks the data and models
-    pool = (
-        _make_executor(executor, results_dir, n_workers, workers, address, on_run_start, on_epoch)
-        if todo
-        else None
-    )
-    try:
-        preflight(todo)
-    except BaseException:
-        if pool is not None:
-            pool.close()
-        raise
-    if on_start:
-        on_start(len(todo), n_workers)
-
-    outcomes: dict[str, Outcome] = {}
-    interrupted = False
-    if pool is not None:
-        previous = None
+    # never more workers than tasks: each idle worker would cost a process with torch loaded
+    n_workers = max(1, min(workers or default_workers(len(todo), uses_cuda), len(tasks)))
+    with _sigterm_as_interrupt():
+        # the executor first: a pool's workers start (a fresh interpreter importing torch,
+        # seconds) while this process checks the data and models
+        pool = (
+            _make_executor(
+                executor, results_dir, n_workers, workers, address, on_run_start, on_epoch
+            )
+            if todo
+            else None
+        )
         try:
-            _drive(pool, todo, redo, outcomes, on_outcome, on_wait)
-        except KeyboardInterrupt:
-            interrupted = True
-            # One Ctrl-C may arrive as several SIGINTs (`timeout` signals the process and then its
-            # group); the shutdown below is bounded by GRACE_S, so further ones are ignored.
-            if threading.current_thread() is threading.main_thread():
-                previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-            pool.stop()
-        finally:
-            try:
+            preflight(todo)
+        except BaseException:
+            if pool is not None:
                 pool.close()
-            finally:
-                if previous is not None:
-                    signal.signal(signal.SIGINT, previous)
-    skipped += [r for r, o in outcomes.items() if o.status == "skipped"]
-    df = collect_summary(results_dir, plan)
-    atomic_write_csv(results_dir / "summary.csv", df)
-    return SweepResult(results_dir, plan, outcomes, skipped, df, interrupted, n_workers)
+            raise
+        if on_start:
+            on_start(len(todo), n_workers)
+        outcomes: dict[str, Outcome] = {}
+        stop_signal, full = _sweep(pool, tasks, todo, redo, outcomes, on_outcome, on_wait)
+        skipped += [r for r, o in outcomes.items() if o.status == "skipped"]
+        try:
+            df = collect_summary(results_dir, folder_plan)
+            atomic_write_csv(results_dir / "summary.csv", df)
+        except OSError as e:
+            if not is_storage_error(e):
+                raise
+            full = full or e
+        if full is not None:
+            raise storage_error(results_dir, full, "; the sweep stopped")
+    return SweepResult(
+        results_dir,
+        plan,
+        outcomes,
+        skipped,
+        df,
+        stop_signal is not None,
+        n_workers,
+        stop_signal,
+    )
+
+
+def _sweep(pool, tasks, todo, redo, outcomes, on_outcome, on_wait):
+    """Drive the executor to the end, or until a signal or a full disk stops it; returns
+    (the signal that stopped it or None, the storage OSError that stopped it or None)."""
+    if pool is None:
+        return None, None
+    stop_signal = full = None
+    ignored: dict = {}
+    try:
+        _drive(pool, tasks, todo, redo, outcomes, on_outcome, on_wait)
+    except KeyboardInterrupt as e:
+        stop_signal = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
+        # One Ctrl-C may arrive as several SIGINTs (`timeout` signals the process and then its
+        # group); the shutdown below is bounded by GRACE_S, so further ones are ignored.
+        if threading.current_thread() is threading.main_thread():
+            ignored = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+        pool.stop()
+    except _StorageStop as e:
+        full = e.error
+        pool.stop()
+    except OSError as e:  # a claim or a temporary file that could not be written
+        if not is_storage_error(e):
+            raise
+        full = e
+        pool.stop()
+    finally:
+        try:
+            pool.close()
+        finally:
+            for s, previous in ignored.items():
+                signal.signal(s, previous)
+    return stop_signal, full
 
 
 def preflight(todo: list[PlannedRun]) -> None:
@@ -269,10 +353,12 @@ def make_tasks(todo: list[PlannedRun]) -> list[Task]:
     return tasks
 
 
-def _drive(pool, todo: list[PlannedRun], redo, outcomes: dict, on_outcome, on_wait) -> None:
+def _drive(
+    pool, tasks: list[Task], todo: list[PlannedRun], redo, outcomes: dict, on_outcome, on_wait
+) -> None:
     """Hand tasks to the executor; runs claimed by another process come back "busy" and are
-    offered again every POLL_S until that process finishes them (skipped) or dies (resumed here)."""
-    tasks = make_tasks(todo)
+    offered again every POLL_S until that process finishes them (skipped) or dies (resumed
+    here). A run that could not write its files ("storage") stops the sweep."""
     by_id = {r.run_id: r for r in todo}
     while tasks:
         busy = []
@@ -280,6 +366,8 @@ def _drive(pool, todo: list[PlannedRun], redo, outcomes: dict, on_outcome, on_wa
             if outcome.status == "busy":
                 busy.append(outcome.run_id)
                 continue
+            if outcome.status == "storage":
+                raise _StorageStop(outcome.exception or OSError(outcome.error))
             outcomes[outcome.run_id] = outcome
             if on_outcome:
                 on_outcome(outcome)

@@ -8,8 +8,11 @@ results/<name>/runs/<run_id>/ holds what `train.train_run` writes, plus:
   summary.json status "complete" (diverged runs included) or "failed" (+ error, traceback).
 
 A run's state, read from these files:
-  done      summary.json, status complete
+  done      summary.json, status complete, and the files a complete run leaves (config.yaml,
+            metrics.csv, timing.csv) all there
   failed    summary.json, status failed
+  damaged   summary.json unreadable (cut short, not a record) or a complete run missing one of
+            its files: reported (a warning, and in `bnexp status`), and trained again
   running   claim.json of a live process (other hosts: taken at its word)
   partial   checkpoint.pt and nobody running it: the next run resumes from there
   missing   nothing usable yet
@@ -22,23 +25,36 @@ torch: `bnexp status` reads a folder in a fraction of a second.
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import socket
 import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
 from bnexp.config import PlannedRun
 from bnexp.io import atomic_write_json
-from bnexp.results import CHECKPOINT
+from bnexp.results import CHECKPOINT, CONFIG, METRICS, SUMMARY, TIMING
 
-STATES = ("done", "failed", "running", "partial", "missing")
+log = logging.getLogger("bnexp")
+
+_WARNED: set[tuple] = set()
+
+# errnos that mean "the results folder cannot be written" (bnexp.sweep.folder says it to users)
+STORAGE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM}
+)
+
+STATES = ("done", "failed", "damaged", "running", "partial", "missing")
+# the files a complete run leaves besides summary.json; "done" needs them all, not empty
+COMPLETE_FILES = (CONFIG, METRICS, TIMING)
 
 
 @dataclass(frozen=True)
@@ -46,9 +62,13 @@ class Outcome:
     """What happened to one run in this call."""
 
     run_id: str
-    status: str  # complete | diverged | failed | skipped (already done) | busy (claimed elsewhere) | interrupted
+    # complete | diverged | failed | skipped (already done) | busy (claimed elsewhere) |
+    # interrupted | lost (its worker died) | storage (its files could not be written: the
+    # sweep stops, nothing is recorded, a rerun resumes it)
+    status: str
     error: str | None = None  # failed: "ExceptionType: message"
     seconds: float = 0.0
+    exception: OSError | None = field(default=None, compare=False)  # storage: the OSError
 
 
 class RunStore:
@@ -58,19 +78,52 @@ class RunStore:
     def run_dir(self, rid: str) -> Path:
         return self.root / "runs" / rid
 
-    def summary(self, rid: str) -> dict | None:
-        path = self.run_dir(rid) / "summary.json"
+    def read_summary(self, rid: str) -> tuple[dict | None, str | None]:
+        """(summary.json as a dict, None), (None, None) when there is none, or (None, what is
+        wrong) when it is damaged: unreadable, or a complete run missing one of its files."""
+        run_dir = self.run_dir(rid)
         try:
-            return json.loads(path.read_text())
+            summary = json.loads((run_dir / SUMMARY).read_bytes())
         except FileNotFoundError:
-            return None
+            return None, None
+        except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError included
+            return None, f"{SUMMARY} unreadable ({type(e).__name__}: {str(e)[:80]})"
+        if not isinstance(summary, dict) or summary.get("status") not in ("complete", "failed"):
+            return None, f"{SUMMARY} is not a run record (found {str(summary)[:40]!r})"
+        if summary["status"] == "complete":
+            for name in COMPLETE_FILES:
+                try:
+                    if (run_dir / name).stat().st_size == 0:
+                        return None, f"{name} is empty although {SUMMARY} says complete"
+                except OSError:
+                    return None, f"{name} is missing although {SUMMARY} says complete"
+        return summary, None
 
-    def state(self, rid: str) -> str:
-        summary = self.summary(rid)
+    def summary(self, rid: str) -> dict | None:
+        """summary.json of a done or failed run; None when there is none or it is damaged
+        (with a warning, once per run and process)."""
+        summary, problem = self.read_summary(rid)
+        if problem is not None:
+            self._warn(rid, problem)
+        return summary
+
+    def _warn(self, rid: str, problem: str) -> None:
+        key = (str(self.root), rid, problem)
+        if key not in _WARNED:
+            _WARNED.add(key)
+            log.warning("run %s: %s: it counts as not done and is trained again", rid, problem)
+
+    def state(self, rid: str, warn: bool = True) -> str:
+        """One of STATES. `warn`: log a warning for a damaged run (once per run and process)."""
+        summary, problem = self.read_summary(rid)
         if summary is not None:
-            return "failed" if summary.get("status") == "failed" else "done"
+            return "failed" if summary["status"] == "failed" else "done"
         if self._claimed_by_live_process(rid):
             return "running"
+        if problem is not None:
+            if warn:
+                self._warn(rid, problem)
+            return "damaged"
         return "partial" if (self.run_dir(rid) / CHECKPOINT).exists() else "missing"
 
     def _claimed_by_live_process(self, rid: str) -> bool:
@@ -126,7 +179,8 @@ class RunStore:
                 self.remove_temp_files(rid)
 
     def clear(self, rid: str) -> None:
-        """Remove a run's results (for --force and --retry-failed); call it holding the claim."""
+        """Remove a run's results (for --force, --retry-failed and damaged runs); call it holding
+        the claim."""
         run_dir = self.run_dir(rid)
         for name in ("summary.json", CHECKPOINT, "metrics.csv", "timing.csv"):
             (run_dir / name).unlink(missing_ok=True)
@@ -135,10 +189,14 @@ class RunStore:
         """Call it holding the claim. False: the run is done or failed and `redo` does not name
         that state (skip it). True: train it, after clearing the results a redo replaces and
         any temporary files a kill left behind."""
-        state = self.state(rid)  # again, under the claim: another process may have finished it
-        if state in ("done", "failed"):
-            if state not in redo:
+        # again, under the claim: another process may have finished it
+        summary, problem = self.read_summary(rid)
+        if summary is not None:
+            if ("failed" if summary["status"] == "failed" else "done") not in redo:
                 return False
+            self.clear(rid)
+        elif problem is not None:  # what is left of it cannot be trusted: from the start
+            self._warn(rid, problem)
             self.clear(rid)
         self.remove_temp_files(rid)
         return True
@@ -147,6 +205,19 @@ class RunStore:
         """Temporary files of atomic writes cut short by a kill; call it holding the claim."""
         for tmp in self.run_dir(rid).glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
+
+    def failure_outcome(self, run: PlannedRun, exc: Exception, seconds: float) -> Outcome:
+        """The outcome of a run that raised `exc`: "failed", recorded in its summary.json; or
+        "storage" when the results folder cannot be written (full disk, read-only), recorded
+        nowhere: that is no fault of the run, and the sweep stops."""
+        if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
+            return Outcome(run.run_id, "storage", f"OSError: {exc}", seconds, exc)
+        try:
+            return Outcome(run.run_id, "failed", self.record_failure(run, exc), seconds)
+        except OSError as e:  # recording it failed too
+            if e.errno not in STORAGE_ERRNOS:
+                raise
+            return Outcome(run.run_id, "storage", f"OSError: {e}", seconds, e)
 
     def record_failure(self, run: PlannedRun, exc: BaseException) -> str:
         error = f"{type(exc).__name__}: {exc}"

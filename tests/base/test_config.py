@@ -153,3 +153,39 @@ def test_duplicate_sweep_values_give_one_run():
 def test_every_shipped_config_validates(path):
     exp, _ = load_experiment(path)
     assert expand(exp), f"{path.name} plans no run"
+
+
+# --------------------------------------------------------------------------- batch-size designs
+
+
+def test_lr_scaling_rules_scale_the_lr_with_the_batch_size():
+    """linear: lr * m / base (Goyal et al. 2017); sqrt: lr * sqrt(m / base) (Hoffer et al. 2017)."""
+    used = {}
+    for rule in ("none", "linear", "sqrt"):
+        raw = {
+            "name": "x",
+            "train": {"lr": 0.1, "lr_scaling": {"rule": rule, "base_batch_size": 64}},
+            "sweep": {"train.batch_size": [16, 64, 256]},
+        }
+        used[rule] = [r.config.train.lr_used for r in expand(experiment_from_dict(raw))]
+    assert used["none"] == [0.1, 0.1, 0.1]
+    assert used["linear"] == pytest.approx([0.025, 0.1, 0.4])
+    assert used["sqrt"] == pytest.approx([0.05, 0.1, 0.2])
+
+
+def test_steps_is_a_budget_instead_of_epochs_not_beside_them():
+    exp = experiment_from_dict({"name": "x", "train": {"steps": 500}})
+    assert expand(exp)[0].config.train.steps == 500
+    with pytest.raises(ConfigError, match="two budgets; give one"):
+        experiment_from_dict({"name": "x", "train": {"steps": 500, "epochs": 3}})
+
+
+def test_keys_added_later_change_the_run_id_only_when_set():
+    """Runs of a config written before train.steps / train.lr_scaling existed keep their ids."""
+    base = {"name": "x", "train": {"lr": 0.1}}
+    plain = run_id(expand(experiment_from_dict(base))[0].config)
+    assert plain == run_id(RunConfig.model_validate({"train": {"lr": 0.1}}))
+    with_steps = {"name": "x", "train": {"lr": 0.1, "steps": 100}}
+    assert run_id(expand(experiment_from_dict(with_steps))[0].config) != plain
+    scaled = {"name": "x", "train": {"lr": 0.1, "lr_scaling": {"rule": "linear"}}}
+    assert run_id(expand(experiment_from_dict(scaled))[0].config) != plain

@@ -12,7 +12,9 @@ from bnexp.stats import (
     loglog_slope,
     mean_ci,
     paired_bootstrap_ratio,
+    paired_bootstrap_slope,
     paired_difference_ci,
+    power_analysis,
 )
 
 # Student t quantiles t_{0.975, df}, from tables
@@ -86,3 +88,47 @@ def test_loglog_slope():
         1.0
     )  # the zero is left out
     assert math.isnan(loglog_slope([2, 2], [1, 3]))
+
+
+# t_{0.975, df} and t_{0.80, df}, from tables
+T80 = {2: 1.0606601717798212, 6: 0.9057, 7: 0.8960}
+T975_67 = {6: 2.4469, 7: 2.3646}
+
+
+def test_power_minimum_detectable_effect_and_seeds_needed():
+    # se 0.01 over 3 seeds: mde = (t_.975,2 + t_.80,2) * se
+    p = power_analysis(0.01, 3, 0.02)
+    assert p.mde == pytest.approx((T975[2] + T80[2]) * 0.01)
+    # sd = 0.01 * sqrt(3); n' = 7: (2.4469 + 0.9057) * sd / sqrt(7) = 0.0220 > 0.02;
+    # n' = 8: (2.3646 + 0.8960) * sd / sqrt(8) = 0.0200 <= 0.02
+    sd = 0.01 * math.sqrt(3)
+    assert (T975_67[6] + T80[6]) * sd / math.sqrt(7) > 0.02
+    assert (T975_67[7] + T80[7]) * sd / math.sqrt(8) < 0.02
+    assert p.seeds_needed == 8
+    assert power_analysis(0.01, 3, 0.0).seeds_needed is None  # no effect: never settled
+    assert math.isnan(power_analysis(0.01, 1, 0.02).mde)  # one seed: no power to state
+
+
+def test_paired_bootstrap_slope_against_a_loop_with_polyfit():
+    x = np.log2([16, 32, 64, 128])
+    e = np.array(
+        [[0.04, 0.02, 0.00, np.nan], [0.05, 0.03, 0.01, 0.0], [0.03, 0.02, 0.01, 0.01],
+         [0.06, 0.01, 0.02, -0.01]]
+    )  # fmt: skip
+    fit = paired_bootstrap_slope(x, e, n_boot=300, seed=3)
+    means = np.nanmean(e, axis=0)
+    assert fit.slope == pytest.approx(np.polyfit(x, means, 1)[0]) and fit.n == 4
+    # the same seed draws, refitted one by one with np.polyfit on the drawn seeds' nanmeans
+    idx = np.random.default_rng(3).integers(0, 4, size=(300, 4))
+    slopes = []
+    for rows in idx:
+        m = np.nanmean(e[rows], axis=0) if not np.isnan(e[rows]).all(0).any() else None
+        if m is None:  # column 3 missing from every drawn seed: fit the other sizes
+            keep = ~np.isnan(e[rows]).all(0)
+            m, xs = np.nanmean(e[rows][:, keep], axis=0), x[keep]
+        else:
+            xs = x
+        slopes.append(np.polyfit(xs, m, 1)[0])
+    assert (fit.low, fit.high) == pytest.approx(tuple(np.quantile(slopes, [0.025, 0.975])))
+    assert fit.se == pytest.approx(np.std(slopes, ddof=1))
+    assert fit.band_low[0] <= fit.intercept + fit.slope * x[0] <= fit.band_high[0]

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.usefixtures("fresh_data_cache")  # each test loads its 
 def write_course_file(
     path: Path, split: str, x: np.ndarray, y: np.ndarray, classes=(b"non-cat", b"cat")
 ) -> None:
-    """The course's layout: {split}_set_x uint8 (N, H, W, 3), {split}_set_y int64, list_classes |S7."""
+    """The course's layout: {split}_set_x uint8 (N, H, W, 3), {split}_set_y int64,
+    list_classes |S7."""
     with h5py.File(path, "w") as f:
         f.create_dataset(f"{split}_set_x", data=x)
         f.create_dataset(f"{split}_set_y", data=y)

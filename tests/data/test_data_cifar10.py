@@ -23,7 +23,8 @@ PER_BATCH = 40  # images per data_batch_i (10,000 in the real files)
 def write_batch(
     path: Path, x_rows: np.ndarray, labels: list[int], bytes_keys: bool = False
 ) -> None:
-    """One batch as the original files hold it: a pickled dict with data (N, 3072) uint8 and labels."""
+    """One batch as the original files hold it: a pickled dict with data (N, 3072) uint8 and
+    labels."""
     batch = {
         "batch_label": "training batch",
         "labels": labels,
@@ -149,7 +150,8 @@ def test_missing_files_name_them_and_say_how_to_download(tmp_path):
     (tmp_path / "cifar-10-batches-py" / "data_batch_4").unlink()
     with pytest.raises(
         DataError,
-        match=r"lacks data_batch_4 .*set data.download: true on a machine that is online, or download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        match=r"lacks data_batch_4 .*set data.download: true on a machine that is online, "
+        r"or download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
     ):
         load_dataset(cfg(tmp_path))
     with pytest.raises(DataError, match=r"lacks data_batch_1, data_batch_2, .*batches.meta"):
@@ -187,7 +189,8 @@ def test_unknown_class_lists_the_valid_ones(tmp_path):
     make_cifar_folder(tmp_path)
     with pytest.raises(
         DataError,
-        match=r"data.binary.positive: no class 'kitten' .*valid classes: airplane, automobile, bird, cat",
+        match=r"data.binary.positive: no class 'kitten' "
+        r".*valid classes: airplane, automobile, bird, cat",
     ):
         load_dataset(cfg(tmp_path, binary={"positive": "kitten"}))
 
@@ -196,13 +199,15 @@ def test_subset_larger_than_the_data(tmp_path):
     make_cifar_folder(tmp_path)  # 20 images per class in training, 4 in test
     with pytest.raises(
         DataError,
-        match=r"data.train_per_class: 21 images asked for, but class 'airplane' in the training set of .* has only 20",
+        match=r"data.train_per_class: 21 images asked for, "
+        r"but class 'airplane' in the training set of .* has only 20",
     ):
         load_dataset(cfg(tmp_path, train_per_class=21))
     # 4 cats x 10 = 40 negatives from 9 classes: 4 or 5 of each, but the test set has 4 per class
     with pytest.raises(
         DataError,
-        match=r"data.binary.negatives_per_positive \(4 positives x 10 = 40 negatives from 9 classes\): 5 images asked for, but class '\w+' in the test set of .* has only 4",
+        match=r"data.binary.negatives_per_positive \(4 positives x 10 = 40 negatives from 9 "
+        r"classes\): 5 images asked for, but class '\w+' in the test set of .* has only 4",
     ):
         load_dataset(
             cfg(

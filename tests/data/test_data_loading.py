@@ -43,7 +43,8 @@ def error_lines(output: str) -> list[str]:
         ),
         (
             {"dataset": "catvnoncat"},
-            "dataset catvnoncat needs data.root (the folder holding train_catvnoncat.h5 and test_catvnoncat.h5)",
+            "dataset catvnoncat needs data.root (the folder holding train_catvnoncat.h5 and "
+            "test_catvnoncat.h5)",
         ),
         (
             {"dataset": "catvnoncat", "root": "d", "classes": ["cat", "dog"]},
@@ -220,7 +221,7 @@ def test_data_info_bad_file_is_one_line_exit_2(tmp_path):
     assert len(error_lines(result.output)) == 1, result.output
 
 
-# --------------------------------------------------------------------------- shipped configs, real data
+# ------------------------------------------------------------------ shipped configs, real data
 
 
 def run_config(name: str, out: Path, *overrides: str) -> pd.DataFrame:

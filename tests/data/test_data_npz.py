@@ -25,7 +25,8 @@ def write_pair(root: Path, x_tr, y_tr, x_te, y_te, **extra) -> tuple[Path, Path]
 
 
 def images(n_per_class: int, k: int = 4, size: int = 6, seed: int = 0):
-    """k classes, n_per_class images each: uint8 (N, H, W, 3) random pixels, labels cycling 0..k-1."""
+    """k classes, n_per_class images each: uint8 (N, H, W, 3) random pixels, labels cycling
+    0..k-1."""
     rng = np.random.default_rng(seed)
     y = np.tile(np.arange(k), n_per_class)
     x = rng.integers(0, 256, (len(y), size, size, 3), dtype=np.uint8)
@@ -96,12 +97,8 @@ def test_subsets_are_deterministic_by_seed_and_shared_between_subsets(tmp_path):
     c = load_dataset(cfg(train, test, class_names=names, train_per_class=5, seed=2))
     assert torch.equal(a.x_train, b.x_train), "same seed, different images"
     assert not torch.equal(a.x_train, c.x_train), "another seed drew the same images"
-    assert (
-        load_dataset(
-            cfg(train, test, class_names=names, train_per_class=5, seed=-1)
-        ).class_counts()[0]
-        == [5] * 4
-    )
+    with pytest.raises(ValueError, match="greater than or equal to 0"):  # refused by validate
+        cfg(train, test, class_names=names, train_per_class=5, seed=-1)
     # the z images of a {x, z} subset are the z images of the all-classes subset (same seed, n)
     d = load_dataset(
         cfg(train, test, class_names=names, classes=["x", "z"], train_per_class=5, seed=1)
@@ -193,12 +190,13 @@ def test_subset_larger_than_the_data(tmp_path):
     train, test = write_pair(tmp_path, x, y, x, y)
     with pytest.raises(
         DataError,
-        match=r"data.test_per_class: 5 images asked for, but class '0' in the test set of .* has only 4",
+        match=r"data.test_per_class: 5 images asked for, "
+        r"but class '0' in the test set of .* has only 4",
     ):
         load_dataset(cfg(train, test, test_per_class=5))
 
 
-# --------------------------------------------------------------------------- the shared CIFAR-10 subset
+# ------------------------------------------------------------------ the shared CIFAR-10 subset
 
 
 def test_shared_cifar_subset_class_balance(shared_data):
@@ -258,3 +256,39 @@ def test_classes_may_be_named_by_label_when_the_file_has_no_names(tmp_path):
     assert data.classes == ("3", "1") and data.class_counts() == ([2, 2], [6, 6])
     cats = load_dataset(cfg(train, test, binary={"positive": 2}))
     assert cats.classes == ("non-2", "2") and cats.class_counts()[0] == [6, 6]
+
+
+@pytest.mark.parametrize(
+    "stray, expected",
+    [
+        (15, r"labels go up to 15 but 5 of 0..15 have no example \(10, 11, 12, 13, 14\)"),
+        (1000, r"label 1000 found; expected class indices 0..K-1 with K <= 1,000"),
+        (100_000, r"label 100000 found"),
+        (2**40, r"label 1099511627776 found"),
+    ],
+)
+def test_stray_label_without_names_is_one_line_fast(tmp_path, stray, expected):
+    """A label far above the others (and no class names) is a broken file, not 1,001 or 2**40
+    classes: refused before anything is sized by it (was a 100,000-row table, MemoryError)."""
+    import time
+
+    from typer.testing import CliRunner
+
+    from bnexp.cli import app
+
+    x, y = images(4, k=10)
+    y = y.astype(np.int64)
+    y[5] = stray
+    train, test = write_pair(tmp_path, x, y, x, y)
+    t0 = time.perf_counter()
+    with pytest.raises(DataError, match=expected):
+        load_dataset(cfg(train, test))
+    assert time.perf_counter() - t0 < 5
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(f"name: x\ndata: {{dataset: npz, train: {train}, test: {test}}}\n")
+    result = CliRunner().invoke(app, ["data", "info", str(exp)])
+    assert result.exit_code == 2 and result.output.count("error:") == 1, result.output
+    # with names for every label up to the stray one, it is a class like any other
+    if stray == 15:
+        names = [f"c{i}" for i in range(16)]
+        assert len(load_dataset(cfg(train, test, class_names=names)).classes) == 16

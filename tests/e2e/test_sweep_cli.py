@@ -93,7 +93,8 @@ def _kill_when(args: list[str], condition, what: str, timeout: float = 240) -> N
     try:
         while not condition():
             assert p.poll() is None, (
-                f"the sweep ended (rc {p.returncode}) before the kill point '{what}': {p.stderr.read()[-2000:]}"
+                f"the sweep ended (rc {p.returncode}) before the kill point '{what}': "
+                f"{p.stderr.read()[-2000:]}"
             )
             assert time.monotonic() < deadline, f"kill point '{what}' not reached in {timeout} s"
             time.sleep(0.02)
@@ -186,7 +187,8 @@ def test_sigkill_at_several_points_then_rerun(tmp_path):
     # 2. between runs: once three more runs are complete
     _kill_when(args, lambda: n_complete() >= after_first + 3 and n_complete() >= 3, "between runs")
     assert n_complete() < 6
-    # 3. while writing: killed inside the atomic write of a summary.json (temp file written, not renamed)
+    # 3. while writing: killed inside the atomic write of a summary.json (temp file written, not
+    # renamed)
     p = run_cli(cmd=patched_cmd(KILL_WHILE_WRITING_SUMMARY, *args[:-1], "1"))
     assert p.returncode == -signal.SIGKILL, (p.returncode, p.stderr[-2000:])
     assert list(results.glob("runs/*/.summary.json.*.tmp")), (

@@ -59,7 +59,9 @@ def test_a_compiler_refusing_march_native_gets_the_portable_flags(
     real = bn_kernel.compiler()
     cc = _fake_cc(
         tmp_path,
-        f'echo "$*" >> {log}\nfor a in "$@"; do [ "$a" = -march=native ] && exit 1; done\nexec {real} "$@"',
+        f'echo "$*" >> {log}\n'
+        'for a in "$@"; do [ "$a" = -march=native ] && exit 1; done\n'
+        f'exec {real} "$@"',
     )
     monkeypatch.setenv("CC", cc)
     path = bn_kernel.build()

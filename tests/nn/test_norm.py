@@ -89,7 +89,8 @@ def run_steps(ours, theirs, mode, shape, channels_last, dtype, tol, gen, steps=3
             assert_close(ours.running_mean, theirs.running_mean, tol, f"{tag} running_mean")
             assert_close(ours.running_var, theirs.running_var, tol, f"{tag} running_var")
             assert int(ours.num_batches_tracked) == int(theirs.num_batches_tracked), (
-                f"{tag} num_batches_tracked {int(ours.num_batches_tracked)} != {int(theirs.num_batches_tracked)}"
+                f"{tag} num_batches_tracked {int(ours.num_batches_tracked)} "
+                f"!= {int(theirs.num_batches_tracked)}"
             )
         if channels_last:
             assert yo.is_contiguous(memory_format=torch.channels_last) == yt.is_contiguous(
@@ -489,6 +490,7 @@ def test_200_training_steps_give_torchs_losses(arch, bn_impl):
     diffs = [abs(a - b) for a, b in zip(ours, theirs, strict=True)]
     worst = max(range(len(diffs)), key=diffs.__getitem__)
     assert diffs[worst] <= 1e-4, (
-        f"{arch}: loss at step {worst} differs by {diffs[worst]:.3g} (ours {ours[worst]:.6f}, torch {theirs[worst]:.6f})"
+        f"{arch}: loss at step {worst} differs by {diffs[worst]:.3g} "
+        f"(ours {ours[worst]:.6f}, torch {theirs[worst]:.6f})"
     )
     assert theirs[-1] < theirs[0], "the network did not learn: the check would be vacuous"

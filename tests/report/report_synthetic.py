@@ -142,3 +142,50 @@ def make_results(root, ghost: bool = False, numeric_ids: bool = False):
     columns = SUMMARY_COLUMNS + [c for c in rows[0] if c not in SUMMARY_COLUMNS]
     pd.DataFrame(rows, columns=columns).to_csv(root / "summary.csv", index=False)
     return root
+
+
+def write_results(root, runs: list[dict], target=None, swept=("norm", "batch_size", "seed")):
+    """A results folder from hand-written runs: each a dict with norm, batch_size, seed, gen_gap
+    (final), steps_to_target (None: never reached), optionally lr, ghost (model.ghost_batch_size),
+    test_acc (final), diverged, and `metrics`: rows (step, train_acc, test_acc, train_loss,
+    test_loss) of its metrics.csv. `swept`: the dotted columns summary.csv gets (as a sweep
+    over them writes)."""
+    target = target or {"metric": "train_acc", "value": 0.95}
+    dotted = {"norm": "model.norm", "batch_size": "train.batch_size", "seed": "train.seed",
+              "lr": "train.lr", "ghost": "model.ghost_batch_size"}  # fmt: skip
+    rows = []
+    for i, r in enumerate(runs):
+        rid = f"run{i:03d}"
+        test_acc = r.get("test_acc", 0.9)
+        row = {
+            "run_id": rid,
+            "norm": r["norm"],
+            "batch_size": r["batch_size"],
+            "lr": r.get("lr", 0.1),
+            "seed": r["seed"],
+            "final_train_acc": test_acc + r["gen_gap"],
+            "final_test_acc": test_acc,
+            "final_train_loss": 0.1,
+            "final_test_loss": 0.1 + r["gen_gap"],
+            "gen_gap": r["gen_gap"],
+            "loss_gap": r["gen_gap"],
+            "best_test_acc": test_acc,
+            "steps_to_target": r.get("steps_to_target"),
+            "diverged": r.get("diverged", False),
+            "steps": r.get("steps", 100),
+            "epochs": 10,
+            "train_s": 1.0,
+        }
+        for key in swept:
+            row[dotted[key]] = r.get(key, 0.1 if key == "lr" else None)
+        rows.append(row)
+        run = root / "runs" / rid
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text(yaml.safe_dump({"measure": {"target": target}}))
+        cols = ["step", "train_acc", "test_acc", "train_loss", "test_loss"]
+        metrics = pd.DataFrame(r.get("metrics", [(0, 0.1, 0.1, 2.0, 2.0)]), columns=cols)
+        metrics.insert(0, "epoch", range(len(metrics)))
+        metrics.to_csv(run / "metrics.csv", index=False)
+    columns = SUMMARY_COLUMNS + [c for c in rows[0] if c not in SUMMARY_COLUMNS]
+    pd.DataFrame(rows, columns=columns).to_csv(root / "summary.csv", index=False)
+    return root

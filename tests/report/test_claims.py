@@ -6,12 +6,13 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from report_synthetic import GAP, make_results
 from test_tables import T975_2, tables_of
 
 from bnexp.report import VERDICTS, all_claims
-from bnexp.report.claims import regularization
+from bnexp.report.verdicts import regularization, speedup
 
 TARGET = {"metric": "train_acc", "value": 0.95}
 SCHEMA = ["claim", "verdict", "text", "norm", "cell", "estimate", "ci_low", "ci_high", "n"]
@@ -35,38 +36,52 @@ def find(claims, kind, **cell):
 
 def test_every_claim_in_report_order_with_the_fixed_vocabulary(claims):
     kinds = [c.claim for c in claims]
-    assert kinds == sorted(kinds, key=["speedup", "best_lr", "regularization", "shift",
-                                       "ics", "bn_noise"].index)  # fmt: skip
-    # 4 cells x torch (speed-up, shift, ics), 2 batch sizes (best lr), 3 cells where `none`
-    # did not diverge (regularization), one BN-noise sentence
+    order = ["speedup", "best_lr", "regularization", "trend", "shift", "ics", "bn_noise"]
+    assert kinds == sorted(kinds, key=order.index)
+    # two lrs: speed-up and regularization per batch size at each variant's best lr; one trend
+    # over the two batch sizes; 4 cells x torch (shift, ics); one BN-noise sentence
     counts = {k: kinds.count(k) for k in set(kinds)}
     assert counts == {
-        "speedup": 4, "best_lr": 2, "regularization": 3, "shift": 4, "ics": 4, "bn_noise": 1
+        "speedup": 2, "best_lr": 2, "regularization": 2, "trend": 1, "shift": 4, "ics": 4,
+        "bn_noise": 1,
     }  # fmt: skip
     assert {c.verdict for c in claims} <= set(VERDICTS)
 
 
-def test_speedup_claim_carries_the_paired_ratio(claims):
-    c = find(claims, "speedup", batch_size=64, **{"train.lr": 0.1})
+def test_speedup_claim_carries_the_paired_ratio(claims, tables):
+    # one lr: per cell (the speed-up table alone)
+    one_lr = speedup(tables["speedup"], pd.DataFrame(), TARGET)
+    (c,) = [c for c in one_lr if c.cell == {"batch_size": 64, "train.lr": 0.1}]
     # none: 100, 120, censored at 200 (mean 140); torch 10, 20, 20 (mean 50/3)
-    assert c.estimate == pytest.approx(140 / (50 / 3)) and c.n == 3
+    assert c.estimate == pytest.approx(140 / (50 / 3)) and c.n == 3 and c.basis == "one lr"
     assert c.ci_low > 1 and c.verdict == "supported"
-    assert c.text.startswith("**Speed-up** (torch, batch_size=64, lr=0.1): steps to train_acc")
-    assert c.text.endswith("over 3 paired seeds — supported.")
+    assert c.text.startswith("**Speed-up** (BN = torch, batch_size=64, lr=0.1): steps to train")
+    assert "over 3 paired seeds — supported." in c.text
     # none diverged in every seed: censored at the full 200 steps vs 15, 16, 17
-    div = find(claims, "speedup", batch_size=32, **{"train.lr": 0.5})
+    (div,) = [c for c in one_lr if c.cell == {"batch_size": 32, "train.lr": 0.5}]
     assert div.estimate == pytest.approx(200 / 16) and div.verdict == "supported"
+    # several lrs: each variant at its best lr. batch 64: none's best 0.5 (80, 90, 100: no
+    # censored run) vs torch's 0.5 (8, 9, 10)
+    best = find(claims, "speedup", batch_size=64)
+    assert best.estimate == pytest.approx(10.0) and best.basis == "best lr"
+    assert best.details == {"lr_none": 0.5, "lr_bn": 0.5}
+    # power on the per-seed log ratios: log(80/8) = log(90/9) = log(100/10): sd 0, mde ×1
+    assert best.mde == pytest.approx(1.0) and best.seeds_needed is None
 
 
-def test_regularization_claim_is_the_paired_effect(claims, tables):
-    c = find(claims, "regularization", batch_size=64, **{"train.lr": 0.1})
+def test_regularization_claim_is_the_paired_effect(tables):
+    # the final gaps (without the matched-fit columns: the verdict falls back to them)
+    reg = tables["regularization"]
+    final = reg.drop(columns=[c for c in reg.columns if c.startswith("fit_")])
+    (c,) = [c for c in regularization(final) if c.cell == {"batch_size": 64, "train.lr": 0.1}]
     diffs = np.array(GAP["none"]) - np.array(GAP["torch"])  # .02, .03, .02
     half = T975_2 * diffs.std(ddof=1) / math.sqrt(3)
     assert c.estimate == pytest.approx(diffs.mean()) and c.n == 3
     assert (c.ci_low, c.ci_high) == pytest.approx((diffs.mean() - half, diffs.mean() + half))
     assert c.verdict == "supported" and "supported (BN's gap is smaller)" in c.text
+    assert c.basis == "final" and "at the end of training" in c.text
     # variants that fit the training set unequally: their gaps are not comparable
-    reg = tables["regularization"].copy()
+    reg = final.copy()
     reg.loc[reg["norm"] == "torch", "train_acc_mean"] = 0.90
     unequal = regularization(reg)
     assert {u.verdict for u in unequal} == {"not determined"}
@@ -84,7 +99,7 @@ def test_shift_and_ics_judge_each_variant_against_none(claims):
 
 
 def test_best_lr_and_bn_noise_are_measurements(claims):
-    best = find(claims, "best_lr", batch_size=32)
+    best = find(claims, "best_lr", batch_size=32)  # torch only: the BN variant judged
     # none at its best lr 0.1 (150, 160, 170) vs torch at 0.5 (15, 16, 17)
     assert best.estimate == pytest.approx(10.0) and best.n == 3 and best.verdict == "measured"
     assert best.text.startswith("**Learning rates** (torch, batch_size=32): best lr 0.5 vs 0.1")
@@ -102,6 +117,7 @@ def test_claims_serialize_to_the_documented_json(claims):
             assert obj[k] is None or isinstance(obj[k], float), (k, obj[k])
         assert obj["n"] is None or isinstance(obj["n"], int)
     speed = next(o for o in data if o["claim"] == "speedup")
-    # cells sorted by their keys: batch 32 before 64, lr 0.1 before 0.5; numbers stay numbers
-    assert speed["cell"] == {"batch_size": 32, "train.lr": 0.1}
+    # cells sorted by their keys (batch 32 before 64; two lrs: each variant's best, so the lr
+    # is no cell key); numbers stay numbers
+    assert speed["cell"] == {"batch_size": 32}
     assert isinstance(speed["cell"]["batch_size"], int)

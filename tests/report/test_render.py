@@ -39,7 +39,7 @@ def png_1x1() -> bytes:
 def report_of(results, plots=()) -> Report:
     df = load_summary(results)
     full = tables_of(results)
-    tables = {k: for_csv(v) for k, v in full.items()}
+    tables = {k: for_csv(v) for k, v in full.items() if not k.startswith("_")}
     return Report(results, tables, list(plots), all_claims(full, TARGET), cell_keys(df), df)
 
 

@@ -69,6 +69,28 @@ EXPECTED_COLUMNS = {
         "effect_mean",
         "effect_ci_low",
         "effect_ci_high",
+        "fit_runs",
+        "fit_excluded",
+        "fit_gen_gap_mean",
+        "fit_effect_mean",
+        "fit_effect_ci_low",
+        "fit_effect_ci_high",
+    ],
+    "trend": [
+        "kind",
+        "norm",
+        "basis",
+        "x",
+        "seeds",
+        "effect_mean",
+        "fitted",
+        "band_low",
+        "band_high",
+        "slope",
+        "slope_ci_low",
+        "slope_ci_high",
+        "slope_se",
+        "slope_seeds",
     ],
     "bn_noise": [
         "norm",
@@ -106,7 +128,16 @@ EXPECTED_COLUMNS = {
         "ics_rel_mean",
     ],
 }
-PLOTS = ["accuracy", "speedup", "gen_gap", "bn_noise", "shift_percentiles", "shift_drift", "ics"]
+PLOTS = [
+    "accuracy",
+    "speedup",
+    "gen_gap",
+    "effect_vs_batch",
+    "bn_noise",
+    "shift_percentiles",
+    "shift_drift",
+    "ics",
+]
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +165,7 @@ def test_report_writes_every_table_and_plot(built):
     for name in PLOTS:
         assert f"plots/{name}.png" in md
     assert "**Speed-up**" in md and "**Regularization**" in md and "**BN noise**" in md
+    assert "**Trend**" in md
     assert len(report.plots) == len(PLOTS)
 
 

@@ -10,6 +10,8 @@ import pytest
 from report_synthetic import GAP, make_results
 
 from bnexp.report import compute_tables, load_summary, run_config, run_csvs
+from bnexp.report.effects import matched_fit, with_matched_fit
+from bnexp.report.load import run_targets
 from bnexp.report.tables import PAIR_COUNTS, for_csv
 
 T975_2 = 4.302652729911275  # Student t_{0.975, 2}: three seeds
@@ -18,6 +20,8 @@ T975_2 = 4.302652729911275  # Student t_{0.975, 2}: three seeds
 def tables_of(results):
     df = load_summary(results)
     target = run_config(results, df)["measure"]["target"]
+    metrics = run_csvs(results, df, "metrics.csv")
+    df = with_matched_fit(df, matched_fit(metrics, run_targets(results, df)))
     probes = run_csvs(results, df, "probes.csv")
     noise = run_csvs(results, df, "bn_noise.csv")
     return compute_tables(df, probes, noise, target)

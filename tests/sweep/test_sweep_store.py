@@ -19,6 +19,7 @@ import bnexp.errors
 import bnexp.sweep.execute
 import bnexp.sweep.runner
 from bnexp.config import RunConfig, expand, experiment_from_dict
+from bnexp.errors import BnexpError
 from bnexp.report import comparison
 from bnexp.results import CHECKPOINT
 from bnexp.run.train import train_run
@@ -162,14 +163,23 @@ def test_failing_run_is_recorded_skipped_then_retried(tmp_path, monkeypatch):
 
 
 def test_editing_the_sweep_reuses_run_ids(tmp_path):
+    """Adding sweep values resumes; dropping one would hide its runs, so it needs --extend (the
+    folder then lists both plans) or another name."""
     raw = tiny_experiment(epochs=2, sweep={"train.seed": [0, 1]})
     first = _sweep(tmp_path, raw)
     raw["sweep"] = {"train.seed": [1, 2]}
-    second = _sweep(tmp_path, raw)
+    with pytest.raises(BnexpError, match=r"1 run\(s\) this plan does not include .* --extend"):
+        _sweep(tmp_path, raw)
+    second = run_experiment(experiment_from_dict(raw), raw, tmp_path, workers=1, extend=True)
     kept = [r.run_id for r in first.plan if r.params["train.seed"] == 1]
     assert second.skipped == kept, f"skipped {second.skipped}, expected the seed-1 run {kept}"
     assert len(second.ran) == 1
-    assert sorted(second.summary["train.seed"]) == [1, 2], "summary.csv follows the edited plan"
+    assert sorted(second.summary["train.seed"]) == [0, 1, 2], "summary.csv keeps the seed-0 run"
+    plan = pd.read_csv(second.results_dir / "plan.csv", dtype={"run_id": str})
+    assert sorted(plan["train.seed"]) == [0, 1, 2]
+    raw["sweep"] = {"train.seed": [0, 1, 2, 3]}  # only adds a value: resumes, no flag needed
+    third = _sweep(tmp_path, raw)
+    assert len(third.ran) == 1 and len(third.skipped) == 3
 
 
 def test_a_run_claimed_elsewhere_is_waited_for_not_trained_twice(tmp_path, monkeypatch):

@@ -1,0 +1,84 @@
+"""What every command shares: the Typer app, the consoles, the argument types, and how a
+BnexpError becomes one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from bnexp.config import PlannedRun
+from bnexp.errors import BnexpError
+
+app = typer.Typer(
+    help="bnexp — measure what Batch Normalization does: speed-up and regularization, "
+    "with seeds and error bars. Start with `bnexp run configs/quickstart.yaml`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigArg = Annotated[
+    Path,
+    typer.Argument(help="Experiment YAML file (see configs/ for examples).", show_default=False),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Override a config value, as dotted.key=value (value read as YAML). Repeatable. "
+        "Examples: --set train.lr=0.1  --set sweep.train.seed=[0,1,2]",
+        show_default=False,
+    ),
+]
+OutOpt = Annotated[Path, typer.Option("--out", help="Results root; the run writes to OUT/<name>/.")]
+
+
+def _fail(e: BnexpError) -> typer.Exit:
+    for line in str(e).splitlines():
+        err_console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False)],
+        force=True,
+    )
+
+
+def _plan_table(plan: list[PlannedRun], results_dir: Path | None = None):
+    from rich.table import Table
+
+    table = Table(title=f"{len(plan)} run(s)")
+    table.add_column("run_id")
+    for key in plan[0].params if plan else []:
+        table.add_column(key, justify="right")
+    store = None
+    if results_dir is not None:
+        from bnexp.sweep.store import RunStore
+
+        store = RunStore(results_dir)
+        table.add_column("status")
+    for run in plan:
+        cells = [run.run_id, *(str(v) for v in run.params.values())]
+        if store is not None:
+            cells.append(store.state(run.run_id))
+        table.add_row(*cells)
+    return table
+
+
+ResultsArg = Annotated[
+    Path,
+    typer.Argument(
+        help="A results folder written by `bnexp run`, e.g. results/quickstart.", show_default=False
+    ),
+]

@@ -1,0 +1,433 @@
+"""The experiment schema (pydantic v2, unknown keys forbidden): one `RunConfig` per run, and
+`ExperimentConfig` = a run plus `sweep:`. Loading, errors and sweeps are in `bnexp.config`."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
+
+# --------------------------------------------------------------------------- schema
+
+
+# Seeds are whole numbers 0..2^32-1: scikit-learn's random_state and NumPy's legacy seeding take
+# no more, and torch's generators overflow on weight-init seeds derived from larger ones
+SEED_BOUND = 2**32
+
+
+class Strict(BaseModel):
+    # inf and nan are never a meaningful setting (lr: .inf trains nothing and reports numbers)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class BinaryConfig(Strict):
+    """One class against the rest, as the course's cat vs non-cat: label 1 = positive."""
+
+    positive: str  # the positive class's name, e.g. cat
+    # negatives kept per positive image, drawn evenly from the other classes (1: balanced)
+    negatives_per_positive: PositiveInt = 1
+
+    @field_validator("positive", mode="before")
+    @classmethod
+    def _label_as_name(cls, v: Any) -> Any:  # positive: 3 names label 3 of data without names
+        return str(v) if isinstance(v, int) else v
+
+
+class DataConfig(Strict):
+    dataset: Literal["digits", "catvnoncat", "cifar10", "npz"] = "digits"
+    # catvnoncat: the folder holding train_catvnoncat.h5 and test_catvnoncat.h5;
+    # cifar10: the folder holding cifar-10-batches-py/ (torchvision's layout). Relative to the cwd.
+    root: str | None = None
+    train: str | None = None  # npz: training file with x (N, H, W, C) or (N, D) and y (N,)
+    test: str | None = None  # npz: test file, same layout as train
+    download: bool = (
+        False  # cifar10: download into root when the files are missing (needs the internet)
+    )
+    class_names: list[str] | None = (
+        None  # npz: names of labels 0..K-1 (default: the file's `classes`, else "0".."K-1")
+    )
+    classes: list[str] | None = (
+        None  # cifar10/npz: keep only these classes, relabelled 0..k-1 in this order
+    )
+    binary: BinaryConfig | None = None  # cifar10/npz: positive class vs the rest; one logit + BCE
+    # cifar10/npz: images per class, drawn by `seed` (None: all). With `binary`: positives, and
+    # negatives_per_positive times as many negatives spread evenly over the other classes.
+    train_per_class: PositiveInt | None = None
+    test_per_class: PositiveInt | None = None
+    # fixes the train/test split and any subset, independent of train.seed
+    seed: int = Field(0, ge=0, lt=SEED_BOUND)
+    test_fraction: float = Field(0.25, gt=0, lt=1)  # digits: share held out, stratified
+    # with training statistics: per feature (digits, npz vectors) or per channel (images)
+    standardize: bool = True
+
+    @field_validator("classes", "class_names", mode="before")
+    @classmethod
+    def _labels_as_names(cls, v: Any) -> Any:  # classes: [3, 5] names labels 3 and 5 ("3", "5")
+        return [str(n) if isinstance(n, int) else n for n in v] if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def _keys_fit_dataset(self) -> DataConfig:
+        applies_to = {  # key -> the datasets it applies to
+            "root": ("catvnoncat", "cifar10"),
+            "train": ("npz",),
+            "test": ("npz",),
+            "download": ("cifar10",),
+            "class_names": ("npz",),
+            "classes": ("cifar10", "npz"),
+            "binary": ("cifar10", "npz"),
+            "train_per_class": ("cifar10", "npz"),
+            "test_per_class": ("cifar10", "npz"),
+        }
+        problems = []
+        for key, datasets in applies_to.items():
+            value = getattr(self, key)
+            if value not in (None, False) and self.dataset not in datasets:
+                problems.append(
+                    f"data.{key} applies only to dataset {' or '.join(datasets)} (dataset is "
+                    f"{self.dataset})"
+                )
+        if self.dataset in ("catvnoncat", "cifar10") and not self.root:
+            held = (
+                "train_catvnoncat.h5 and test_catvnoncat.h5"
+                if self.dataset == "catvnoncat"
+                else "cifar-10-batches-py/"
+            )
+            problems.append(f"dataset {self.dataset} needs data.root (the folder holding {held})")
+        if self.dataset == "npz":
+            for key in ("train", "test"):
+                if not getattr(self, key):
+                    problems.append(
+                        f"dataset npz needs data.{key} (the path of an .npz file holding x and y)"
+                    )
+        for key in ("classes", "class_names"):
+            names = getattr(self, key) or []
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                problems.append(f"data.{key} lists {', '.join(dup)} more than once")
+        if self.classes is not None and len(self.classes) < 2:
+            problems.append("data.classes needs at least 2 classes")
+        if self.binary and self.classes and self.binary.positive not in self.classes:
+            problems.append(
+                f"data.binary.positive {self.binary.positive!r} is not in data.classes "
+                f"{self.classes}"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class NoisyBNConfig(Strict):
+    """Santurkar et al. (2018)'s noisy BN: each training forward multiplies every channel of the
+    BN output by (1 + scale_std·ε₁) and adds mean_std·ε₂, with ε ~ N(0, 1) redrawn per channel
+    every `every_steps` training forwards (so the distribution the next layer sees keeps moving)."""
+
+    mean_std: NonNegativeFloat = 0.0  # std of the random per-channel shift
+    scale_std: NonNegativeFloat = 0.0  # std of the random per-channel scale around 1
+    every_steps: PositiveInt = 1  # training forwards between redraws
+
+
+class ModelConfig(Strict):
+    arch: Literal["mlp", "cnn"] = "mlp"
+    hidden: list[PositiveInt] = Field(default_factory=lambda: [100, 100, 100])  # MLP widths
+    channels: list[PositiveInt] = Field(default_factory=lambda: [32, 64, 128])  # CNN blocks
+    activation: Literal["relu", "sigmoid", "tanh"] = "relu"
+    norm: Literal["none", "torch", "custom"] = "none"
+    # pre_activation: z -> BN -> g (the lecture's z -> z~ -> g(z~)); post_activation: g(z) -> BN
+    norm_position: Literal["pre_activation", "post_activation"] = "pre_activation"
+    bn_eps: PositiveFloat = 1e-5
+    bn_momentum: float | None = Field(0.1, ge=0, le=1)  # torch's convention; None = cumulative
+    # The controls below separate BN's two effects; they exist only on our layer (norm: custom).
+    # Statistics over virtual sub-batches of this size (Hoffer et al. 2017): changes the
+    # normalization noise without changing the SGD batch. null: the whole mini-batch.
+    ghost_batch_size: int | None = Field(None, ge=2)
+    # batch: normalize with the mini-batch's statistics (BN); population: with the running
+    # estimates in training too (still updated from the batches) - BN without the batch noise.
+    bn_stats: Literal["batch", "population"] = "batch"
+    bn_noise: NoisyBNConfig | None = None  # noisy BN after the normalization; null: off
+    # What eval mode normalizes with: running (torch's way), batch (each eval batch's own
+    # statistics), recalibrate (running estimates recomputed over the whole training set,
+    # layer by layer, before every evaluation: one extra pass over it per BN layer).
+    eval_stats: Literal["running", "batch", "recalibrate"] = "running"
+
+    @model_validator(mode="after")
+    def _controls_need_custom_norm(self) -> ModelConfig:
+        on = [
+            f"{key}: {value}"
+            for key, value, off in [
+                ("ghost_batch_size", self.ghost_batch_size, None),
+                ("bn_stats", self.bn_stats, "batch"),
+                ("bn_noise", self.bn_noise, None),
+                ("eval_stats", self.eval_stats, "running"),
+            ]
+            if value != off
+        ]
+        key = "hidden" if self.arch == "mlp" else "channels"
+        if not getattr(self, key) and self.norm != "none":
+            raise ValueError(
+                f"model.{key}: [] has no hidden layer, so norm: {self.norm} has nothing to "
+                "normalize (the run would equal norm: none); give hidden widths or norm: none"
+            )
+        if on and self.norm != "custom":
+            raise ValueError(
+                f"{', '.join(on)}: "
+                f"{'this control needs' if len(on) == 1 else 'these controls need'} "
+                f"norm: custom (found norm: {self.norm}); the controls are features of bnexp's "
+                "own BN layer"
+            )
+        return self
+
+
+class LrScalingConfig(Strict):
+    """The learning rate as a function of the mini-batch size, for batch-size studies:
+    lr_used = train.lr * (batch_size / base_batch_size) ** p, with p = 1 for linear (Goyal et al.
+    2017) and 1/2 for sqrt (Hoffer et al. 2017); none keeps train.lr at every batch size."""
+
+    rule: Literal["none", "linear", "sqrt"] = "none"
+    base_batch_size: PositiveInt = 64  # the batch size at which train.lr is used as written
+
+
+class TrainConfig(Strict):
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: PositiveFloat = 0.1  # at lr_scaling.base_batch_size when lr_scaling is set
+    lr_scaling: LrScalingConfig | None = None  # null: train.lr at every batch size
+    momentum: float = Field(0.0, ge=0, lt=1)  # SGD momentum (torch's convention)
+    nesterov: bool = False
+    weight_decay: NonNegativeFloat = 0.0
+    batch_size: PositiveInt = 64
+    epochs: PositiveInt = 10
+    # the budget in optimizer steps instead of epochs (the last epoch cut short), so that a
+    # batch-size sweep can hold the number of updates fixed; null: train.epochs whole epochs
+    steps: PositiveInt | None = None
+    # initial weights and data order; shared by every norm variant (paired runs)
+    seed: int = Field(0, ge=0, lt=SEED_BOUND)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    eval_batch_size: PositiveInt = 4096
+    eval_every_steps: PositiveInt | None = None  # extra evaluations between epoch ends
+    # a resumable checkpoint every N epochs (model, optimizer, data order, metrics so far);
+    # 0 = never.
+    # Each costs a torch.save: on tiny models (a second per run) every epoch adds ~20%.
+    checkpoint_every: NonNegativeInt = 5
+    # stop early, recorded as diverged, when a training step's loss is NaN/inf (always) or above a
+    # limit: a number is that loss; "<k>x" is k times the first evaluation's training loss;
+    # null (the default) means "100x"; off (or false) checks NaN/inf only. The default is null,
+    # not "100x", so that configs written before it existed keep their run ids.
+    diverge_loss: float | str | None = None
+    # seed every RNG and use torch's deterministic algorithms: same config -> same metrics.csv bytes
+    deterministic: bool = True
+    # train the runs of one sweep cell that differ only in train.seed as one batched model
+    # (bnexp.run.vectorize); each run's results equal a separate run's. Falls back, with a log
+    # line, where a model or option cannot be vectorized. Not part of the run id.
+    vectorize_seeds: bool = False
+
+    @field_validator("diverge_loss", mode="before")
+    @classmethod
+    def _diverge_limit(cls, v: Any) -> float | str | None:
+        """A loss > 0, "<k>x" with k > 0, off/false (YAML reads off as false), or null."""
+        if v is None or v is False or v == "off":
+            return None if v is None else "off"
+        factor = v[:-1] if isinstance(v, str) and v.endswith("x") else None
+        try:
+            number = float(v if factor is None else factor) if v is not True else 0.0
+        except (TypeError, ValueError):
+            number = 0.0
+        if not number > 0:
+            raise ValueError(
+                "expected a loss > 0, '<k>x' (k > 0 times the first evaluation's training "
+                "loss), off, or null (= 100x)"
+            )
+        return f"{number:g}x" if factor is not None else number
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> TrainConfig:
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ValueError("nesterov: true needs optimizer: sgd and momentum > 0")
+        if self.steps is not None and "epochs" in self.model_fields_set:
+            raise ValueError(
+                f"epochs: {self.epochs} and steps: {self.steps} are two budgets; give one "
+                "(steps counts optimizer steps, epochs whole passes over the training set)"
+            )
+        return self
+
+    @property
+    def lr_used(self) -> float:
+        """The optimizer's learning rate at this batch size (train.lr scaled by lr_scaling)."""
+        scaling = self.lr_scaling
+        if scaling is None or scaling.rule == "none":
+            return self.lr
+        power = 1.0 if scaling.rule == "linear" else 0.5
+        return self.lr * (self.batch_size / scaling.base_batch_size) ** power
+
+
+class TargetConfig(Strict):
+    metric: Literal["train_acc", "test_acc", "train_loss", "test_loss"] = "train_acc"
+    value: float  # accuracies: reached when >= value; losses: reached when <= value
+
+
+class ShiftProbeConfig(Strict):
+    """Ioffe & Szegedy Fig. 1: percentiles of the inputs to one layer's nonlinearity, on a
+    fixed batch."""
+
+    layer: PositiveInt = 1  # hidden layer l, 1-based (model.blocks[l-1]); must exist in the model
+    every_steps: PositiveInt = 10  # probe at step 0 and after every k optimizer steps
+    units: list[NonNegativeInt] = Field(
+        default_factory=lambda: [0, 1, 2]
+    )  # units (channels) kept one by one
+    probe_size: PositiveInt = (
+        256  # examples in the fixed probe batch (drawn once, the same for every run)
+    )
+
+
+class IcsConfig(Strict):
+    """Santurkar et al. 2018, Def. 2.1: how much layer l's gradient moves when earlier layers
+    step."""
+
+    layer: int = Field(2, ge=2)  # hidden layer l, 1-based; >= 2 so that earlier layers exist
+    every_steps: PositiveInt = 10  # measure on the batch of every k-th optimizer step
+
+
+class BatchStatNoiseConfig(Strict):
+    """Spread of mini-batch means / variances around full-training-set statistics, at each BN
+    layer."""
+
+    batch_sizes: list[int] = Field(
+        default_factory=lambda: [4, 8, 16, 32, 64, 128, 256]
+    )  # each >= 2
+    samples: PositiveInt = 200  # random mini-batches (drawn without replacement) per batch size
+
+    @model_validator(mode="after")
+    def _sizes_at_least_two(self) -> BatchStatNoiseConfig:
+        if not self.batch_sizes or min(self.batch_sizes) < 2:
+            raise ValueError(
+                "batch_sizes must be a non-empty list of sizes >= 2 (a batch variance needs 2 "
+                "values)"
+            )
+        return self
+
+
+class MeasureConfig(Strict):
+    target: TargetConfig | None = None  # speed-up = steps until it is first met
+    shift_probe: ShiftProbeConfig | None = (
+        None  # covariate shift -> runs/<id>/probes.csv (site z, z_tilde)
+    )
+    ics: IcsConfig | None = None  # internal covariate shift -> runs/<id>/probes.csv (site ics)
+    bn_noise: BatchStatNoiseConfig | None = None  # at the end of training -> runs/<id>/bn_noise.csv
+
+
+class RunConfig(Strict):
+    """Everything one run needs; a run is a pure function of it."""
+
+    # the results folder's name: a file name, so at most NAME_MAX (255) bytes; 128 leaves room
+    name: str = Field("experiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=128)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    measure: MeasureConfig = Field(default_factory=MeasureConfig)
+
+    @model_validator(mode="after")
+    def _probed_layers_exist(self) -> RunConfig:
+        widths = self.model.hidden if self.model.arch == "mlp" else self.model.channels
+        probe, ics = self.measure.shift_probe, self.measure.ics
+        if probe is not None and probe.layer > len(widths):
+            raise ValueError(
+                f"measure.shift_probe.layer: {probe.layer} is beyond the model's {len(widths)} "
+                "hidden layers"
+            )
+        if probe is not None and probe.units and max(probe.units) >= widths[probe.layer - 1]:
+            raise ValueError(
+                f"measure.shift_probe.units: unit {max(probe.units)} does not exist in hidden "
+                "layer "
+                f"{probe.layer} ({widths[probe.layer - 1]} units, numbered from 0)"
+            )
+        if ics is not None and ics.layer > len(widths):
+            raise ValueError(
+                f"measure.ics.layer: {ics.layer} is beyond the model's {len(widths)} hidden layers"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _bn_needs_two_examples(self) -> RunConfig:
+        if self.model.norm != "none" and self.train.batch_size < 2:
+            raise ValueError(
+                f"train.batch_size: {self.train.batch_size} with norm: {self.model.norm}: a "
+                "batch's "
+                "variance needs at least 2 examples (expected batch_size >= 2, or norm: none)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _fits_in_memory(self) -> RunConfig:
+        need, limit = memory_lower_bound(self), physical_memory()
+        if limit is not None and need > limit:
+            key = "model.hidden" if self.model.arch == "mlp" else "model.channels"
+            raise ValueError(
+                f"{key}: this model needs at least {need / 2**30:,.1f} GiB (float32 weights, "
+                f"gradients, optimizer state and one batch of its widest layer), more than this "
+                f"machine's {limit / 2**30:,.1f} GiB of memory; expected smaller widths"
+            )
+        return self
+
+
+class MlflowTrackConfig(Strict):
+    tracking_uri: str | None = None  # None: sqlite:///<out>/<name>/mlflow.db, beside the results
+    experiment: str | None = None  # the MLflow experiment; None: the experiment's name
+
+
+class TrackConfig(Strict):
+    """Where finished runs are also logged (bnexp.track). Not part of any run id."""
+
+    mlflow: MlflowTrackConfig | None = None  # `mlflow: true` for the defaults
+    tensorboard: bool = False  # event files under <out>/<name>/tensorboard/<run_id>/
+
+    @field_validator("mlflow", mode="before")
+    @classmethod
+    def _mlflow_switch(cls, v: Any) -> Any:
+        return {} if v is True else None if v is False else v
+
+
+class ExperimentConfig(RunConfig):
+    sweep: dict[str, list[Any]] = Field(default_factory=dict)  # dotted key -> values
+    # how finished runs are also logged (MLflow, TensorBoard): not what they compute, no run id
+    track: TrackConfig = Field(default_factory=TrackConfig)
+
+
+# one example's (C, H, W) per dataset, for the memory estimate (npz: unknown, taken as 1 value)
+_INPUT_SHAPES = {"digits": (1, 8, 8), "catvnoncat": (3, 64, 64), "cifar10": (3, 32, 32)}
+
+
+def memory_lower_bound(cfg: RunConfig) -> int:
+    """Bytes a run needs at least: float32 parameters with their gradients and optimizer state,
+    plus the widest layer's activations for one (training or evaluation) batch. A lower bound
+    (one output, no other activations): what it refuses can never fit."""
+    c, h, w = _INPUT_SHAPES.get(cfg.data.dataset, (1, 1, 1))
+    m = cfg.model
+    if m.arch == "mlp":
+        sizes = [c * h * w, *m.hidden, 1]
+        params = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+        widest = max(m.hidden, default=1)
+    else:
+        sizes = [c, *m.channels]
+        params = sum(9 * a * b + b for a, b in zip(sizes, sizes[1:])) + sizes[-1]
+        widest = max(m.channels, default=1)
+    t = cfg.train
+    state = 2 if t.optimizer == "adam" else 1 if t.momentum > 0 else 0
+    batch = max(t.batch_size, t.eval_batch_size)
+    return 4 * (params * (2 + state) + batch * widest)
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes; None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
