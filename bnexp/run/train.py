@@ -39,6 +39,7 @@ from bnexp.run.recorder import (
 from bnexp.run.step import (
     batches_of_epoch,
     evaluate_splits,
+    image_layout,
     loss_and_correct,
     loss_of,
     make_optimizer,
@@ -112,6 +113,7 @@ def train_run(
     model = build_model(cfg.model, data.input_shape, data.num_outputs)
     init_weights(model, tc.seed)
     model.to(device).train()
+    conv = cfg.model.arch == "cnn"  # images channels_last (step.image_layout)
     opt = make_optimizer(model.parameters(), tc)
     order = torch.Generator().manual_seed(tc.seed)  # data order, the same for every norm variant
     n_train = len(data.x_train)
@@ -164,7 +166,7 @@ def train_run(
                 if should_stop is not None and should_stop():
                     raise RunInterrupted(f"run {rec.run_id} stopped at step {prog.step}")
                 with clock.training():
-                    xb, yb = data.prepare(data.x_train[idx]), data.y_train[idx]
+                    xb, yb = image_layout(data.prepare(data.x_train[idx]), conv), data.y_train[idx]
                     loss = loss_of(model(xb), yb, data.binary)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()

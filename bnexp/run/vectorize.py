@@ -46,6 +46,7 @@ from bnexp.run.recorder import Clock, RunInterrupted, RunRecorder, fractional_ep
 from bnexp.run.step import (
     batches_of_epoch,
     evaluate_splits,
+    image_layout,
     loss_of,
     make_optimizer,
     steps_per_epoch,
@@ -159,7 +160,8 @@ def train_seeds(
 
     def batch_losses(idx: Tensor) -> Tensor:
         """(S,) mean loss of each seed on its own batch; idx: (S, B) row indices."""
-        xb = data.prepare(data.x_train[idx.reshape(-1)])  # prepare sees (S*B, ...) as one batch
+        # prepare sees (S*B, ...) as one batch
+        xb = image_layout(data.prepare(data.x_train[idx.reshape(-1)]), cfg0.model.arch == "cnn")
         xb, yb = xb.reshape(S, -1, *xb.shape[1:]), data.y_train[idx]
         logits = net(xb)
         return vmap(lambda z, y: loss_of(z, y, data.binary))(logits, yb)

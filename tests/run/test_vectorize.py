@@ -1,4 +1,5 @@
-"""Seeds trained together (bnexp.run.vectorize) against separate runs of bnexp.run.train.train_run."""
+"""Seeds trained together (bnexp.run.vectorize) against separate runs of
+bnexp.run.train.train_run."""
 
 from __future__ import annotations
 
