@@ -202,7 +202,8 @@ from bnexp.run.device import peak_memory_mb
 from bnexp.config import RunConfig
 from bnexp.run.train import train_run
 n, n_test, out = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
-torch.optim.SGD([torch.zeros(1, requires_grad=True)])  # the optimizer's lazy imports, before the baseline
+# the optimizer's lazy imports, before the baseline
+torch.optim.SGD([torch.zeros(1, requires_grad=True)])
 base = peak_memory_mb(torch.device("cpu"))
 g = torch.Generator().manual_seed(0)
 x = torch.randint(0, 256, (n + n_test, 3, 32, 32), dtype=torch.uint8, generator=g)
@@ -212,8 +213,9 @@ data = Dataset("cifar10-50k", x[:n], y[:n], x[n:], y[n:], tuple(map(str, range(1
 cfg = RunConfig.model_validate({"model": {"arch": "cnn", "channels": [8], "norm": "torch"},
     "train": {"batch_size": 256, "epochs": 1, "device": "cpu", "eval_batch_size": 256}})
 s = train_run(cfg, out, data=data)
-print(json.dumps({"baseline_mb": base, "peak_rss_mb": s.peak_rss_mb, "data_mb": data.nbytes() / 2**20,
-                  "dtype": str(data.x_train.dtype), "steps": s.steps}))
+print(json.dumps({"baseline_mb": base, "peak_rss_mb": s.peak_rss_mb,
+                  "data_mb": data.nbytes() / 2**20, "dtype": str(data.x_train.dtype),
+                  "steps": s.steps}))
 """
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -153,4 +154,10 @@ def set_determinism(seed: int, deterministic: bool) -> None:
         # cuBLAS needs it to be deterministic
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    # torch.use_deterministic_algorithms(deterministic, warn_only=True), without its import of
+    # torch._inductor.config (~1 s of torch._dynamo and Inductor at start-up, for a flag that
+    # only torch.compile reads): set there only if something already imported it
+    torch._C._set_deterministic_algorithms(deterministic, warn_only=True)
+    inductor_config = sys.modules.get("torch._inductor.config")
+    if inductor_config is not None:
+        inductor_config.deterministic = deterministic
