@@ -113,6 +113,11 @@ def quickstart_cfg(epochs: int, seed: int = 0) -> RunConfig:
     )
 
 
+CAT_CASE = "cat/non-cat MLP 12288-20-7-5-1 relu"
+DIGITS_CASE = "digits MLP 3x100 sigmoid (quickstart)"
+CIFAR_CASE = "CIFAR CNN 32-64-128 relu, torch BN"
+
+
 def cases(tiny: bool, root: Path | None) -> list[Case]:
     """The three models of the issue; `tiny` shrinks data and epochs for the test suite."""
     cat, cat_src = cat_data(root, n=64 if tiny else None)
@@ -120,7 +125,7 @@ def cases(tiny: bool, root: Path | None) -> list[Case]:
     cifar, cifar_src = cifar_data(root, 256 if tiny else 1280, 64 if tiny else 512)
     return [
         Case(
-            "cat/non-cat MLP 12288-20-7-5-1 relu",
+            CAT_CASE,
             _cfg(
                 {"arch": "mlp", "hidden": [20, 7, 5], "activation": "relu", "norm": "none"},
                 {"optimizer": "sgd", "lr": 0.0075, "batch_size": 64, "epochs": 2 if tiny else 40},
@@ -129,13 +134,13 @@ def cases(tiny: bool, root: Path | None) -> list[Case]:
             cat_src,
         ),
         Case(
-            "digits MLP 3x100 sigmoid (quickstart)",
+            DIGITS_CASE,
             quickstart_cfg(1 if tiny else 10),
             digits,
             "embedded digits",
         ),
         Case(
-            "CIFAR CNN 32-64-128 relu, torch BN",
+            CIFAR_CASE,
             _cfg(
                 {
                     "arch": "cnn",

@@ -8,7 +8,8 @@ move with the machine's load.
 Sections:
   loops      bnexp's loop vs a hand-written loop vs a DataLoader loop (bnexp.bench.loops)
   denormal   flushing denormals on the quickstart's sigmoid MLP (bnexp.bench.loops)
-  vectorize  8 seeds of the quickstart MLP one after another vs trained together (bnexp.run.vectorize)
+  vectorize  8 seeds one after another vs trained together (bnexp.run.vectorize): the quickstart
+             MLP, and BN cells of the digits and cat/non-cat MLPs
   workers    a 12-run sweep with 1 worker vs 2, each in a fresh process, timed inside it
   memory     peak RSS of a 50,000-image CIFAR-shaped uint8 run, in a subprocess
 """
@@ -29,9 +30,10 @@ import pandas as pd
 import torch
 import yaml
 
-from bnexp.bench.cases import default_data_root, digits_data, quickstart_cfg
+from bnexp.bench.cases import CAT_CASE, DIGITS_CASE, cases, default_data_root, quickstart_cfg
 from bnexp.bench.common import COLUMNS, interleaved, rich_table, row
 from bnexp.bench.loops import bench_denormal, bench_loops
+from bnexp.config import RunConfig
 from bnexp.run.train import train_run
 
 SECTIONS = ("loops", "denormal", "vectorize", "workers", "memory")
@@ -41,31 +43,54 @@ __all__ = ["COLUMNS", "SECTIONS", "bench_train", "rich_table"]
 # --------------------------------------------------------------------------- vectorized seeds
 
 
+def _with_norm(cfg: RunConfig, norm: str) -> RunConfig:
+    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"norm": norm})})
+
+
 def bench_vectorize(
-    tiny: bool, repeats: int, seeds: int = 8, log: Callable[[str], None] = print
+    tiny: bool,
+    repeats: int,
+    seeds: int = 8,
+    log: Callable[[str], None] = print,
+    root: Path | None = None,
 ) -> pd.DataFrame:
-    """Whole runs (evaluation and files included): S seeds one after another vs together,
-    with 1 torch thread and with one per core (the goal's setting: 2 cores)."""
+    """Whole runs (evaluation and files included): S seeds one after another vs together.
+
+    The quickstart MLP without BN at 1 thread and one thread per core; the goal's cells, a BN
+    cell (norm: custom) of the digits MLP and of the cat/non-cat MLP, at 1 thread."""
     from bnexp.run.vectorize import train_seeds
 
-    epochs, seeds = (1, min(seeds, 4)) if tiny else (10, seeds)
-    cfgs = [quickstart_cfg(epochs, seed=s) for s in range(seeds)]
-    data = digits_data(tiny)
+    seeds = min(seeds, 4) if tiny else seeds
+    by_name = {c.name: c for c in cases(tiny, root)}
+    digits = by_name[DIGITS_CASE]
+    cat = by_name[CAT_CASE]
+    settings = [
+        (f"quickstart MLP, {digits.cfg.train.epochs} epochs", digits, "none", t)
+        for t in sorted({1, os.cpu_count() or 1})
+    ] + [
+        (f"BN cell (custom) of the {name}, {c.cfg.train.epochs} epochs", c, "custom", 1)
+        for name, c in (("digits MLP", digits), ("cat/non-cat MLP", cat))
+    ]
     rows, before = [], torch.get_num_threads()
-    for threads in sorted({1, os.cpu_count() or 1}):
-        log(
-            f"vectorize: {seeds} seeds of the quickstart MLP, {epochs} epochs, {threads} torch thread(s)"
-        )
+    for label, case, norm, threads in settings:
+        cfgs = [
+            _with_norm(case.cfg, norm).model_copy(
+                update={"train": case.cfg.train.model_copy(update={"seed": s})}
+            )
+            for s in range(seeds)
+        ]
+        data = case.data
+        log(f"vectorize: {seeds} seeds, {label}, {threads} torch thread(s)")
         torch.set_num_threads(threads)
         with tempfile.TemporaryDirectory(prefix="bnexp-bench-") as tmp:
 
-            def one_by_one() -> float:
+            def one_by_one(cfgs=cfgs, data=data) -> float:
                 t0 = time.perf_counter()
                 for c in cfgs:
                     train_run(c, Path(tmp) / f"s{c.train.seed}", data=data)
                 return time.perf_counter() - t0
 
-            def together() -> float:
+            def together(cfgs=cfgs, data=data) -> float:
                 t0 = time.perf_counter()
                 train_seeds(cfgs, [Path(tmp) / f"v{c.train.seed}" for c in cfgs], data=data)
                 return time.perf_counter() - t0
@@ -74,18 +99,19 @@ def bench_vectorize(
             res = interleaved({"seq": one_by_one, "vec": together}, repeats)
         torch.set_num_threads(before)
         seq, vec = statistics.median(res["seq"]), statistics.median(res["vec"])
-        case = f"{seeds} seeds, quickstart MLP, {epochs} epochs, {threads} thread(s)"
+        case_name = f"{seeds} seeds, {label}, {threads} thread(s)"
+        goal = ">= 3" if norm != "none" or threads > 1 else None
         rows += [
-            row("vectorize", case, "one after another", seq, "s"),
-            row("vectorize", case, "vectorized (train_seeds)", vec, "s"),
+            row("vectorize", case_name, "one after another", seq, "s"),
+            row("vectorize", case_name, "vectorized (train_seeds)", vec, "s"),
             row(
                 "vectorize",
-                case,
+                case_name,
                 "throughput ratio",
                 seq / vec,
                 "x",
-                ">= 3" if threads > 1 else None,
-                note="goal: on 2 cores" if threads > 1 else "",
+                goal,
+                note=f"{case.source}; median of {repeats}",
             ),
         ]
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -173,9 +199,11 @@ from pathlib import Path
 from bnexp.config import RunConfig
 from bnexp.data import Dataset
 from bnexp.run.device import peak_memory_mb
+from bnexp.config import RunConfig
 from bnexp.run.train import train_run
 n, n_test, out = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
-torch.optim.SGD([torch.zeros(1, requires_grad=True)])  # the optimizer's lazy imports, before the baseline
+# the optimizer's lazy imports, before the baseline
+torch.optim.SGD([torch.zeros(1, requires_grad=True)])
 base = peak_memory_mb(torch.device("cpu"))
 g = torch.Generator().manual_seed(0)
 x = torch.randint(0, 256, (n + n_test, 3, 32, 32), dtype=torch.uint8, generator=g)
@@ -185,8 +213,9 @@ data = Dataset("cifar10-50k", x[:n], y[:n], x[n:], y[n:], tuple(map(str, range(1
 cfg = RunConfig.model_validate({"model": {"arch": "cnn", "channels": [8], "norm": "torch"},
     "train": {"batch_size": 256, "epochs": 1, "device": "cpu", "eval_batch_size": 256}})
 s = train_run(cfg, out, data=data)
-print(json.dumps({"baseline_mb": base, "peak_rss_mb": s.peak_rss_mb, "data_mb": data.nbytes() / 2**20,
-                  "dtype": str(data.x_train.dtype), "steps": s.steps}))
+print(json.dumps({"baseline_mb": base, "peak_rss_mb": s.peak_rss_mb,
+                  "data_mb": data.nbytes() / 2**20, "dtype": str(data.x_train.dtype),
+                  "steps": s.steps}))
 """
 
 
@@ -271,7 +300,7 @@ def _sections(
     if "denormal" in sections:
         parts.append(bench_denormal(tiny, reps, log))
     if "vectorize" in sections:
-        parts.append(bench_vectorize(tiny, reps, log=log))
+        parts.append(bench_vectorize(tiny, reps, log=log, root=root))
     if "workers" in sections:
         parts.append(bench_workers(tiny, 1 if tiny else min(reps, 2), log))
     if "memory" in sections:

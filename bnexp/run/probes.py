@@ -81,7 +81,8 @@ def unit_values(t: Tensor) -> Tensor:
 
 
 def unit_stats(t: Tensor) -> dict[str, Tensor]:
-    """Per unit: p15, p50, p85 (linear interpolation, numpy's default), mean, std (ddof 0); each (C,)."""
+    """Per unit: p15, p50, p85 (linear interpolation, numpy's default), mean, std (ddof 0);
+    each (C,)."""
     v = unit_values(t.detach()).double()
     q = torch.quantile(v, torch.tensor(QUANTILES, dtype=v.dtype, device=v.device), dim=1)  # (3, C)
     return {"p15": q[0], "p50": q[1], "p85": q[2], "mean": v.mean(1), "std": v.std(1, correction=0)}
@@ -348,7 +349,8 @@ def bn_noise_rows(
 
 
 def probe_batch(x_train: Tensor, size: int) -> Tensor:
-    """The fixed probe batch: the first `size` examples of a permutation seeded 0 (same in every run)."""
+    """The fixed probe batch: the first `size` examples of a permutation seeded 0 (the same in
+    every run)."""
     idx = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(0))[:size]
     return x_train[idx.to(x_train.device)]
 

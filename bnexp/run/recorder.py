@@ -6,7 +6,8 @@ run_dir/
   metrics.csv    one row per evaluation. A pure function of the config: with train.deterministic
                  the same config gives the same bytes, which is why wall times are not in it but in
   timing.csv     epoch, step, wall_s, train_s, eval_s per evaluation (machine- and load-dependent)
-  checkpoint.pt  every train.checkpoint_every epochs while the run is in progress, removed at the end
+  checkpoint.pt  every train.checkpoint_every epochs while the run is in progress, removed at
+                 the end
   summary.json   written last, atomically: its presence means the run is complete
 
 metrics.csv and timing.csv grow row by row (flushed, so they can be watched) and are rewritten

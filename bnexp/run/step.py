@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -71,17 +72,52 @@ def eval_mode(module: nn.Module) -> Iterator[None]:
         module.train(was_training)
 
 
+# Images are evaluated EVAL_CHUNK at a time, whatever train.eval_batch_size is: a conv layer's
+# activations for 64 CIFAR images stay in cache. Measured (1 thread, CNN 32-64-128, eval mode):
+# ~270 us/image in chunks of 32-64 channels_last images, ~1,050 us/image in one 4,096 NCHW batch.
+# Only the logits are computed in chunks: the loss of each eval batch is the same function of
+# them, so chunking changes rounding in the last bit at most (and nothing for vector inputs).
+EVAL_CHUNK = 64
+
+
+def image_layout(x: Tensor, conv: bool = True) -> Tensor:
+    """A batch in the layout the CPU convolutions are fastest in: for a convolutional network
+    (`conv`), images (N, C, H, W) as channels_last (the same shape and values, NHWC strides);
+    anything else unchanged (an MLP's numbers stay bit for bit those of torch's default layout).
+    Measured (1 thread, CNN 32-64-128 with BN, batch 128): a training step 1.4x faster; conv
+    layers given a channels_last input compute and return channels_last whatever the weights'
+    layout. Other devices keep torch's default layout."""
+    if conv and x.dim() == 4 and x.device.type == "cpu":
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def is_convolutional(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in module.modules())
+
+
 @torch.inference_mode()
 def evaluate(
-    forward: Callable[[Tensor], Tensor], data: Dataset, x: Tensor, y: Tensor, batch_size: int
+    forward: Callable[[Tensor], Tensor],
+    data: Dataset,
+    x: Tensor,
+    y: Tensor,
+    batch_size: int,
+    conv: bool = False,
 ) -> list[tuple[float, float]]:
     """(mean loss, accuracy) over all of x for each of S models; `forward(xb)` returns their
-    logits, (S, B, outputs), for one shared batch xb (one model: S = 1)."""
+    logits, (S, B, outputs), for one shared batch xb (one model: S = 1). `conv`: the models are
+    convolutional (their images are evaluated in chunks, channels_last)."""
     loss_sum: list[float] = []
     correct: list[int] = []
     for i in range(0, len(x), batch_size):
-        xb, yb = data.prepare(x[i : i + batch_size]), y[i : i + batch_size]
-        logits = forward(xb)
+        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        if conv:  # the logits EVAL_CHUNK images at a time (see above)
+            logits = torch.cat(
+                [forward(image_layout(data.prepare(c))) for c in xb.split(EVAL_CHUNK)], dim=1
+            )
+        else:
+            logits = forward(data.prepare(xb))
         if not loss_sum:
             loss_sum, correct = [0.0] * len(logits), [0] * len(logits)
         for s in range(len(logits)):
@@ -95,9 +131,10 @@ def evaluate_splits(
     forward: Callable[[Tensor], Tensor], module: nn.Module, data: Dataset, batch_size: int
 ) -> list[dict[str, float]]:
     """Per model, the four numbers of a metrics.csv row, with `module` in eval mode."""
+    conv = is_convolutional(module)
     with eval_mode(module):
-        train = evaluate(forward, data, data.x_train, data.y_train, batch_size)
-        test = evaluate(forward, data, data.x_test, data.y_test, batch_size)
+        train = evaluate(forward, data, data.x_train, data.y_train, batch_size, conv)
+        test = evaluate(forward, data, data.x_test, data.y_test, batch_size, conv)
     return [
         {"train_loss": tl, "train_acc": ta, "test_loss": sl, "test_acc": sa}
         for (tl, ta), (sl, sa) in zip(train, test, strict=True)
@@ -117,4 +154,10 @@ def set_determinism(seed: int, deterministic: bool) -> None:
         # cuBLAS needs it to be deterministic
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    # torch.use_deterministic_algorithms(deterministic, warn_only=True), without its import of
+    # torch._inductor.config (~1 s of torch._dynamo and Inductor at start-up, for a flag that
+    # only torch.compile reads): set there only if something already imported it
+    torch._C._set_deterministic_algorithms(deterministic, warn_only=True)
+    inductor_config = sys.modules.get("torch._inductor.config")
+    if inductor_config is not None:
+        inductor_config.deterministic = deterministic

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import sys
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +42,7 @@ from bnexp.run.recorder import (
 from bnexp.run.step import (
     batches_of_epoch,
     evaluate_splits,
+    image_layout,
     loss_and_correct,
     loss_of,
     make_optimizer,
@@ -56,6 +60,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("bnexp")
+
+# set (to anything): the first optimizer step of each run prints "<this name> <time.time()>" to
+# stderr (the start-up benchmark's clock: launch -> first step)
+FIRST_STEP_ENV = "BNEXP_PRINT_FIRST_STEP"
 
 
 def divergence_check_every(device: torch.device) -> int:
@@ -112,6 +120,7 @@ def train_run(
     model = build_model(cfg.model, data.input_shape, data.num_outputs)
     init_weights(model, tc.seed)
     model.to(device).train()
+    conv = cfg.model.arch == "cnn"  # images channels_last (step.image_layout)
     opt = make_optimizer(model.parameters(), tc)
     order = torch.Generator().manual_seed(tc.seed)  # data order, the same for every norm variant
     n_train = len(data.x_train)
@@ -154,6 +163,7 @@ def train_run(
         pending.clear()
         return rec.check_losses(losses) is not None
 
+    report_first_step = bool(os.environ.get(FIRST_STEP_ENV))
     try:
         if not prog.rows:
             record(0)
@@ -164,13 +174,16 @@ def train_run(
                 if should_stop is not None and should_stop():
                     raise RunInterrupted(f"run {rec.run_id} stopped at step {prog.step}")
                 with clock.training():
-                    xb, yb = data.prepare(data.x_train[idx]), data.y_train[idx]
+                    xb, yb = image_layout(data.prepare(data.x_train[idx]), conv), data.y_train[idx]
                     loss = loss_of(model(xb), yb, data.binary)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     probes.before_step(prog.step + 1)  # ICS keeps G, layers >= l before the update
                     opt.step()
                     rec.stepped()
+                if report_first_step:  # `make bench`'s start-up row: launch -> first step
+                    report_first_step = False
+                    print(f"{FIRST_STEP_ENV} {time.time():.6f}", file=sys.stderr, flush=True)
                 probes.after_step(
                     prog.step, lambda m, xb=xb, yb=yb: loss_and_correct(m(xb), yb, data.binary)[0]
                 )  # not timed

@@ -11,8 +11,14 @@ Each run's folder is written by its own `RunRecorder`, the one `train.train_run`
 (config.yaml, metrics.csv, timing.csv, summary.json last); the times in them are those of the
 whole batch of seeds (`seeds_together` in summary.json says how many shared them).
 
-Only models without BN are vectorized: BN's batched kernels round differently from the
-unbatched ones (see `why_not_vectorized`); other cells fall back to separate runs.
+BN cells are vectorized too (norm: torch and custom): under vmap each seed normalizes with its
+own batch statistics and updates its own slice of the stacked running estimates (our op's vmap
+rule folds the seed dim into the channels; torch's batching rule does the same for its layer).
+A batched kernel rounds differently from the unbatched one in the last bit, so a seed trained
+here is not bit-identical to its separate run: it matches it within 1e-5 for the first steps
+and is statistically the same run after that (tests/run/test_vectorize_bn.py checks both).
+Cells with BN noise or recalibrated evaluation statistics fall back to separate runs
+(`why_not_vectorized` says why).
 
 Small models are bound by per-step overhead (Python, dispatch, optimizer), not arithmetic, so
 S seeds in one step cost little more than one: that is where the speed comes from.
@@ -40,6 +46,7 @@ from bnexp.run.recorder import Clock, RunInterrupted, RunRecorder, fractional_ep
 from bnexp.run.step import (
     batches_of_epoch,
     evaluate_splits,
+    image_layout,
     loss_of,
     make_optimizer,
     steps_per_epoch,
@@ -64,13 +71,14 @@ def why_not_vectorized(cfgs: list[RunConfig]) -> str | None:
     measure = cfgs[0].measure
     if measure.shift_probe or measure.ics or measure.bn_noise:
         return "measure.shift_probe / ics / bn_noise probe one model at a time"
-    if cfgs[0].model.norm != "none":
-        # measured: BN's batched kernels (torch's batching rule, and our layer's reductions under
-        # vmap) round differently from the unbatched ones in the last bit; BN training amplifies
-        # that to ~1e-4 in a few epochs, past the 1e-5 a vectorized run must match a separate one
-        return (
-            f"norm: {cfgs[0].model.norm} under vmap does not reproduce a separate run within 1e-5"
-        )
+    model = cfgs[0].model
+    if model.bn_noise is not None:
+        # the noise stream lives on the module (a generator per layer, seeded per run); the
+        # stacked model calls one architecture, so the seeds would share one stream
+        return "model.bn_noise draws from one generator per layer, not one per seed"
+    if model.eval_stats == "recalibrate":
+        return "model.eval_stats: recalibrate re-estimates one model at a time"
+    return None
     return None
 
 
@@ -152,7 +160,8 @@ def train_seeds(
 
     def batch_losses(idx: Tensor) -> Tensor:
         """(S,) mean loss of each seed on its own batch; idx: (S, B) row indices."""
-        xb = data.prepare(data.x_train[idx.reshape(-1)])  # prepare sees (S*B, ...) as one batch
+        # prepare sees (S*B, ...) as one batch
+        xb = image_layout(data.prepare(data.x_train[idx.reshape(-1)]), cfg0.model.arch == "cnn")
         xb, yb = xb.reshape(S, -1, *xb.shape[1:]), data.y_train[idx]
         logits = net(xb)
         return vmap(lambda z, y: loss_of(z, y, data.binary))(logits, yb)

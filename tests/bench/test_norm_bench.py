@@ -1,4 +1,5 @@
-"""The BN benchmark's plumbing (not its numbers: speed is judged by `bnexp bench bn`, not by tests)."""
+"""The BN benchmark's plumbing (not its numbers: speed is judged by `bnexp bench bn`, not by
+tests)."""
 
 from __future__ import annotations
 

@@ -248,7 +248,8 @@ def test_bn_inputs_give_the_batch_statistics_bn_uses():
     x = torch.randn(10, 2, 6, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     moments = bn_inputs(model, x, lambda t: t, chunk=4)
     assert set(moments) == {1, 2}
-    # layer 1's BN input is conv1(x): the batch mean / biased var over (N, H, W) from the per-example moments
+    # layer 1's BN input is conv1(x): the batch mean / biased var over (N, H, W) from the
+    # per-example moments
     with torch.no_grad():
         z = model.blocks[0].weight(x)
     m1, m2 = moments[1]

@@ -1,4 +1,5 @@
-"""Seeds trained together (bnexp.run.vectorize) against separate runs of bnexp.run.train.train_run."""
+"""Seeds trained together (bnexp.run.vectorize) against separate runs of
+bnexp.run.train.train_run."""
 
 from __future__ import annotations
 
@@ -142,13 +143,18 @@ def test_why_not_vectorized_gives_reasons():
     assert "differ in more than train.seed" in why_not_vectorized([cfg_for(0), cfg_for(1, lr=0.1)])
     assert "share a train.seed" in why_not_vectorized([cfg_for(0), cfg_for(0)])
     assert "single seed" in why_not_vectorized([cfg_for(0)])
-    bn = [
-        RunConfig.model_validate({**cfg_for(s).model_dump(), "model": {"norm": "torch"}})
+    noisy = [
+        RunConfig.model_validate(
+            {
+                **cfg_for(s).model_dump(),
+                "model": {"norm": "custom", "bn_noise": {"mean_std": 0.1}},
+            }
+        )
         for s in (0, 1)
     ]
-    assert "norm: torch" in why_not_vectorized(bn)
-    with pytest.raises(ValueError, match="norm: torch"):
-        train_seeds(bn, ["/nonexistent/a", "/nonexistent/b"])
+    assert "bn_noise" in why_not_vectorized(noisy)
+    with pytest.raises(ValueError, match="bn_noise"):
+        train_seeds(noisy, ["/nonexistent/a", "/nonexistent/b"])
 
 
 def test_vectorize_seeds_is_not_part_of_the_run_id():
@@ -159,7 +165,7 @@ def _exp(vectorize: bool) -> dict:
     return {
         "name": "vec",
         "data": {"dataset": "digits"},
-        "model": {"arch": "mlp", "hidden": [16], "activation": "sigmoid"},
+        "model": {"arch": "mlp", "hidden": [16], "activation": "sigmoid", "norm": "custom"},
         "train": {
             "lr": 0.1,
             "batch_size": 128,
@@ -167,7 +173,8 @@ def _exp(vectorize: bool) -> dict:
             "device": "cpu",
             "vectorize_seeds": vectorize,
         },
-        "sweep": {"model.norm": ["none", "torch"], "train.seed": [0, 1]},
+        # a BN cell trained together, and one that must fall back (recalibration is per model)
+        "sweep": {"model.eval_stats": ["running", "recalibrate"], "train.seed": [0, 1]},
     }
 
 
@@ -176,16 +183,17 @@ def test_sweep_groups_seeds_and_falls_back_with_a_log_line(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="bnexp"):
         res = run_experiment(experiment_from_dict(_exp(True)), _exp(True), tmp_path / "v")
     assert sorted(res.ran) == sorted(r.run_id for r in res.plan) and not res.skipped
+    stats = {r.run_id: r.params["model.eval_stats"] for r in res.plan}
     together = dict(
         zip(
-            res.summary["norm"] + res.summary["seed"].astype(str),
+            res.summary["run_id"].map(stats) + res.summary["seed"].astype(str),
             res.summary["seeds_together"],
             strict=True,
         )
     )
-    assert together == {"none0": 2, "none1": 2, "torch0": 1, "torch1": 1}
+    assert together == {"running0": 2, "running1": 2, "recalibrate0": 1, "recalibrate1": 1}
     fallbacks = [r.message for r in caplog.records if "one by one" in r.message]
-    assert len(fallbacks) == 1 and "norm: torch" in fallbacks[0], fallbacks
+    assert len(fallbacks) == 1 and "recalibrate" in fallbacks[0], fallbacks
     ref = run_experiment(experiment_from_dict(_exp(False)), _exp(False), tmp_path / "s")
     for run in ref.plan:  # same run ids, same numbers; config.yaml differs in vectorize_seeds only
         assert_same_run(
@@ -203,7 +211,8 @@ def test_group_by_seed_keeps_cells_apart():
 
     groups = group_by_seed(expand(exp))
     assert [[r.params["train.seed"] for r in g] for g in groups] == [[0, 1], [0, 1]]
-    assert [{r.params["model.norm"] for r in g} for g in groups] == [{"none"}, {"torch"}]
+    cells = [{r.params["model.eval_stats"] for r in g} for g in groups]
+    assert cells == [{"running"}, {"recalibrate"}]
 
 
 def test_peak_memory_is_recorded(tmp_path, small_digits):
