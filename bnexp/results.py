@@ -91,6 +91,7 @@ class RunSummary:
         eval_s: float,
         device: str,
         params: dict[str, Any] | None,
+        epochs: int | None = None,
         **extra: Any,
     ) -> RunSummary:
         """The summary of a finished run from its last metrics row and what it recorded on the way.
@@ -117,7 +118,7 @@ class RunSummary:
             diverged=diverged_step is not None,
             diverged_step=diverged_step,
             steps=steps,
-            epochs=cfg.train.epochs,
+            epochs=cfg.train.epochs if epochs is None else epochs,  # with train.steps: started
             wall_s=round(wall_s, 4),
             train_s=round(train_s, 4),
             eval_s=round(eval_s, 4),

@@ -259,6 +259,17 @@ class TrainConfig(Strict):
             )
         return self
 
+    def epochs_for(self, steps_per_epoch: int) -> int:
+        """Epochs the run starts: train.epochs, or with a step budget as many as its steps need
+        (the last one cut short)."""
+        if self.steps is None:
+            return self.epochs
+        return -(-self.steps // steps_per_epoch)
+
+    def budget_spent(self, step: int) -> bool:
+        """True once `step` optimizer steps use up a step budget (never for an epoch budget)."""
+        return self.steps is not None and step >= self.steps
+
     @property
     def lr_used(self) -> float:
         """The optimizer's learning rate at this batch size (train.lr scaled by lr_scaling)."""

@@ -90,7 +90,8 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_outputs: int
         return Net(nn.Flatten(), blocks, nn.Linear(width, num_outputs))
     if len(input_shape) != 3:
         raise BnexpError(
-            f"model.arch: cnn needs image inputs (C, H, W), but the data's examples have shape {input_shape} (use arch: mlp)"
+            "model.arch: cnn needs image inputs (C, H, W), but the data's examples have shape "
+            f"{input_shape} (use arch: mlp)"
         )
     channels, size = input_shape[0], min(input_shape[1:])
     for c in cfg.channels:

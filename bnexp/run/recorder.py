@@ -170,6 +170,7 @@ class RunRecorder:
         self.run_id = run_id(cfg)
         self.prog = Progress()
         self.resumed_from: int | None = None  # the epoch of the checkpoint it resumed from
+        self.epochs = cfg.train.epochs  # epochs the loop starts (more with a step budget)
         self._logs: tuple[_CsvLog, _CsvLog] | None = None
         self.run_dir.mkdir(parents=True, exist_ok=True)
         config = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
@@ -212,7 +213,7 @@ class RunRecorder:
         self.prog.epoch += 1
         tc = self.cfg.train
         if model is not None and tc.checkpoint_every and self.prog.epoch % tc.checkpoint_every == 0:
-            if self.prog.epoch < tc.epochs:
+            if self.prog.epoch < self.epochs:
                 p = self.prog
                 p.wall_s, p.train_s, p.eval_s = (
                     self.clock.elapsed(),
@@ -300,6 +301,7 @@ class RunRecorder:
             str(device),
             params,
             resumed_from_epoch=self.resumed_from,
+            epochs=self.epochs,
             peak_rss_mb=peak_memory_mb(device),
             **extra,
         )

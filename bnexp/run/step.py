@@ -22,12 +22,12 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
             params,
-            lr=cfg.lr,
+            lr=cfg.lr_used,
             momentum=cfg.momentum,
             nesterov=cfg.nesterov,
             weight_decay=cfg.weight_decay,
         )
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr_used, weight_decay=cfg.weight_decay)
 
 
 def loss_of(logits: Tensor, y: Tensor, binary: bool) -> Tensor:

@@ -131,6 +131,7 @@ def train_run(
     rec.resume(model, opt, order, device)
     prog = rec.prog
     per_epoch = steps_per_epoch(n_train, tc.batch_size)
+    rec.epochs = n_epochs = tc.epochs_for(per_epoch)
     rec.open()
     # measure.shift_probe / ics / bn_noise; no-ops when unset
     probes = RunProbes(cfg, model, data, rec.run_dir)
@@ -168,9 +169,11 @@ def train_run(
         if not prog.rows:
             record(0)
         if on_progress and prog.epoch:
-            on_progress(prog.epoch, tc.epochs)
-        for epoch in range(prog.epoch, tc.epochs):
+            on_progress(prog.epoch, n_epochs)
+        for epoch in range(prog.epoch, n_epochs):
             for idx in batches_of_epoch(n_train, tc.batch_size, order):
+                if tc.budget_spent(prog.step):  # a step budget ends mid-epoch
+                    break
                 if should_stop is not None and should_stop():
                     raise RunInterrupted(f"run {rec.run_id} stopped at step {prog.step}")
                 with clock.training():
@@ -196,10 +199,13 @@ def train_run(
             if rec.diverged or check_pending():  # one last evaluation, where it stopped
                 record(fractional_epoch(epoch, prog.step, per_epoch))
                 break
+            if tc.budget_spent(prog.step) and prog.step % per_epoch:
+                record(fractional_epoch(epoch, prog.step, per_epoch))  # the budget's last step
+                break
             record(epoch + 1)
             rec.epoch_done(model, opt, order)
             if on_progress:
-                on_progress(prog.epoch, tc.epochs)
+                on_progress(prog.epoch, n_epochs)
     finally:
         rec.close()
     probes.close()  # writes probes.csv and bn_noise.csv

@@ -147,7 +147,9 @@ def train_seeds(
     orders = [torch.Generator().manual_seed(c.train.seed) for c in cfgs]  # each seed's data order
     n_train = len(data.x_train)
     per_epoch = steps_per_epoch(n_train, tc.batch_size)
+    n_epochs = tc.epochs_for(per_epoch)
     for rec in recs:
+        rec.epochs = n_epochs
         rec.open()
 
     def record(epoch: float, seeds: list[int]) -> None:
@@ -171,9 +173,11 @@ def train_seeds(
     step = 0
     try:
         record(0, active)
-        for epoch in range(tc.epochs):
+        for epoch in range(n_epochs):
             chunks = [batches_of_epoch(n_train, tc.batch_size, g) for g in orders]
             for i in range(per_epoch):
+                if tc.budget_spent(step):  # a step budget ends mid-epoch
+                    break
                 if should_stop is not None and should_stop():
                     ids = ", ".join(r.run_id for r in recs)
                     raise RunInterrupted(f"runs {ids} (trained together) stopped at step {step}")
@@ -197,11 +201,14 @@ def train_seeds(
                     record(fractional_epoch(epoch, step, per_epoch), active)
             if not active:
                 break
+            if tc.budget_spent(step) and step % per_epoch:
+                record(fractional_epoch(epoch, step, per_epoch), active)  # the budget's last step
+                break
             record(epoch + 1, active)
             for s in active:
                 recs[s].epoch_done()
             if on_progress:
-                on_progress(epoch + 1, tc.epochs)
+                on_progress(epoch + 1, n_epochs)
     finally:
         for rec in recs:
             rec.close()

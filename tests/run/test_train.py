@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 import torch
 
 from bnexp.config import RunConfig, TargetConfig
@@ -127,3 +128,27 @@ def test_uint8_batches_are_standardized_per_channel():
     x = data.prepare(data.x_train[:2])
     manual = (data.x_train[:2].float() / 255 - 0.5) / 0.25
     assert x.dtype == torch.float32 and torch.allclose(x, manual)
+
+
+def test_a_step_budget_ends_mid_epoch_and_scaled_lr_reaches_the_optimizer(tmp_path):
+    """train.steps: exactly that many optimizer steps, the last evaluation where they end (a
+    fractional epoch); lr_scaling: the optimizer's lr is train.lr * batch / base (linear)."""
+    cfg = RunConfig.model_validate(
+        {
+            "model": {"hidden": [16]},
+            "train": {
+                "batch_size": 100,
+                "steps": 30,
+                "lr": 0.1,
+                "lr_scaling": {"rule": "linear", "base_batch_size": 50},
+                "device": "cpu",
+            },
+        }
+    )
+    s = train_run(cfg, tmp_path / "run")
+    rows = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    # digits' 1,347 training images in batches of 100: 14 steps an epoch (the last of 47)
+    assert s.steps == 30 and list(rows["step"]) == [0, 14, 28, 30]
+    assert s.epochs == 3  # epochs started: two whole ones and 2 of the third's 14 steps
+    assert rows["epoch"].iloc[-1] == pytest.approx(2 + 2 / 14, abs=1e-4)
+    assert (rows["lr"] == 0.2).all()
