@@ -1,6 +1,6 @@
 """The package's shape: imports only point down the flow, and read-only commands import no torch.
 
-Layers, top to bottom (DESIGN.md): cli -> api -> bench -> sweep -> run -> nn, data -> base
+Layers, top to bottom (DESIGN.md): cli -> api -> bench -> sweep -> training -> nn, data -> base
 (config, errors, io, stats, results). report is a side branch that reads files: it may import
 the base only. Every import counts, those inside functions too.
 """
@@ -22,13 +22,13 @@ ALLOWED = {
     "base": {"base"},
     "nn": {"base"},
     "data": {"base"},
-    "run": {"nn", "data", "base"},
+    "training": {"nn", "data", "base"},
     "report": {"base"},
     "track": {"base"},
-    "sweep": {"run", "nn", "data", "track", "base"},
-    "bench": {"sweep", "run", "nn", "data", "base"},
-    "api": {"sweep", "run", "nn", "data", "report", "track", "base"},
-    "cli": {"api", "bench", "sweep", "run", "nn", "data", "report", "track", "base"},
+    "sweep": {"training", "nn", "data", "track", "base"},
+    "bench": {"sweep", "training", "nn", "data", "base"},
+    "api": {"sweep", "training", "nn", "data", "report", "track", "base"},
+    "cli": {"api", "bench", "sweep", "training", "nn", "data", "report", "track", "base"},
     "main": {"cli"},
 }
 

@@ -20,7 +20,7 @@ from bnexp.bench.cases import Case, cases, digits_data, quickstart_cfg
 from bnexp.bench.common import COLUMNS, interleaved, row
 from bnexp.data import Dataset
 from bnexp.nn.models import build_model, init_weights
-from bnexp.run.train import batches_of_epoch, train_run
+from bnexp.training.train import batches_of_epoch, train_run
 
 
 def _n_samples(n: int, batch_size: int, epochs: int) -> int:

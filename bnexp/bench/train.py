@@ -8,8 +8,8 @@ move with the machine's load.
 Sections:
   loops      bnexp's loop vs a hand-written loop vs a DataLoader loop (bnexp.bench.loops)
   denormal   flushing denormals on the quickstart's sigmoid MLP (bnexp.bench.loops)
-  vectorize  8 seeds one after another vs trained together (bnexp.run.vectorize): the quickstart
-             MLP, and BN cells of the digits and cat/non-cat MLPs
+  vectorize  8 seeds one after another vs trained together (bnexp.training.vectorize): the
+             quickstart MLP, and BN cells of the digits and cat/non-cat MLPs
   workers    a 12-run sweep with 1 worker vs 2, each in a fresh process, timed inside it
   memory     peak RSS of a 50,000-image CIFAR-shaped uint8 run, in a subprocess
 """
@@ -34,7 +34,7 @@ from bnexp.bench.cases import CAT_CASE, DIGITS_CASE, cases, default_data_root, q
 from bnexp.bench.common import COLUMNS, interleaved, rich_table, row
 from bnexp.bench.loops import bench_denormal, bench_loops
 from bnexp.config import RunConfig
-from bnexp.run.train import train_run
+from bnexp.training.train import train_run
 
 SECTIONS = ("loops", "denormal", "vectorize", "workers", "memory")
 __all__ = ["COLUMNS", "SECTIONS", "bench_train", "rich_table"]
@@ -58,7 +58,7 @@ def bench_vectorize(
 
     The quickstart MLP without BN at 1 thread and one thread per core; the goal's cells, a BN
     cell (norm: custom) of the digits MLP and of the cat/non-cat MLP, at 1 thread."""
-    from bnexp.run.vectorize import train_seeds
+    from bnexp.training.vectorize import train_seeds
 
     seeds = min(seeds, 4) if tiny else seeds
     by_name = {c.name: c for c in cases(tiny, root)}
@@ -198,9 +198,9 @@ import json, sys, torch
 from pathlib import Path
 from bnexp.config import RunConfig
 from bnexp.data import Dataset
-from bnexp.run.device import peak_memory_mb
+from bnexp.training.device import peak_memory_mb
 from bnexp.config import RunConfig
-from bnexp.run.train import train_run
+from bnexp.training.train import train_run
 n, n_test, out = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
 # the optimizer's lazy imports, before the baseline
 torch.optim.SGD([torch.zeros(1, requires_grad=True)])

@@ -57,7 +57,7 @@ def bench_bn(
     from bnexp.bench.bn import STEP_RATIO_GOAL
     from bnexp.bench.bn import bench_bn as run_bench
     from bnexp.io import atomic_write_csv
-    from bnexp.run.device import resolve_device
+    from bnexp.training.device import resolve_device
 
     try:
         dev = resolve_device(device) if device in ("auto", "cpu", "cuda") else None

@@ -48,7 +48,7 @@ def repro(
     for byte and summary.json without its timings. Exits 0 when identical, 1 when anything
     differs. The results folder is not modified (a --keep folder inside it is refused).
     """
-    from bnexp.run.repro import reproduce
+    from bnexp.training.repro import reproduce
 
     _setup_logging(False)
 
@@ -162,7 +162,7 @@ def noise(
     """
     from bnexp.io import atomic_write_csv
     from bnexp.report import bn_noise_table, plot_bn_noise, print_table, slopes_frame
-    from bnexp.run.probes import noise_at_init
+    from bnexp.training.probes import noise_at_init
 
     try:
         exp, _ = load_experiment(config, set_)

@@ -226,7 +226,7 @@ class TrainConfig(Strict):
     # seed every RNG and use torch's deterministic algorithms: same config -> same metrics.csv bytes
     deterministic: bool = True
     # train the runs of one sweep cell that differ only in train.seed as one batched model
-    # (bnexp.run.vectorize); each run's results equal a separate run's. Falls back, with a log
+    # (bnexp.training.vectorize); each run's results equal a separate run's. Falls back, with a log
     # line, where a model or option cannot be vectorized. Not part of the run id.
     vectorize_seeds: bool = False
 

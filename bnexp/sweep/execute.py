@@ -10,9 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bnexp.config import PlannedRun
-from bnexp.run.recorder import RunInterrupted
-from bnexp.run.train import train_run
 from bnexp.sweep.store import Outcome, RunStore
+from bnexp.training.recorder import RunInterrupted
+from bnexp.training.train import train_run
 
 
 def execute_run(
@@ -68,7 +68,7 @@ def execute_task(
     """
     if len(task) == 1:
         return [execute_run(results_dir, task[0], redo, should_stop, on_epoch)]
-    from bnexp.run.vectorize import train_seeds
+    from bnexp.training.vectorize import train_seeds
 
     store = RunStore(results_dir)
     outcomes: list[Outcome] = []

@@ -36,7 +36,6 @@ from bnexp.config import ExperimentConfig, PlannedRun, expand
 from bnexp.errors import BnexpError
 from bnexp.io import atomic_write_csv
 from bnexp.results import SUMMARY_COLUMNS
-from bnexp.run.vectorize import group_by_seed, why_not_vectorized
 from bnexp.sweep.executors import PoolExecutor, RayExecutor, SerialExecutor, Task, cpu_cores
 from bnexp.sweep.folder import (
     is_storage_error,
@@ -46,6 +45,7 @@ from bnexp.sweep.folder import (
     write_plan,
 )
 from bnexp.sweep.store import Outcome, RunStore
+from bnexp.training.vectorize import group_by_seed, why_not_vectorized
 
 log = logging.getLogger("bnexp")
 
@@ -335,8 +335,9 @@ def _make_executor(kind, results_dir, n_workers, workers_asked, address, on_run_
 
 def make_tasks(todo: list[PlannedRun]) -> list[Task]:
     """The units of work: one run each, except that with train.vectorize_seeds the runs of a cell
-    that differ only in train.seed form one task, trained as one batched model (bnexp.run.vectorize)
-    where it can be; where it cannot, its runs stay separate and a log line says why."""
+    that differ only in train.seed form one task, trained as one batched model
+    (bnexp.training.vectorize) where it can be; where it cannot, its runs stay separate and a log
+    line says why."""
     if not any(r.config.train.vectorize_seeds for r in todo):
         return [[r] for r in todo]
     tasks: list[Task] = []

@@ -160,15 +160,15 @@ def test_load_and_metrics_reject_what_is_not_there(tmp_path):
 
 
 def test_import_bnexp_is_light_and_run_stays_callable():
-    """`import bnexp.sweep.store` imports no torch; bnexp.run is the API's run even after the
-    training subpackage bnexp/run/ is imported (which sets the attribute `run`)."""
+    """`import bnexp.sweep.store` imports no torch; bnexp.run is the API's run, also once the
+    training loop (bnexp.training) is imported."""
     code = (
         "import sys, bnexp, bnexp.sweep.store\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
         "bnexp.load  # the API without training: still no torch\n"
         "assert 'torch' not in sys.modules, 'torch imported by bnexp.load'\n"
-        "import bnexp.run.train\n"
-        "assert callable(bnexp.run) and bnexp.run.train.train_run\n"
+        "import bnexp.training.train\n"
+        "assert callable(bnexp.run) and bnexp.training.train.train_run\n"
         "import inspect\n"
         "print(list(inspect.signature(bnexp.run).parameters)[:3])\n"
     )

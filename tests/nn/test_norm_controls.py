@@ -13,7 +13,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from bnexp.cli import app
-from bnexp.config import ConfigError, ModelConfig, experiment_from_dict
+from bnexp.config import ConfigError, ModelConfig, expand, experiment_from_dict
 from bnexp.nn import norm as bn
 from bnexp.nn.models import build_model, init_weights
 
@@ -302,26 +302,20 @@ def test_config_refuses_controls_without_custom_norm(norm, control):
     experiment_from_dict({"model": {"norm": "custom", **control}})  # fine with ours
 
 
-def test_config_reports_a_sweep_cell_that_clashes():
-    with pytest.raises(ConfigError) as e:
-        experiment_from_dict(
-            {
-                "model": {"norm": "custom"},
-                "sweep": {"model.norm": ["custom", "torch"], "model.ghost_batch_size": [None, 16]},
-            }
-        )
-    assert "sweep cell (model.norm='torch', model.ghost_batch_size=16)" in str(e.value)
-    assert "ghost_batch_size: 16: this control needs norm: custom" in str(e.value)
-    # the same keys without the clash: fine
-    experiment_from_dict(
+def test_a_swept_control_applies_to_custom_cells_only():
+    """Swept beside norm torch, a control is not a clash: the torch cell takes it at its
+    default, so torch's runs are one run per seed serving both ghost cells (its baseline)."""
+    exp = experiment_from_dict(
         {
             "model": {"norm": "custom"},
-            "sweep": {
-                "model.ghost_batch_size": [None, 16],
-                "model.bn_stats": ["batch", "population"],
-            },
+            "sweep": {"model.norm": ["custom", "torch"], "model.ghost_batch_size": [None, 16]},
         }
     )
+    plan = {tuple(r.params.values()): r for r in expand(exp)}
+    assert plan[("custom", 16)].config.model.ghost_batch_size == 16
+    assert plan[("torch", 16)].config.model.ghost_batch_size is None
+    assert plan[("torch", 16)].run_id == plan[("torch", None)].run_id
+    assert plan[("custom", 16)].run_id != plan[("custom", None)].run_id
 
 
 def test_config_checks_the_control_values():

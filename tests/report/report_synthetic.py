@@ -8,7 +8,7 @@ import pandas as pd
 import yaml
 
 from bnexp.results import SUMMARY_COLUMNS
-from bnexp.run.probes import NOISE_COLUMNS, PROBE_COLUMNS
+from bnexp.training.probes import NOISE_COLUMNS, PROBE_COLUMNS
 
 # steps_to_target by (norm, batch_size, lr) -> per seed; None = never reached (censored)
 STEPS = {

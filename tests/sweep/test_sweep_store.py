@@ -22,10 +22,10 @@ from bnexp.config import RunConfig, expand, experiment_from_dict
 from bnexp.errors import BnexpError
 from bnexp.report import comparison
 from bnexp.results import CHECKPOINT
-from bnexp.run.train import train_run
 from bnexp.sweep.execute import execute_run
 from bnexp.sweep.runner import run_experiment
 from bnexp.sweep.store import RunStore
+from bnexp.training.train import train_run
 
 
 def _run_cfg(**train) -> RunConfig:

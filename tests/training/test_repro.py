@@ -1,4 +1,4 @@
-"""`bnexp repro` (bnexp.run.repro) against hostile and damaged input: an id that is a path or a
+"""`bnexp repro` (bnexp.training.repro) against hostile and damaged input: an id that is a path or a
 pattern, a --keep folder over the evidence, damaged run files. Each is one line, exit 2, and
 the recorded run is left byte for byte as it was."""
 
@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from bnexp.cli import app
 from bnexp.config import RunConfig, run_id
-from bnexp.run.repro import compare_metrics, reproduce
-from bnexp.run.train import train_run
+from bnexp.training.repro import compare_metrics, reproduce
+from bnexp.training.train import train_run
 
 CFG = RunConfig.model_validate(
     {

@@ -1,4 +1,4 @@
-"""bnexp.run.probes against hand computations on tiny fixed networks and data."""
+"""bnexp.training.probes against hand computations on tiny fixed networks and data."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from torch import nn
 
 from bnexp.config import BatchStatNoiseConfig, IcsConfig, RunConfig, ShiftProbeConfig
 from bnexp.nn.models import Block, Net, build_model, init_weights
-from bnexp.run.probes import (
+from bnexp.training.probes import (
     NOISE_COLUMNS,
     PROBE_COLUMNS,
     IcsProbe,
@@ -23,7 +23,7 @@ from bnexp.run.probes import (
     shift_rows,
     unit_stats,
 )
-from bnexp.run.train import train_run
+from bnexp.training.train import train_run
 
 # --------------------------------------------------------------------------- percentiles and drift
 

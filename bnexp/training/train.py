@@ -4,7 +4,7 @@ The data live as tensors on the run's device; each epoch draws a seeded permutat
 in mini-batches (no DataLoader on the hot path). After every epoch (and every
 `train.eval_every_steps` steps, if set) the whole train and test sets are evaluated in eval mode.
 What the run leaves in run_dir (config.yaml, metrics.csv, timing.csv, checkpoint.pt,
-summary.json) is written by its `RunRecorder` (bnexp.run.recorder). A run that finds an intact
+summary.json) is written by its `RunRecorder` (bnexp.training.recorder). A run that finds an intact
 checkpoint.pt of its own resumes from it: model, optimizer, data-order generator, global RNGs,
 step and the rows so far are restored, so it ends with the same metrics.csv bytes as a run that
 was never interrupted.
@@ -30,16 +30,16 @@ from bnexp.data import Dataset, load_dataset
 from bnexp.nn.models import build_model, init_weights
 from bnexp.nn.norm import recalibrate
 from bnexp.results import RunSummary
-from bnexp.run.device import resolve_device
-from bnexp.run.probes import RunProbes
-from bnexp.run.recorder import (
+from bnexp.training.device import resolve_device
+from bnexp.training.probes import RunProbes
+from bnexp.training.recorder import (
     Clock,
     RunInterrupted,
     RunRecorder,
     fractional_epoch,
     target_reached,
 )
-from bnexp.run.step import (
+from bnexp.training.step import (
     batches_of_epoch,
     evaluate_splits,
     image_layout,

@@ -44,8 +44,8 @@ from bnexp.results import (
     TIMING_COLUMNS,
     RunSummary,
 )
-from bnexp.run.checkpoint import load_checkpoint, save_checkpoint
-from bnexp.run.device import peak_memory_mb
+from bnexp.training.checkpoint import load_checkpoint, save_checkpoint
+from bnexp.training.device import peak_memory_mb
 
 log = logging.getLogger("bnexp")
 

@@ -16,7 +16,7 @@ own batch statistics and updates its own slice of the stacked running estimates 
 rule folds the seed dim into the channels; torch's batching rule does the same for its layer).
 A batched kernel rounds differently from the unbatched one in the last bit, so a seed trained
 here is not bit-identical to its separate run: it matches it within 1e-5 for the first steps
-and is statistically the same run after that (tests/run/test_vectorize_bn.py checks both).
+and is statistically the same run after that (tests/training/test_vectorize_bn.py checks both).
 Cells with BN noise or recalibrated evaluation statistics fall back to separate runs
 (`why_not_vectorized` says why).
 
@@ -41,9 +41,9 @@ from bnexp.config import PlannedRun, RunConfig
 from bnexp.data import Dataset, load_dataset
 from bnexp.nn.models import build_model, init_weights
 from bnexp.results import RunSummary
-from bnexp.run.device import resolve_device
-from bnexp.run.recorder import Clock, RunInterrupted, RunRecorder, fractional_epoch
-from bnexp.run.step import (
+from bnexp.training.device import resolve_device
+from bnexp.training.recorder import Clock, RunInterrupted, RunRecorder, fractional_epoch
+from bnexp.training.step import (
     batches_of_epoch,
     evaluate_splits,
     image_layout,

@@ -24,7 +24,7 @@ from bnexp.config import RunConfig
 from bnexp.config import run_id as compute_run_id
 from bnexp.errors import BnexpError
 from bnexp.results import CONFIG, METRICS, SUMMARY, RunSummary
-from bnexp.run.train import train_run
+from bnexp.training.train import train_run
 
 # a run id is a short hex hash (bnexp.config.run_id); a prefix of one is letters and digits only,
 # so it can name neither a path nor a glob pattern

@@ -420,7 +420,7 @@ def noise_at_init(exp, results_dir: Path) -> pd.DataFrame:
     from bnexp.config import BatchStatNoiseConfig, expand
     from bnexp.data import load_dataset
     from bnexp.nn.models import build_model, init_weights
-    from bnexp.run.device import resolve_device
+    from bnexp.training.device import resolve_device
 
     rows = []
     for run in expand(exp):

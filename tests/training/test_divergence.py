@@ -10,8 +10,8 @@ import pytest
 from pydantic import ValidationError
 
 from bnexp.config import RunConfig, TrainConfig, expand, load_experiment, run_id
-from bnexp.run.recorder import DEFAULT_DIVERGE_FACTOR, diverge_limit, is_diverged
-from bnexp.run.train import train_run
+from bnexp.training.recorder import DEFAULT_DIVERGE_FACTOR, diverge_limit, is_diverged
+from bnexp.training.train import train_run
 
 
 def test_limit_by_hand():

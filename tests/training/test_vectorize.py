@@ -1,5 +1,5 @@
-"""Seeds trained together (bnexp.run.vectorize) against separate runs of
-bnexp.run.train.train_run."""
+"""Seeds trained together (bnexp.training.vectorize) against separate runs of
+bnexp.training.train.train_run."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 from run_checks import assert_same_run
 
 from bnexp.config import RunConfig, experiment_from_dict, run_id
-from bnexp.run.recorder import RunInterrupted
-from bnexp.run.train import train_run
-from bnexp.run.vectorize import group_by_seed, train_seeds, why_not_vectorized
 from bnexp.sweep.runner import run_experiment
+from bnexp.training.recorder import RunInterrupted
+from bnexp.training.train import train_run
+from bnexp.training.vectorize import group_by_seed, train_seeds, why_not_vectorized
 
 
 def cfg_for(seed: int, activation: str = "sigmoid", **train) -> RunConfig:
@@ -226,7 +226,7 @@ def test_batched_divergence_check_finds_the_same_step(tmp_path, small_digits, mo
     cfg = cfg_for(2, "relu", lr=10.0)
     per_step = train_run(cfg, tmp_path / "a", data=small_digits)
     assert per_step.diverged, "precondition: lr=10 diverges for seed 2"
-    monkeypatch.setattr("bnexp.run.train.divergence_check_every", lambda device: 5)
+    monkeypatch.setattr("bnexp.training.train.divergence_check_every", lambda device: 5)
     batched = train_run(cfg, tmp_path / "b", data=small_digits)
     assert batched.diverged_step == per_step.diverged_step, (
         batched.diverged_step,

@@ -10,7 +10,7 @@ import torch
 
 from bnexp.config import RunConfig, TargetConfig
 from bnexp.data import Dataset
-from bnexp.run.train import batches_of_epoch, loss_and_correct, target_reached, train_run
+from bnexp.training.train import batches_of_epoch, loss_and_correct, target_reached, train_run
 
 
 def test_a_final_batch_of_one_is_dropped():
@@ -81,7 +81,7 @@ def test_same_config_twice_gives_the_same_bytes_and_eval_every_steps(tmp_path):
 def test_paired_runs_share_initial_weights_and_data_order(tmp_path, monkeypatch):
     """none vs torch of one seed: the layers both have (every Linear weight, the head's bias)
     start equal, and every epoch visits the examples in the same order; another seed does not."""
-    import bnexp.run.train as train_module
+    import bnexp.training.train as train_module
 
     initial: dict[str, dict] = {}
     orders: dict[str, list] = {}

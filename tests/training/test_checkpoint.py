@@ -11,8 +11,8 @@ import pytest
 
 from bnexp.config import RunConfig, run_id
 from bnexp.results import CHECKPOINT
-from bnexp.run.recorder import RunInterrupted
-from bnexp.run.train import train_run
+from bnexp.training.recorder import RunInterrupted
+from bnexp.training.train import train_run
 
 
 def _cfg(seed: int) -> RunConfig:

@@ -1,5 +1,5 @@
-"""Evaluation of convolutional models in chunks, channels_last (bnexp.run.step.evaluate) against
-one NCHW batch; MLP inputs left alone."""
+"""Evaluation of convolutional models in chunks, channels_last (bnexp.training.step.evaluate)
+against one NCHW batch; MLP inputs left alone."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ import torch
 
 from bnexp.config import ModelConfig
 from bnexp.nn.models import build_model, init_weights
-from bnexp.run.step import EVAL_CHUNK, evaluate, evaluate_splits, image_layout, is_convolutional
+from bnexp.training.step import (
+    EVAL_CHUNK,
+    evaluate,
+    evaluate_splits,
+    image_layout,
+    is_convolutional,
+)
 
 
 def test_chunked_channels_last_evaluation_equals_one_nchw_batch(small_digits):

@@ -1,4 +1,4 @@
-"""BN cells' seeds trained together (bnexp.run.vectorize) against separate runs.
+"""BN cells' seeds trained together (bnexp.training.vectorize) against separate runs.
 
 The criterion (issue 14): a batched BN kernel rounds differently from the unbatched one in the
 last bit and training amplifies that, so not bit-equality but (1) equal within 1e-5 (relative +
@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from bnexp.config import RunConfig
-from bnexp.run.train import train_run
-from bnexp.run.vectorize import train_seeds, why_not_vectorized
+from bnexp.training.train import train_run
+from bnexp.training.vectorize import train_seeds, why_not_vectorized
 
 RTOL = ATOL = 1e-5
 

@@ -1,4 +1,4 @@
-"""Comparing two runs' files, for the tests of bnexp.run."""
+"""Comparing two runs' files, for the tests of bnexp.training."""
 
 from __future__ import annotations
 
