@@ -12,6 +12,8 @@ BATCH_SIZES ?= 64 128 256 512
 LRS ?= 0.01 0.03 0.1 0.3 1.0
 SEEDS ?=
 RUN_ARGS ?=
+# the real data for `make reproduce`: the course's cat/non-cat files and the CIFAR-10 subset
+DATA ?= $(or $(BNEXP_SHARED_DATA),../shared/data)
 # "64 128 256" -> [64,128,256], the YAML list that --set sweep.<key>=... takes
 comma := ,
 empty :=
@@ -21,7 +23,7 @@ seeds_set = $(if $(strip $(SEEDS)),--set 'sweep.train.seed=$(call yaml_list,$(SE
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install quickstart test test-fast lint bench clean sweep-batch sweep-lr report
+.PHONY: help install quickstart test test-fast lint bench clean sweep-batch sweep-lr report reproduce
 
 help: ## List the targets and what they do
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,6 +52,12 @@ sweep-lr: $(STAMP) ## Sweep CONFIG over learning rates LRS (and SEEDS) with bnex
 
 report: $(STAMP) ## Tables and plots for the results folder RESULTS (bnexp report)
 	$(BIN)/bnexp report $(RESULTS)
+
+reproduce: $(STAMP) ## Rerun every study the README quotes (configs/studies/*, DATA=../shared/data); resumable
+	$(BIN)/bnexp run configs/studies/catvnoncat_course.yaml --set data.root=$(DATA)/catvnoncat $(RUN_ARGS)
+	$(BIN)/bnexp run configs/studies/catvnoncat_standardized.yaml --set data.root=$(DATA)/catvnoncat $(RUN_ARGS)
+	$(BIN)/bnexp run configs/studies/cifar10_batch.yaml --set data.train=$(DATA)/cifar10-subset/train.npz --set data.test=$(DATA)/cifar10-subset/test.npz $(RUN_ARGS)
+	$(BIN)/bnexp run configs/studies/cifar10_ghost.yaml --set data.train=$(DATA)/cifar10-subset/train.npz --set data.test=$(DATA)/cifar10-subset/test.npz $(RUN_ARGS)
 
 test: $(STAMP) ## Install, then run every test (slow ones included)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

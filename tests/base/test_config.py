@@ -149,7 +149,11 @@ def test_duplicate_sweep_values_give_one_run():
     assert len(expand(exp)) == 2
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path",
+    sorted((REPO / "configs").glob("**/*.yaml")),
+    ids=lambda p: p.relative_to(REPO).as_posix(),
+)
 def test_every_shipped_config_validates(path):
     exp, _ = load_experiment(path)
     assert expand(exp), f"{path.name} plans no run"

@@ -225,6 +225,7 @@ def test_data_info_bad_file_is_one_line_exit_2(tmp_path):
 
 
 def run_config(name: str, out: Path, *overrides: str) -> pd.DataFrame:
+    """`bnexp run configs/<name>.yaml` for one epoch on the CPU; its summary.csv."""
     result = cli(
         "run",
         str(REPO / "configs" / f"{name}.yaml"),
@@ -237,7 +238,7 @@ def run_config(name: str, out: Path, *overrides: str) -> pd.DataFrame:
         *(a for o in overrides for a in ("--set", o)),
     )
     assert result.exit_code == 0, result.output
-    return pd.read_csv(out / name / "summary.csv")
+    return pd.read_csv(out / Path(name).name / "summary.csv")
 
 
 def test_catvnoncat_config_one_epoch_on_the_course_files(shared_data, tmp_path):
@@ -271,6 +272,49 @@ def test_cifar_configs_one_epoch_on_the_shared_subset(shared_data, tmp_path, nam
     n_train = 60 if name == "cifar10_cat_vs_noncat" else 300  # binary: 30 cats + 30 others
     assert (df["steps"] == -(-n_train // 64)).all(), df["steps"].tolist()
     assert df["final_test_acc"].between(0, 1).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["catvnoncat_course", "catvnoncat_standardized"])
+def test_catvnoncat_studies_one_epoch_on_the_course_files(shared_data, tmp_path, name):
+    df = run_config(
+        f"studies/{name}",
+        tmp_path,
+        f"data.root={shared_data / 'catvnoncat'}",
+        "sweep.train.batch_size=[209]",
+        "sweep.train.lr=[0.01]",
+        "sweep.train.seed=[0]",
+    )
+    assert len(df) == 3 and set(df["norm"]) == {"none", "custom", "torch"}
+    assert (df["steps"] == 1).all() and df["final_test_acc"].between(0, 1).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["cifar10_batch", "cifar10_ghost"])
+def test_cifar_studies_one_epoch_on_the_shared_subset(shared_data, tmp_path, name):
+    folder = shared_data / "cifar10-subset"
+    sweep = (
+        ["sweep.train.batch_size=[64, 128]", "sweep.train.lr_scaling.rule=[none, linear]"]
+        if name == "cifar10_batch"
+        else ["sweep.model.ghost_batch_size=[16, 64]", "train.batch_size=64"]
+    )
+    df = run_config(
+        f"studies/{name}",
+        tmp_path,
+        f"data.train={folder / 'train.npz'}",
+        f"data.test={folder / 'test.npz'}",
+        "data.train_per_class=13",
+        "data.test_per_class=5",
+        "sweep.train.seed=[0]",
+        *sweep,
+    )
+    assert df["final_test_acc"].between(0, 1).all()
+    if name == "cifar10_batch":  # 2 norms x 2 rules x 2 batch sizes; linear: lr 0.1 at 128
+        assert len(df) == 8
+        lr = pd.read_csv(tmp_path / name / "runs" / df.run_id.iloc[-1] / "metrics.csv")["lr"]
+        assert df.iloc[-1]["batch_size"] == 128 and lr.iloc[-1] == pytest.approx(0.1)
+    else:  # none (one run, planned in both ghost cells) + custom at 2 ghost sizes
+        assert len(df) == 4 and df["run_id"].nunique() == 3
 
 
 def test_npz_float_vectors_train_end_to_end(tmp_path):
