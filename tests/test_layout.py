@@ -127,6 +127,7 @@ def test_modules_stay_small():
     assert not big, f"modules over 460 lines: {big}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["status", "report-load"])
 def test_read_only_paths_import_no_torch(tmp_path, command):
     """`bnexp status` and loading a report's inputs read files only: torch is never imported."""

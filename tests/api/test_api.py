@@ -159,6 +159,7 @@ def test_load_and_metrics_reject_what_is_not_there(tmp_path):
         res.metrics(run_id="ff")
 
 
+@pytest.mark.slow
 def test_import_bnexp_is_light_and_run_stays_callable():
     """`import bnexp.sweep.store` imports no torch; bnexp.run is the API's run, also once the
     training loop (bnexp.training) is imported."""

@@ -26,6 +26,7 @@ LOOP_MEASURES = {
 }
 
 
+@pytest.mark.slow
 def test_tiny_bench_produces_every_row(tmp_path):
     df = bench_train(
         tiny=True,
@@ -83,6 +84,7 @@ def test_memory_row_reports_peak_rss_of_a_uint8_run():
     assert row.loc["peak RSS of the run", "value"] >= row.loc["RSS after imports", "value"] > 0
 
 
+@pytest.mark.slow
 def test_runner_writes_csv_and_prints_one_table(tmp_path):
     out = tmp_path / "results.csv"
     proc = subprocess.run(

@@ -241,6 +241,7 @@ def run_config(name: str, out: Path, *overrides: str) -> pd.DataFrame:
     return pd.read_csv(out / Path(name).name / "summary.csv")
 
 
+@pytest.mark.slow
 def test_catvnoncat_config_one_epoch_on_the_course_files(shared_data, tmp_path):
     df = run_config(
         "catvnoncat_batch_sweep",

@@ -115,6 +115,7 @@ def _no_leftovers(results: Path) -> None:
         pd.read_csv(path)
 
 
+@pytest.mark.slow
 def test_failing_run_is_recorded_and_the_command_exits_nonzero(tmp_path):
     raw = tiny_experiment(epochs=2, sweep={"train.seed": [0, 1, 2]})
     cfg = write_yaml(tmp_path / "exp.yaml", raw)
