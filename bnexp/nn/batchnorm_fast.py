@@ -153,24 +153,8 @@ class BatchNormFunction(torch.autograd.Function):
         )
         ctx.kernel, ctx.batch_stats, ctx.eps = layout, batch_stats, eps
         if layout is not None:  # the C kernel: y, and stats = [μ, invstd] for backward
-            outer, inner, _ = layout
-            y, stats = torch.empty_like(x), x.new_empty(2 * x.shape[1])
-            bn_kernel.check(
-                bn_kernel.load().forward[x.dtype](
-                    x.data_ptr(),
-                    y.data_ptr(),
-                    outer,
-                    x.shape[1],
-                    inner,
-                    _ptr(weight),
-                    _ptr(bias),
-                    _ptr(running_mean),
-                    _ptr(running_var),
-                    batch_stats,
-                    -1.0 if factor is None else factor,
-                    eps,
-                    stats.data_ptr(),
-                )
+            y, stats = kernel_forward(
+                x, layout, weight, bias, running_mean, running_var, batch_stats, factor, eps
             )
             ctx.save_for_backward(x, weight, stats)
             return y
@@ -269,26 +253,8 @@ def _backward(ctx, dy: Tensor) -> tuple[Tensor | None, ...]:
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
     if ctx.kernel is not None:  # the C kernel, from the stats [μ, invstd] forward wrote
         x, weight, stats = ctx.saved_tensors
-        outer, inner, memory_format = ctx.kernel
-        c = x.shape[1]
-        dy = dy.contiguous(memory_format=memory_format)  # the layout the kernel assumes: x's
-        dx = torch.empty_like(x) if need_x else None
-        dw = x.new_empty(c) if need_w else None
-        db = x.new_empty(c) if need_b else None
-        bn_kernel.check(
-            bn_kernel.load().backward[x.dtype](
-                dy.data_ptr(),
-                x.data_ptr(),
-                _ptr(dx),
-                outer,
-                c,
-                inner,
-                _ptr(weight),
-                stats.data_ptr(),
-                ctx.batch_stats,
-                _ptr(dw),
-                _ptr(db),
-            )
+        dx, dw, db = kernel_backward(
+            dy, x, ctx.kernel, weight, stats, ctx.batch_stats, (need_x, need_w, need_b)
         )
         return dx, dw, db, None, None, None, None, None
     # z: x − μ if ctx.centered else x; (C,) in x's broadcast shape
@@ -324,3 +290,58 @@ def _backward(ctx, dy: Tensor) -> tuple[Tensor | None, ...]:
                 torch.addcmul(cb, torch.sub(xs, mean, out=bs), kb, out=bs).addcmul_(dys, a)
             dx = buf
     return dx, dw, db, None, None, None, None, None
+
+
+def kernel_forward(
+    x, layout, weight, bias, running_mean, running_var, batch_stats, factor, eps
+) -> tuple[Tensor, Tensor]:
+    """One call into the C kernel (x viewed as `layout` = (outer, inner, memory format), see
+    _kernel_layout): y, and stats (2, C) = [μ, invstd] for the backward. Updates the running
+    estimates in place when `factor` is given."""
+    outer, inner, _ = layout
+    y, stats = torch.empty_like(x), x.new_empty(2, x.shape[1])
+    bn_kernel.check(
+        bn_kernel.load().forward[x.dtype](
+            x.data_ptr(),
+            y.data_ptr(),
+            outer,
+            x.shape[1],
+            inner,
+            _ptr(weight),
+            _ptr(bias),
+            _ptr(running_mean),
+            _ptr(running_var),
+            batch_stats,
+            -1.0 if factor is None else factor,
+            eps,
+            stats.data_ptr(),
+        )
+    )
+    return y, stats
+
+
+def kernel_backward(dy, x, layout, weight, stats, batch_stats, needs) -> tuple:
+    """(dx, dγ, dβ) from one call into the C kernel, from the stats its forward wrote; `needs`
+    says which of the three to compute (None for the others)."""
+    outer, inner, memory_format = layout
+    c = x.shape[1]
+    dy = dy.contiguous(memory_format=memory_format)  # the layout the kernel assumes: x's
+    dx = torch.empty_like(x) if needs[0] else None
+    dw = x.new_empty(c) if needs[1] else None
+    db = x.new_empty(c) if needs[2] else None
+    bn_kernel.check(
+        bn_kernel.load().backward[x.dtype](
+            dy.data_ptr(),
+            x.data_ptr(),
+            _ptr(dx),
+            outer,
+            c,
+            inner,
+            _ptr(weight),
+            stats.data_ptr(),
+            batch_stats,
+            _ptr(dw),
+            _ptr(db),
+        )
+    )
+    return dx, dw, db

@@ -25,7 +25,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from bnexp.nn import bn_kernel
 from bnexp.nn.batchnorm_fast import (
     _SLICE,
     _SMALL,
@@ -35,6 +34,8 @@ from bnexp.nn.batchnorm_fast import (
     _slices,
     bcast,
     composite_backward,
+    kernel_backward,
+    kernel_forward,
     reduce_dims,
 )
 
@@ -99,26 +100,9 @@ def _kernel_forward(x, weight, bias, running_mean, running_var, batch_stats, fac
                 x, weight, bias, running_mean, running_var, batch_stats, factor, eps
             )
         return y, torch.stack([mean.to(x.dtype), invstd.to(x.dtype)])
-    outer, inner, _ = layout
-    y, stats = torch.empty_like(x), x.new_empty(2, x.shape[1])
-    bn_kernel.check(
-        bn_kernel.load().forward[x.dtype](
-            x.data_ptr(),
-            y.data_ptr(),
-            outer,
-            x.shape[1],
-            inner,
-            _ptr(weight),
-            _ptr(bias),
-            _ptr(running_mean),
-            _ptr(running_var),
-            batch_stats,
-            -1.0 if factor is None else factor,
-            eps,
-            stats.data_ptr(),
-        )
+    return kernel_forward(
+        x, layout, weight, bias, running_mean, running_var, batch_stats, factor, eps
     )
-    return y, stats
 
 
 def _kernel_backward(dy, x, weight, stats, batch_stats, needs):
@@ -126,28 +110,7 @@ def _kernel_backward(dy, x, weight, stats, batch_stats, needs):
     layout = _kernel_layout(x, (weight, stats.view(-1)), False)
     if layout is None:
         return None
-    outer, inner, memory_format = layout
-    c = x.shape[1]
-    dy = dy.contiguous(memory_format=memory_format)
-    dx = torch.empty_like(x) if needs[0] else None
-    dw = x.new_empty(c) if needs[1] else None
-    db = x.new_empty(c) if needs[2] else None
-    bn_kernel.check(
-        bn_kernel.load().backward[x.dtype](
-            dy.data_ptr(),
-            x.data_ptr(),
-            _ptr(dx),
-            outer,
-            c,
-            inner,
-            _ptr(weight),
-            stats.data_ptr(),
-            batch_stats,
-            _ptr(dw),
-            _ptr(db),
-        )
-    )
-    return dx, dw, db
+    return kernel_backward(dy, x, layout, weight, stats, batch_stats, needs)
 
 
 class BatchNormTransformFunction(torch.autograd.Function):
