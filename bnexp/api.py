@@ -125,20 +125,22 @@ class Results:
         runs in progress included), long format: run_id, the swept keys, then epoch, step, lr,
         train_loss, train_acc, test_loss, test_acc."""
         plan = self.plan
-        wanted = list(plan["run_id"]) if run_id is None else _ids(run_id, list(plan["run_id"]))
-        keys = plan.set_index("run_id")
+        known = list(dict.fromkeys(plan["run_id"]))  # a baseline run may serve several cells
+        wanted = set(known if run_id is None else _ids(run_id, known))
+        keys = [c for c in plan.columns if c != "run_id"]
         frames = []
-        for rid in wanted:
+        for planned in plan.to_dict("records"):  # one block per plan row (per cell it serves)
+            rid = planned["run_id"]
             path = self.path / "runs" / rid / METRICS
-            if not path.exists():
+            if rid not in wanted or not path.exists():
                 continue
             frame = pd.read_csv(path)
-            for key in reversed(keys.columns):
-                frame.insert(0, key, keys.at[rid, key])
+            for key in reversed(keys):
+                frame.insert(0, key, planned[key])
             frame.insert(0, "run_id", rid)
             frames.append(frame)
         if not frames:
-            return pd.DataFrame(columns=["run_id", *keys.columns])
+            return pd.DataFrame(columns=["run_id", *keys])
         return pd.concat(frames, ignore_index=True)
 
     @property
