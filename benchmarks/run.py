@@ -1,6 +1,7 @@
-"""`make bench`: the training-loop benchmark (bnexp.bench.train) and, where this checkout has
-it, the BN layer benchmark (bnexp.bench.bn), as one table on the terminal and in
-benchmarks/results.csv (git-ignored). Ratios are measured side by side in this one process.
+"""`make bench`: the training-loop benchmark (bnexp.bench.train: every row of issue 14's goal
+table, each beside its goal) and the BN layer benchmark (bnexp.bench.bn), as one table on the
+terminal and in benchmarks/results.csv (git-ignored). Ratios are measured side by side in this
+one process.
 
   python benchmarks/run.py                      # everything, full sizes (several minutes)
   python benchmarks/run.py --tiny               # seconds: the code paths, not the figures
@@ -19,7 +20,7 @@ import torch
 from rich.console import Console
 
 from bnexp.bench.bn import STEP_RATIO_GOAL, bench_bn
-from bnexp.bench.train import COLUMNS, SECTIONS, bench_train, rich_table
+from bnexp.bench.train import COLUMNS, SECTIONS, STUDY, bench_train, rich_table
 from bnexp.io import atomic_write_csv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             sections=tuple(s for s in sections if s != "bn"),
             data_root=DATA if DATA.is_dir() else None,
             log=log,
+            study_config=REPO / "configs" / STUDY,
         )
     ]
     if "bn" in sections:

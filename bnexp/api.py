@@ -232,7 +232,6 @@ def run(
     Raises ConfigError for a bad config, BnexpError for other bad input, KeyboardInterrupt when
     interrupted (finished runs are kept); failed runs are logged and listed in `.failed`.
     """
-    from bnexp.report import build_report
     from bnexp.sweep.runner import run_experiment
     from bnexp.track import Trackers, with_trackers
 
@@ -261,6 +260,8 @@ def run(
         on_outcome=on_outcome,
     )
     if not result.summary.empty:
+        from bnexp.report import build_report  # after the runs: not on the first step's path
+
         build_report(result.results_dir)
     trackers.close(interrupted=result.interrupted)
     if result.interrupted:

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from bnexp.bench.cases import Case, cases, digits_data, quickstart_cfg
+from bnexp.bench.cases import DIGITS_CASE, Case, cases, digits_data, quickstart_cfg
 from bnexp.bench.common import COLUMNS, interleaved, row
 from bnexp.data import Dataset
 from bnexp.nn.models import build_model, init_weights
@@ -57,16 +57,43 @@ def bnexp_loop(case: Case, workdir: Path) -> dict[str, float]:
     return {"steps_s": s.train_s, "wall_s": s.wall_s, "eval_s": s.eval_s}
 
 
-def hand_loop(case: Case) -> float:
-    """The minimal hand-written loop: a permutation per epoch, index, step."""
+@torch.inference_mode()
+def _hand_evaluate(model: nn.Module, case: Case) -> None:
+    """What bnexp evaluates at each point: loss and accuracy on the whole train and test sets,
+    in eval mode, `eval_batch_size` examples at a time."""
+    data, bs = case.data, case.cfg.train.eval_batch_size
+    model.eval()
+    for x, y in ((data.x_train, data.y_train), (data.x_test, data.y_test)):
+        loss, correct = 0.0, 0
+        for i in range(0, len(x), bs):
+            out = model(data.prepare(x[i : i + bs]))
+            if data.binary:
+                z = out.squeeze(1)
+                loss += float(
+                    nn.functional.binary_cross_entropy_with_logits(z, y[i : i + bs].float())
+                )
+                correct += int(((z > 0).long() == y[i : i + bs]).sum())
+            else:
+                loss += float(nn.functional.cross_entropy(out, y[i : i + bs]))
+                correct += int((out.argmax(1) == y[i : i + bs]).sum())
+    model.train()
+
+
+def hand_loop(case: Case, evaluate: bool = False) -> float:
+    """The minimal hand-written loop: a permutation per epoch, index, step; `evaluate`: also the
+    evaluations bnexp makes (before the first step and after every epoch)."""
     model, opt = _hand_model(case)
     x, y, bs = case.data.x_train, case.data.y_train, case.cfg.train.batch_size
     g = torch.Generator().manual_seed(case.cfg.train.seed)
     t0 = time.perf_counter()
+    if evaluate:
+        _hand_evaluate(model, case)
     for _ in range(case.cfg.train.epochs):
         for idx in torch.randperm(len(x), generator=g).split(bs):
             if len(idx) > 1:
                 _hand_step(model, opt, x[idx], y[idx], case.data)
+        if evaluate:
+            _hand_evaluate(model, case)
     return time.perf_counter() - t0
 
 
@@ -103,14 +130,14 @@ def bench_loops(
             reps = (
                 repeats if case.cfg.model.arch == "mlp" else min(repeats, 3)
             )  # CNN steps are slow on a CPU
-            res = interleaved(
-                {
-                    "a": lambda c=case: bnexp_loop(c, Path(tmp)),
-                    "b": lambda c=case: hand_loop(c),
-                    "c": lambda c=case: dataloader_loop(c),
-                },
-                reps,
-            )
+            variants = {
+                "a": lambda c=case: bnexp_loop(c, Path(tmp)),
+                "b": lambda c=case: hand_loop(c),
+                "c": lambda c=case: dataloader_loop(c),
+            }
+            if case.cfg.model.arch == "mlp":  # the goal's networks (a CNN's evaluation: cnn.py)
+                variants["d"] = lambda c=case: hand_loop(c, evaluate=True)
+            res = interleaved(variants, reps)
         a_steps = statistics.median(r["steps_s"] for r in res["a"])
         a_wall = statistics.median(r["wall_s"] for r in res["a"])
         eval_share = statistics.median(r["eval_s"] / r["wall_s"] for r in res["a"])
@@ -146,6 +173,15 @@ def bench_loops(
                 note="a evaluates train+test sets every epoch, b never",
             ),
             row("loops", case.name, "a/c (steps)", c / a_steps, "x", ">= 2" if is_mlp else None),
+        ]
+        if "d" in res:  # the issue's whole-run goal is for the quickstart network
+            d = statistics.median(res["d"])
+            rows.append(
+                row("loops", case.name, "a/d (whole run)", d / a_wall, "x",
+                    ">= 0.95" if case.name == DIGITS_CASE else None,
+                    note="d: the hand loop with bnexp's evaluations (whole sets, each epoch)"),
+            )  # fmt: skip
+        rows += [
             row("loops", case.name, "evaluation share of a run", eval_share, "", "<= 0.10"),
         ]
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -10,8 +10,14 @@ Sections:
   denormal   flushing denormals on the quickstart's sigmoid MLP (bnexp.bench.loops)
   vectorize  8 seeds one after another vs trained together (bnexp.training.vectorize): the
              quickstart MLP, and BN cells of the digits and cat/non-cat MLPs
-  workers    a 12-run sweep with 1 worker vs 2, each in a fresh process, timed inside it
+  cnn        the CIFAR CNN's step FLOP/s ÷ matmul FLOP/s; bnexp's step ÷ a hand-written
+             channels_last step (bnexp.bench.cnn)
+  startup    launch -> first optimizer step of `python -m bnexp run` (bnexp.bench.startup)
+  workers    a 12-run sweep with 1 worker vs 2, each in a fresh process; its wall time ÷ the
+             sum of its runs' wall_s (bnexp.bench.startup)
   memory     peak RSS of a 50,000-image CIFAR-shaped uint8 run, in a subprocess
+  estimate   configs/cifar10_batch_sweep.yaml's wall time here, extrapolated from one timed
+             epoch per batch size (bnexp.bench.cnn)
 """
 
 from __future__ import annotations
@@ -28,15 +34,16 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import yaml
 
-from bnexp.bench.cases import CAT_CASE, DIGITS_CASE, cases, default_data_root, quickstart_cfg
+from bnexp.bench.cases import CAT_CASE, DIGITS_CASE, cases, default_data_root
+from bnexp.bench.cnn import bench_cnn, bench_estimate
 from bnexp.bench.common import COLUMNS, interleaved, rich_table, row
 from bnexp.bench.loops import bench_denormal, bench_loops
+from bnexp.bench.startup import bench_startup, bench_workers, python_env
 from bnexp.config import RunConfig
 from bnexp.training.train import train_run
 
-SECTIONS = ("loops", "denormal", "vectorize", "workers", "memory")
+SECTIONS = ("loops", "cnn", "denormal", "vectorize", "startup", "workers", "memory", "estimate")
 __all__ = ["COLUMNS", "SECTIONS", "bench_train", "rich_table"]
 
 
@@ -117,80 +124,6 @@ def bench_vectorize(
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-# --------------------------------------------------------------------------- workers
-
-
-def _python_env() -> dict:
-    """This process's environment, with the folder this bnexp was imported from first on the
-    path: the subprocess times the same code, installed or not."""
-    env = dict(os.environ)
-    here = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join([here, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    return env
-
-
-_SWEEP_SCRIPT = r"""
-import sys, time
-from pathlib import Path
-from bnexp.config import load_experiment
-from bnexp.sweep.runner import run_experiment
-if __name__ == "__main__":
-    exp, raw = load_experiment(sys.argv[1])
-    t0 = time.perf_counter()
-    result = run_experiment(exp, raw, Path(sys.argv[2]), workers=int(sys.argv[3]))
-    assert len(result.summary) == len(result.plan), "not every run finished"
-    print(time.perf_counter() - t0)
-"""
-
-
-def bench_workers(tiny: bool, repeats: int, log: Callable[[str], None] = print) -> pd.DataFrame:
-    """A 12-run quickstart sweep (3 norms x 4 seeds) with --workers 1 and 2, fresh folders."""
-    case = "12-run quickstart sweep, --workers 2 vs 1"
-    # the quickstart's network and optimizer at its own length (runs of ~1 s, not worker start-up)
-    cfg = quickstart_cfg(2 if tiny else 40).model_dump(mode="json")
-    exp = {
-        "name": "bench-workers",
-        "data": {"dataset": "digits"},
-        "model": cfg["model"],
-        "train": cfg["train"],
-        "measure": {"target": {"metric": "train_acc", "value": 0.95}},
-        "sweep": {"model.norm": ["none", "custom", "torch"], "train.seed": [0, 1, 2, 3]},
-    }
-    log(f"workers: {case}, {exp['train']['epochs']} epochs")
-    with tempfile.TemporaryDirectory(prefix="bnexp-bench-") as tmp:
-        path = Path(tmp) / "sweep.yaml"
-        path.write_text(yaml.safe_dump(exp))
-        counter = iter(range(10**6))
-
-        def sweep(workers: int) -> float:
-            # a fresh process per sweep, timed from inside: the sweep itself (worker start-up
-            # included), not the interpreter's start and imports, which every command pays once
-            out = Path(tmp) / f"out{next(counter)}"
-            proc = subprocess.run(
-                [sys.executable, "-c", _SWEEP_SCRIPT, str(path), str(out), str(workers)],
-                capture_output=True,
-                text=True,
-                env=_python_env(),
-                cwd=tmp,
-            )
-            if proc.returncode != 0:
-                raise RuntimeError(f"sweep with {workers} worker(s) failed: {proc.stderr[-500:]}")
-            return float(proc.stdout.strip().splitlines()[-1])
-
-        res = interleaved({"1": lambda: sweep(1), "2": lambda: sweep(2)}, repeats)
-    one, two = statistics.median(res["1"]), statistics.median(res["2"])
-    return pd.DataFrame(
-        [
-            row(
-                "workers", case, "--workers 1", one, "s", note="the sweep, timed inside its process"
-            ),
-            row("workers", case, "--workers 2", two, "s"),
-            row("workers", case, "speed-up", one / two, "x", ">= 1.7"),
-        ],
-        columns=COLUMNS,
-    )
-
-
 # --------------------------------------------------------------------------- memory
 
 _MEMORY_SCRIPT = r"""
@@ -229,7 +162,7 @@ def bench_memory(tiny: bool, log: Callable[[str], None] = print) -> pd.DataFrame
             [sys.executable, "-c", _MEMORY_SCRIPT, str(n), str(n_test), tmp],
             capture_output=True,
             text=True,
-            env=_python_env(),
+            env=python_env(),
             cwd=tmp,
         )
     if proc.returncode != 0:
@@ -270,10 +203,13 @@ def bench_train(
     data_root: Path | None = None,
     log: Callable[[str], None] = print,
     threads: int | None = None,
+    study_config: Path | None = None,
 ) -> pd.DataFrame:
     """Every section asked for, as one long table (see the module docstring).
 
     `threads`: torch's intra-op threads for the in-process sections (None: torch's default).
+    `study_config`: the sweep the `estimate` section extrapolates (benchmarks/run.py passes the
+    checkout's configs/cifar10_batch_sweep.yaml; default: that path under the working folder).
     """
     unknown = set(sections) - set(SECTIONS)
     if unknown:
@@ -282,27 +218,45 @@ def bench_train(
         )
     root = Path(data_root) if data_root else default_data_root()  # None: generated images
     reps = repeats or (1 if tiny else 5)
+    study = Path(study_config) if study_config else Path("configs") / STUDY
     threads_before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        return _sections(tiny, reps, sections, root, log)
+        return _sections(tiny, reps, sections, root, log, study)
     finally:
         torch.set_num_threads(threads_before)
 
 
+STUDY = "cifar10_batch_sweep.yaml"  # the issue's last row: the user's goal
+
+
 def _sections(
-    tiny: bool, reps: int, sections: tuple[str, ...], root: Path | None, log: Callable[[str], None]
+    tiny: bool,
+    reps: int,
+    sections: tuple[str, ...],
+    root: Path | None,
+    log: Callable[[str], None],
+    study: Path,
 ) -> pd.DataFrame:
+    from bnexp.sweep.executors import cpu_cores
+
     parts = []
     if "loops" in sections:
         parts.append(bench_loops(tiny, root, reps, log))
+    if "cnn" in sections:
+        parts.append(bench_cnn(tiny, root, 1 if tiny else min(reps, 3), log))
     if "denormal" in sections:
         parts.append(bench_denormal(tiny, reps, log))
     if "vectorize" in sections:
         parts.append(bench_vectorize(tiny, reps, log=log, root=root))
+    if "startup" in sections:
+        parts.append(bench_startup(1 if tiny else reps, log))
     if "workers" in sections:
         parts.append(bench_workers(tiny, 1 if tiny else min(reps, 2), log))
     if "memory" in sections:
         parts.append(bench_memory(tiny, log))
+    if "estimate" in sections:  # as `bnexp run` would: one worker per core
+        parts.append(bench_estimate(study, root, tiny, cpu_cores(), log))
+    parts = [p for p in parts if not p.empty]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)

@@ -135,7 +135,8 @@ def run(
     refused (rerunning the same file, or one whose sweep only adds values, resumes); --extend
     adds this plan's runs to it.
     """
-    from bnexp.report import build_report, print_report
+    # bnexp.report (pandas tables, scipy, matplotlib: ~1.5 s) is imported after the runs, where
+    # the report is built: a run's first step does not wait for it
     from bnexp.sweep.runner import resume_command, run_experiment
     from bnexp.track import Trackers, with_trackers
 
@@ -210,6 +211,8 @@ def run(
     if result.skipped:
         console.print(f"skipped {len(result.skipped)} run(s) already finished")
     if not result.summary.empty:
+        from bnexp.report import build_report, print_report
+
         try:
             print_report(build_report(result.results_dir), console)
         except BnexpError as e:

@@ -1,0 +1,176 @@
+"""Sections `startup` and `workers`: what a command pays besides its runs' own work.
+
+startup  launch -> first optimizer step of `python -m bnexp run` on a one-run digits config
+         (the run prints the time of its first step when BNEXP_PRINT_FIRST_STEP is set; see
+         bnexp.training.train), beside the floor of any command: `python -c "import torch"`.
+workers  a 12-run quickstart sweep (3 norms x 4 seeds, 15 epochs) with 1 worker and with 2, each
+         in a fresh process: the sweep timed inside it (--workers 2 ÷ --workers 1), and the
+         whole process from launch to exit (imports, sweep, report) ÷ the sum of its runs'
+         wall_s (summary.csv): the overhead of start-up, workers and report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from bnexp.bench.cases import quickstart_cfg
+from bnexp.bench.common import COLUMNS, interleaved, row
+
+FIRST_STEP_ENV = "BNEXP_PRINT_FIRST_STEP"  # bnexp.training.train.FIRST_STEP_ENV (torch-free here)
+
+
+def python_env() -> dict:
+    """This process's environment, with the folder this bnexp was imported from first on the
+    path: the subprocess times the same code, installed or not."""
+    env = dict(os.environ)
+    here = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join([here, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def first_step_delay(stderr: str, launched: float) -> float:
+    """Seconds from `launched` (time.time() just before the process started) to the first
+    optimizer step the run printed on stderr ("BNEXP_PRINT_FIRST_STEP <unix time>")."""
+    for line in stderr.splitlines():
+        if line.startswith(FIRST_STEP_ENV + " "):
+            return float(line.split()[1]) - launched
+    raise RuntimeError(f"no '{FIRST_STEP_ENV} <time>' line on stderr: {stderr[-500:]}")
+
+
+ONE_RUN = {
+    "name": "bench-startup",
+    "data": {"dataset": "digits"},
+    "model": {"arch": "mlp", "hidden": [32], "activation": "relu", "norm": "none"},
+    "train": {"epochs": 1, "batch_size": 64, "lr": 0.1, "device": "cpu"},
+}
+
+
+def bench_startup(repeats: int, log: Callable[[str], None] = print) -> pd.DataFrame:
+    """Launch -> first step of `python -m bnexp run` (one run, digits), and the import floor."""
+    log("startup: python -m bnexp run <one-run digits config>, launch -> first step")
+    with tempfile.TemporaryDirectory(prefix="bnexp-bench-") as tmp:
+        cfg = Path(tmp) / "one.yaml"
+        cfg.write_text(yaml.safe_dump(ONE_RUN))
+        env = {**python_env(), FIRST_STEP_ENV: "1"}
+        counter = iter(range(10**6))
+
+        def launch() -> float:
+            out = Path(tmp) / f"out{next(counter)}"  # a fresh folder: the run is not skipped
+            cmd = [sys.executable, "-m", "bnexp", "run", str(cfg), "--out", str(out)]
+            launched = time.time()
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp)
+            if proc.returncode != 0:
+                raise RuntimeError(f"bnexp run failed: {proc.stderr[-500:]}")
+            return first_step_delay(proc.stderr, launched)
+
+        def import_torch() -> float:
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "import torch"], check=True, env=env, cwd=tmp)
+            return time.perf_counter() - t0
+
+        res = interleaved({"run": launch, "torch": import_torch}, repeats)
+    case = "bnexp run, one digits run (MLP 32, 1 epoch)"
+    return pd.DataFrame(
+        [
+            row("startup", case, "launch -> first optimizer step", statistics.median(res["run"]),
+                "s", "<= 1.5", note=f"median of {repeats}; a fresh process each"),
+            row("startup", case, "python -c 'import torch' (the floor)",
+                statistics.median(res["torch"]), "s", note="launch to exit"),
+        ],
+        columns=COLUMNS,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- workers
+
+_SWEEP_SCRIPT = r"""
+import json, sys, time
+from pathlib import Path
+from bnexp.config import load_experiment
+from bnexp.sweep.runner import run_experiment
+if __name__ == "__main__":
+    exp, raw = load_experiment(sys.argv[1])
+    t0 = time.perf_counter()
+    result = run_experiment(exp, raw, Path(sys.argv[2]), workers=int(sys.argv[3]))
+    sweep_s = time.perf_counter() - t0
+    assert len(result.summary) == len(result.plan), "not every run finished"
+    from bnexp.report import build_report
+    build_report(result.results_dir)  # as `bnexp run` does after its runs
+    print(json.dumps({"sweep_s": sweep_s, "runs_wall_s": float(result.summary.wall_s.sum())}))
+"""
+
+SWEEP_EPOCHS = 15
+
+
+def sweep_overhead(whole_s: float, runs_wall_s: float) -> float:
+    """A sweep's wall time ÷ the sum of its runs' wall_s (1 = no overhead at 1 worker)."""
+    return whole_s / runs_wall_s
+
+
+def bench_workers(tiny: bool, repeats: int, log: Callable[[str], None] = print) -> pd.DataFrame:
+    """The 12-run quickstart sweep with --workers 1 and 2, fresh folders and processes."""
+    case = f"12-run quickstart sweep, {2 if tiny else SWEEP_EPOCHS} epochs"
+    cfg = quickstart_cfg(2 if tiny else SWEEP_EPOCHS).model_dump(mode="json")
+    exp = {
+        "name": "bench-workers",
+        "data": {"dataset": "digits"},
+        "model": cfg["model"],
+        "train": cfg["train"],
+        "measure": {"target": {"metric": "train_acc", "value": 0.95}},
+        "sweep": {"model.norm": ["none", "custom", "torch"], "train.seed": [0, 1, 2, 3]},
+    }
+    log(f"workers: {case}, --workers 1 vs 2")
+    with tempfile.TemporaryDirectory(prefix="bnexp-bench-") as tmp:
+        path = Path(tmp) / "sweep.yaml"
+        path.write_text(yaml.safe_dump(exp))
+        counter = iter(range(10**6))
+
+        def sweep(workers: int) -> dict:
+            out = Path(tmp) / f"out{next(counter)}"
+            t0 = time.perf_counter()
+            proc = subprocess.run(
+                [sys.executable, "-c", _SWEEP_SCRIPT, str(path), str(out), str(workers)],
+                capture_output=True,
+                text=True,
+                env=python_env(),
+                cwd=tmp,
+            )
+            whole = time.perf_counter() - t0
+            if proc.returncode != 0:
+                raise RuntimeError(f"sweep with {workers} worker(s) failed: {proc.stderr[-500:]}")
+            return {**json.loads(proc.stdout.strip().splitlines()[-1]), "whole_s": whole}
+
+        res = interleaved({"1": lambda: sweep(1), "2": lambda: sweep(2)}, repeats)
+    med = {w: {k: statistics.median(r[k] for r in res[w]) for k in res[w][0]} for w in res}
+    one, two = med["1"], med["2"]
+    inside = "the sweep, timed inside its process (no interpreter start, imports or report)"
+    whole = "launch to exit: interpreter, imports, workers, sweep, report"
+    return pd.DataFrame(
+        [
+            row("workers", case, "--workers 1", one["sweep_s"], "s", note=inside),
+            row("workers", case, "--workers 2", two["sweep_s"], "s"),
+            row("workers", case, "--workers 2 speed-up", one["sweep_s"] / two["sweep_s"], "x",
+                ">= 1.8", note=f"median of {repeats}"),
+            row("workers", case, "whole sweep, --workers 1", one["whole_s"], "s", note=whole),
+            row("workers", case, "sum of its runs' wall_s", one["runs_wall_s"], "s",
+                note="summary.csv"),
+            row("workers", case, "wall ÷ sum of runs' wall_s, --workers 1",
+                sweep_overhead(one["whole_s"], one["runs_wall_s"]), "x", "<= 1.2",
+                note="overhead of start-up, workers and report"),
+            row("workers", case, "wall ÷ sum of runs' wall_s, --workers 2",
+                sweep_overhead(two["whole_s"], two["runs_wall_s"]), "x",
+                note="no goal: 2 runs at a time, so ~0.5 without overhead"),
+        ],
+        columns=COLUMNS,
+    )  # fmt: skip
