@@ -65,5 +65,15 @@ def norm_sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 
 def cell_label(cell: dict) -> str:
-    """'batch_size=64, lr=0.1' (last part of each dotted key), or 'all runs'."""
-    return ", ".join(f"{k.split('.')[-1]}={v}" for k, v in cell.items()) or "all runs"
+    """'batch_size=64, lr=0.1' (last part of each dotted key), or 'all runs'. A swept value read
+    back from CSV as a float prints as written (16.0 -> 16; empty, i.e. null -> null)."""
+    return ", ".join(f"{k.split('.')[-1]}={_value(v)}" for k, v in cell.items()) or "all runs"
+
+
+def _value(v: object) -> object:
+    if isinstance(v, float):
+        if v != v:  # NaN: a null swept value (e.g. ghost_batch_size: null = full-batch statistics)
+            return "null"
+        if v.is_integer():
+            return int(v)
+    return v
