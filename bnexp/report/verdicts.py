@@ -241,11 +241,13 @@ def regularization(
 # --------------------------------------------------------------------------- trend
 
 
-def trend(tr: pd.DataFrame) -> list[Claim]:
+def trend(tr: pd.DataFrame, unequal_fit: bool = False) -> list[Claim]:
     """Per group x kind: the slope of BN's effect against log2 (ghost) batch size, one sentence.
 
     Basis: matched fit when every batch size has MATCHED_MIN_PAIRS or more paired seeds there,
     else the final gaps. Sign convention: see bnexp.report.effects (slope < 0 = fades).
+    `unequal_fit`: some batch size's final gaps compare unequally fitted networks (the
+    regularization verdict said so); a slope of final gaps is then not determined either.
     """
     if tr.empty:
         return []
@@ -265,6 +267,13 @@ def trend(tr: pd.DataFrame) -> list[Claim]:
             verdict, word = "contradicted", "grows"
         else:
             verdict, word = "not supported", f"not determined with {n} seeds"
+        direction = word.split(" with")[0]
+        if not matched and unequal_fit and group["kind"] == "batch":
+            verdict = "not determined"
+            word += (
+                " as measured, but not comparable: at some batch sizes the variants fit the "
+                "training set unequally, so their final gaps differ for reasons that are not BN's"
+            )
         pw = power_analysis(r["slope_se"], n, slope)
         needed = pw.seeds_needed if verdict == "not supported" else None
         ghost = group["kind"] == "ghost"
@@ -302,7 +311,7 @@ def trend(tr: pd.DataFrame) -> list[Claim]:
                 mde=_num(pw.mde),
                 seeds_needed=needed,
                 basis=basis,
-                details={"kind": group["kind"], "direction": word.split(" with")[0]},
+                details={"kind": group["kind"], "direction": direction},
             )
         )
     return out
@@ -377,15 +386,17 @@ def all_claims(tables: dict[str, pd.DataFrame], target: dict | None) -> list[Cla
     best = tables.get("best_lr", empty)
     reg = tables.get("regularization", empty)
     reg_best = tables.get("_regularization_best_lr", empty)
+    regs = (
+        regularization(reg_best, target, best)
+        if not reg_best.empty
+        else regularization(reg, target)
+    )
+    unequal = any(c.verdict == "not determined" and "not comparable" in c.text for c in regs)
     return [
         *speedup(tables.get("speedup", empty), best, target),
         *C.best_lr(best),
-        *(
-            regularization(reg_best, target, best)
-            if not reg_best.empty
-            else regularization(reg, target)
-        ),  # fmt: skip
-        *trend(tables.get("trend", empty)),
+        *regs,
+        *trend(tables.get("trend", empty), unequal),
         *equivalence(tables.get("equivalence", empty)),
         *C.ghost_batch(reg),
         *C.shift(tables.get("shift", empty)),

@@ -131,6 +131,19 @@ def test_trend_slope_and_paired_bootstrap_ci(tmp_path):
     assert claim.estimate == pytest.approx(slope) and claim.mde > 0
 
 
+def test_a_trend_of_final_gaps_at_unequal_fit_is_not_determined(tmp_path):
+    """Final gaps of networks at unequal fit differ for reasons that are not BN's: when a
+    regularization verdict says so, the slope of those gaps is not a verdict either."""
+    tables = tables_of(write_results(tmp_path / "t", trend_runs()))
+    from bnexp.report.verdicts import trend
+
+    (fair,) = trend(tables["trend"])
+    (unfair,) = trend(tables["trend"], unequal_fit=True)
+    assert fair.verdict == "supported"
+    assert unfair.verdict == "not determined" and "not comparable" in unfair.text
+    assert unfair.details["direction"] == "fades" and unfair.estimate == fair.estimate
+
+
 def test_ghost_trend_against_full_batch_statistics(tmp_path):
     runs = [{"norm": "none", "batch_size": 64, "seed": s, "gen_gap": 0.1} for s in range(3)]
     for s in range(3):
