@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -141,6 +142,9 @@ def run(
     from bnexp.track import Trackers, with_trackers
 
     _setup_logging(verbose)
+    # Ctrl-C (SIGINT) stops the sweep, also when this process inherited SIGINT ignored (started
+    # in the background by a script, nohup, some CI runners): Python then leaves it ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         exp, raw = load_experiment(config, set_)
         if dry_run:
@@ -227,8 +231,6 @@ def run(
         )
     console.print(f"results: {result.results_dir}")
     if result.interrupted:
-        import signal
-
         done = sum(o.status in ("complete", "diverged") for o in result.outcomes.values())
         by = "SIGTERM" if result.stop_signal == signal.SIGTERM else "Ctrl-C"
         err_console.print(

@@ -133,13 +133,11 @@ class RunStore:
             return False
         if claim.get("host") != socket.gethostname():
             return True
-        try:
-            os.kill(int(claim["pid"]), 0)
-        except ProcessLookupError:
+        if not _alive(int(claim["pid"])):
             return False  # left behind by a killed process
-        except PermissionError:
-            return True
-        return True
+        # a live pid may be a reused one, or a process that no longer holds the run's lock:
+        # the lock itself says (the kernel drops it when its holder exits)
+        return _locked(self.run_dir(rid) / ".lock")
 
     @contextmanager
     def claim(self, rid: str) -> Iterator[bool]:
@@ -237,3 +235,41 @@ class RunStore:
             },
         )
         return error
+
+
+def _alive(pid: int) -> bool:
+    """A process with this pid exists and has not exited (a zombie, killed but not yet reaped
+    by its parent, has: it holds no lock and trains nothing)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): trust the pid
+    return state != "Z"
+
+
+def _locked(lock: Path) -> bool:
+    """Whether some process holds the flock on `lock` (probed without waiting; where it cannot
+    be probed, assume it is held)."""
+    try:
+        import fcntl
+
+        fd = os.open(lock, os.O_RDONLY)
+    except (ImportError, OSError):
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -232,6 +233,29 @@ def test_claim_of_a_killed_process_does_not_block(tmp_path):
     assert store.state("abc") == "missing", "claim.json of a dead process is not 'running'"
     with store.claim("abc") as ok:
         assert ok, "the kernel released the dead process's lock"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_a_claim_whose_process_holds_no_lock_is_not_running(tmp_path):
+    """A killed worker can linger as a zombie (its parent died too, nobody reaps it) or its pid
+    be reused: the pid is alive, but the kernel dropped its lock, so the run is not running."""
+    store = RunStore(tmp_path)
+    with store.claim("abc") as ok:
+        assert ok and store.state("abc") == "running"  # this live process holds the lock
+    run_dir = store.run_dir("abc")
+    (run_dir / "claim.json").write_text(json.dumps({"host": os.uname().nodename, "pid": 1}))
+    assert os.path.exists(run_dir / ".lock")  # pid 1 lives, but holds no lock on it
+    assert store.state("abc") == "missing"
+    # a zombie: a child that exited and is not reaped yet
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    stat = Path(f"/proc/{child.pid}/stat")
+    deadline = time.monotonic() + 30
+    while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the child did not exit"
+        time.sleep(0.01)
+    (run_dir / "claim.json").write_text(json.dumps({"host": os.uname().nodename, "pid": child.pid}))
+    assert store.state("abc") == "missing"
+    child.wait()
 
 
 def test_atomic_write_killed_before_rename_keeps_the_old_file(tmp_path):
