@@ -20,6 +20,7 @@ import torch
 from rich.console import Console
 
 from bnexp.bench.bn import STEP_RATIO_GOAL, bench_bn
+from bnexp.bench.common import row
 from bnexp.bench.train import COLUMNS, SECTIONS, STUDY, bench_train, rich_table
 from bnexp.io import atomic_write_csv
 
@@ -35,46 +36,23 @@ def bn_rows(repeats: int | None, log) -> pd.DataFrame:
     rows = []
     for r in df.to_dict("records"):
         case = f"{r.get('shape', '')} {r.get('scope', '')}".strip()
-        rows.append(
-            dict(
-                section="bn",
-                case=case,
-                measure="custom step",
-                value=r["custom_ms"],
-                unit="ms",
-                goal="",
-                ok=None,
-                note="",
-            )
-        )
-        rows.append(
-            dict(
-                section="bn",
-                case=case,
-                measure="torch step",
-                value=r["torch_ms"],
-                unit="ms",
-                goal="",
-                ok=None,
-                note="",
-            )
-        )
         # the goal (STEP_RATIO_GOAL) is for a whole training step; the layer alone is shown
         # for insight (a harder comparison: the layers around it are shared cost)
         step = r.get("scope") == "step"
-        rows.append(
-            dict(
-                section="bn",
-                case=case,
-                measure="custom / torch",
-                value=r["ratio"],
-                unit="x",
-                goal=f"<= {STEP_RATIO_GOAL}" if step else "",
-                ok=bool(r["ratio"] <= STEP_RATIO_GOAL) if step else None,
-                note=f"median of {r.get('repeats', '?')}; {r.get('custom_path', '')}"
-                + ("" if step else "; the layer alone, no goal"),
-            )
-        )
+        note = f"median of {r.get('repeats', '?')}; {r.get('custom_path', '')}"
+        rows += [
+            row("bn", case, "custom step", r["custom_ms"], "ms"),
+            row("bn", case, "torch step", r["torch_ms"], "ms"),
+            row(
+                "bn",
+                case,
+                "custom / torch",
+                r["ratio"],
+                "x",
+                f"<= {STEP_RATIO_GOAL}" if step else None,
+                note + ("" if step else "; the layer alone, no goal"),
+            ),
+        ]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
