@@ -117,36 +117,12 @@ def _bind(lib: ctypes.CDLL, path: Path) -> Kernel:
     forward, backward = {}, {}
     for dtype, suffix in ((torch.float32, "f32"), (torch.float64, "f64")):
         f = getattr(lib, f"bn_forward_{suffix}")
-        f.argtypes = [
-            ptr,
-            ptr,
-            long,
-            long,
-            long,
-            ptr,
-            ptr,
-            ptr,
-            ptr,
-            int_,
-            double,
-            double,
-            ptr,
-        ]  # x y outer C inner w b rm rv batch_stats factor eps stats
+        # x y outer C inner w b rm rv batch_stats factor eps stats
+        f.argtypes = [ptr, ptr, long, long, long, ptr, ptr, ptr, ptr, int_, double, double, ptr]
         f.restype = int_
         g = getattr(lib, f"bn_backward_{suffix}")
-        g.argtypes = [
-            ptr,
-            ptr,
-            ptr,
-            long,
-            long,
-            long,
-            ptr,
-            ptr,
-            int_,
-            ptr,
-            ptr,
-        ]  # dy x dx outer C inner w stats batch_stats dw db
+        # dy x dx outer C inner w stats batch_stats dw db
+        g.argtypes = [ptr, ptr, ptr, long, long, long, ptr, ptr, int_, ptr, ptr]
         g.restype = int_
         forward[dtype], backward[dtype] = f, g
     return Kernel(path, forward, backward)
