@@ -36,7 +36,7 @@ from bnexp.config import (
     validate_experiment,
 )
 from bnexp.errors import BnexpError
-from bnexp.results import METRICS, SUMMARY
+from bnexp.results import METRICS
 
 log = logging.getLogger("bnexp")
 
@@ -163,16 +163,15 @@ class Results:
 
     @property
     def failed(self) -> dict[str, str]:
-        """run id -> error, for the runs of the plan recorded as failed."""
-        import json
+        """run id -> error, for the runs of the plan recorded as failed (read through the run
+        store: a damaged summary.json is a warning, not an error here)."""
+        from bnexp.sweep.store import RunStore
 
-        out = {}
-        for rid in self.plan["run_id"]:
-            path = self.path / "runs" / rid / SUMMARY
-            if path.exists():
-                s = json.loads(path.read_text(encoding="utf-8"))
-                if s.get("status") == "failed":
-                    out[rid] = s.get("error", "")
+        store, out = RunStore(self.path), {}
+        for rid in dict.fromkeys(self.plan["run_id"]):
+            s = store.summary(rid)
+            if s is not None and s["status"] == "failed":
+                out[rid] = s.get("error", "")
         return out
 
     def __repr__(self) -> str:
