@@ -178,6 +178,11 @@ def run(
             def on_outcome(o: Outcome) -> None:
                 progress.advance(tasks["runs"])
                 trackers.log_run(o.run_id)
+                if not err_console.is_terminal:  # a log file: rich draws no bar there, so a line
+                    done = int(progress.tasks[tasks["runs"]].completed)
+                    total = progress.tasks[tasks["runs"]].total
+                    line = f"run {done}/{total:g}: {o.run_id} {o.status} ({o.seconds:.0f} s)"
+                    err_console.print(line, highlight=False)
                 if o.status == "failed":
                     progress.console.print(f"[red]failed[/] {o.run_id}: {o.error}", highlight=False)
 

@@ -352,6 +352,13 @@ def run_id(cfg: RunConfig) -> str:
     for section, key in HASHED_WHEN_SET:
         if dump[section].get(key) is None:
             dump[section].pop(key, None)
+    # an lr_scaling that leaves the lr as written (rule none, or the base batch size itself) is
+    # the same run as none: rule none and linear at the base batch share one run, not two
+    scaling = cfg.train.lr_scaling
+    if scaling is not None and (
+        scaling.rule == "none" or cfg.train.batch_size == scaling.base_batch_size
+    ):
+        dump["train"].pop("lr_scaling", None)
     payload = json.dumps(dump, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:10]
 

@@ -261,13 +261,23 @@ def trend(tr: pd.DataFrame, unequal_fit: bool = False) -> list[Claim]:
             continue
         r = h.iloc[0]
         slope, lo, hi, n = r["slope"], r["slope_ci_low"], r["slope_ci_high"], int(r["slope_seeds"])
-        if math.isfinite(hi) and hi < 0:
+        # "fades" is the claim: a regularization effect (> 0 at the smallest size) that
+        # shrinks. A falling effect already <= 0 there is BN's gap growing past no BN's instead
+        if math.isfinite(hi) and hi < 0 and h["effect_mean"].iloc[0] > 0:
             verdict, word = "supported", "fades"
+        elif math.isfinite(hi) and hi < 0:
+            verdict, word = (
+                "not supported",
+                (
+                    "falls below zero and further (no regularization effect to fade: BN's gap is "
+                    "the larger one, more so as the batch grows)"
+                ),
+            )
         elif math.isfinite(lo) and lo > 0:
             verdict, word = "contradicted", "grows"
         else:
             verdict, word = "not supported", f"not determined with {n} seeds"
-        direction = word.split(" with")[0]
+        direction = "falls" if word.startswith("falls") else word.split(" with")[0]
         if not matched and unequal_fit and group["kind"] == "batch":
             verdict = "not determined"
             word += (

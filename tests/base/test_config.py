@@ -192,4 +192,25 @@ def test_keys_added_later_change_the_run_id_only_when_set():
     with_steps = {"name": "x", "train": {"lr": 0.1, "steps": 100}}
     assert run_id(expand(experiment_from_dict(with_steps))[0].config) != plain
     scaled = {"name": "x", "train": {"lr": 0.1, "lr_scaling": {"rule": "linear"}}}
-    assert run_id(expand(experiment_from_dict(scaled))[0].config) != plain
+    scaled["train"]["batch_size"] = 128
+    with_batch = run_id(RunConfig.model_validate({"train": {"lr": 0.1, "batch_size": 128}}))
+    assert run_id(expand(experiment_from_dict(scaled))[0].config) != with_batch
+
+
+def test_an_lr_scaling_that_keeps_the_lr_is_the_same_run():
+    """Rule none, and any rule at its base batch size, train with train.lr as written: one run
+    (planned in each cell it serves), not a duplicate trained twice."""
+    raw = {
+        "name": "x",
+        "train": {"lr": 0.1, "lr_scaling": {"rule": "none", "base_batch_size": 64}},
+        "sweep": {"train.lr_scaling.rule": ["none", "linear"], "train.batch_size": [64, 128]},
+    }
+    runs = expand(experiment_from_dict(raw))
+    ids = {
+        (r.params["train.lr_scaling.rule"], r.params["train.batch_size"]): r.run_id for r in runs
+    }
+    assert len(runs) == 4  # a plan row per cell
+    assert ids["none", 64] == ids["linear", 64]  # lr 0.1 both
+    assert ids["none", 128] != ids["linear", 128]  # lr 0.1 vs 0.2
+    plain = {"name": "x", "train": {"lr": 0.1, "batch_size": 128}}
+    assert ids["none", 128] == run_id(expand(experiment_from_dict(plain))[0].config)

@@ -89,6 +89,9 @@ def test_run_writes_the_results_contract(tmp_path: Path):
             first = metrics[metrics.train_acc >= 0.5].iloc[0]
             assert s["steps_to_target"] == first.step
 
+    # no terminal (a log file, CI): a line per finished run, as rich draws no bar there
+    for k in range(1, 7):
+        assert f"run {k}/6: " in result.output
     # the comparison table is printed, one row per norm
     for norm in ("none", "custom", "torch"):
         assert norm in result.output

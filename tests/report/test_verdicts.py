@@ -131,6 +131,20 @@ def test_trend_slope_and_paired_bootstrap_ci(tmp_path):
     assert claim.estimate == pytest.approx(slope) and claim.mde > 0
 
 
+def test_a_falling_effect_that_is_not_positive_is_not_fading(tmp_path):
+    """Effects <= 0 that fall further (BN's gap the larger, more so at large batches) have a
+    negative slope, yet no regularization fades: not "fades", and not supported."""
+    runs = []
+    for s, eff in EFFECTS.items():
+        for b, e in zip((16, 32, 64), eff, strict=True):
+            runs.append({"norm": "none", "batch_size": b, "seed": s, "gen_gap": 0.1 + e - 0.05})
+            runs.append({"norm": "torch", "batch_size": b, "seed": s, "gen_gap": 0.1})
+    (claim,) = of(all_claims(tables_of(write_results(tmp_path / "n", runs)), TARGET), "trend")
+    assert claim.estimate == pytest.approx((0.0067 - 0.04) / 2, abs=1e-3)  # slope as before
+    assert claim.ci_high < 0 and claim.verdict == "not supported"
+    assert claim.details["direction"] == "falls" and "falls below zero" in claim.text
+
+
 def test_a_trend_of_final_gaps_at_unequal_fit_is_not_determined(tmp_path):
     """Final gaps of networks at unequal fit differ for reasons that are not BN's: when a
     regularization verdict says so, the slope of those gaps is not a verdict either."""
