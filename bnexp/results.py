@@ -6,6 +6,8 @@ results/<name>/runs/<run_id>/
   config.yaml    the resolved config
   metrics.csv    one row per evaluation (METRIC_COLUMNS); reproducible bytes
   timing.csv     one row per evaluation (TIMING_COLUMNS); machine- and load-dependent
+  estimates.csv  with measure.eval_subset: one row per subset estimate between the whole-set
+                 evaluations of metrics.csv (ESTIMATE_COLUMNS); reproducible bytes
   checkpoint.pt  while the run is in progress
   summary.json   written last, atomically: its presence means the run is complete
 """
@@ -20,11 +22,14 @@ from bnexp.config import RunConfig, run_id
 CONFIG = "config.yaml"
 METRICS = "metrics.csv"
 TIMING = "timing.csv"
+ESTIMATES = "estimates.csv"
 CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
 
 METRIC_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc"]
 TIMING_COLUMNS = ["epoch", "step", "wall_s", "train_s", "eval_s"]
+# training loss and accuracy on the measure.eval_subset examples, not the whole training set
+ESTIMATE_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc"]
 
 
 @dataclass

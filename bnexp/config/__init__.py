@@ -337,7 +337,7 @@ class PlannedRun:
     config: RunConfig
 
 
-HASHED_WHEN_SET = (("train", "lr_scaling"), ("train", "steps"))
+HASHED_WHEN_SET = (("train", "lr_scaling"), ("train", "steps"), ("measure", "eval_subset"))
 
 
 def run_id(cfg: RunConfig) -> str:

@@ -328,11 +328,27 @@ class BatchStatNoiseConfig(Strict):
 
 class MeasureConfig(Strict):
     target: TargetConfig | None = None  # speed-up = steps until it is first met
+    # Evaluation off the critical path: between the whole-set evaluations (metrics.csv: the first,
+    # the last, and each one whose estimate is near the target until the whole training set
+    # meets it), the training accuracy is estimated on this many training examples, the same
+    # for every run (estimates.csv). null: the whole train and test sets at every
+    # evaluation. Needs a train_acc target or none (the estimate is of training accuracy).
+    eval_subset: PositiveInt | None = None
     shift_probe: ShiftProbeConfig | None = (
         None  # covariate shift -> runs/<id>/probes.csv (site z, z_tilde)
     )
     ics: IcsConfig | None = None  # internal covariate shift -> runs/<id>/probes.csv (site ics)
     bn_noise: BatchStatNoiseConfig | None = None  # at the end of training -> runs/<id>/bn_noise.csv
+
+    @model_validator(mode="after")
+    def _subset_estimates_training_accuracy(self) -> MeasureConfig:
+        if self.eval_subset is not None and self.target and self.target.metric != "train_acc":
+            raise ValueError(
+                f"eval_subset: {self.eval_subset} with target metric {self.target.metric}: the "
+                "subset estimates training accuracy, which decides when the whole sets are "
+                "evaluated (expected target metric train_acc, or eval_subset: null)"
+            )
+        return self
 
 
 class RunConfig(Strict):

@@ -127,6 +127,16 @@ def evaluate(
     return [(v / len(x), c / len(x)) for v, c in zip(loss_sum, correct, strict=True)]
 
 
+def train_subset(data: Dataset, n: int) -> tuple[Tensor, Tensor]:
+    """measure.eval_subset's examples: n training examples (all if n >= the set), the same for
+    every run of the data (drawn once with seed 0), in the set's order."""
+    if n >= len(data.x_train):
+        return data.x_train, data.y_train
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randperm(len(data.x_train), generator=g)[:n].sort().values.to(data.x_train.device)
+    return data.x_train[idx], data.y_train[idx]
+
+
 def evaluate_splits(
     forward: Callable[[Tensor], Tensor], module: nn.Module, data: Dataset, batch_size: int
 ) -> list[dict[str, float]]:

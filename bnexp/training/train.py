@@ -2,7 +2,8 @@
 
 The data live as tensors on the run's device; each epoch draws a seeded permutation and walks it
 in mini-batches (no DataLoader on the hot path). After every epoch (and every
-`train.eval_every_steps` steps, if set) the whole train and test sets are evaluated in eval mode.
+`train.eval_every_steps` steps, if set) the whole train and test sets are evaluated in eval mode
+(with measure.eval_subset: see bnexp.training.recorder).
 What the run leaves in run_dir (config.yaml, metrics.csv, timing.csv, checkpoint.pt,
 summary.json) is written by its `RunRecorder` (bnexp.training.recorder). A run that finds an intact
 checkpoint.pt of its own resumes from it: model, optimizer, data-order generator, global RNGs,
@@ -41,6 +42,8 @@ from bnexp.training.recorder import (
 )
 from bnexp.training.step import (
     batches_of_epoch,
+    eval_mode,
+    evaluate,
     evaluate_splits,
     image_layout,
     loss_and_correct,
@@ -48,6 +51,7 @@ from bnexp.training.step import (
     make_optimizer,
     set_determinism,
     steps_per_epoch,
+    train_subset,
 )
 
 # re-exported: what callers of a run import from here
@@ -139,12 +143,24 @@ def train_run(
     def forward(xb: Tensor) -> Tensor:
         return model(xb).unsqueeze(0)  # (1, B, outputs): evaluate_splits takes S models
 
-    def record(epoch: float) -> None:
+    subset = train_subset(data, cfg.measure.eval_subset or 1)
+
+    def record(epoch: float, last: bool = False) -> None:
+        """An evaluation: of the whole sets (metrics.csv), or with measure.eval_subset first an
+        estimate on the subset (estimates.csv), and the whole sets only if the recorder asks."""
+        lr, evaluation = opt.param_groups[0]["lr"], None
         with clock.evaluating():
             if cfg.model.eval_stats == "recalibrate":  # running estimates from the training set
                 recalibrate(model, data.x_train, tc.eval_batch_size, data.prepare)
-            (evaluation,) = evaluate_splits(forward, model, data, tc.eval_batch_size)
-        rec.record(epoch, opt.param_groups[0]["lr"], evaluation)
+            full = rec.full_due(last)
+            if not full:
+                with eval_mode(model):
+                    ((loss, acc),) = evaluate(forward, data, *subset, tc.eval_batch_size, conv)
+                full = rec.estimate(epoch, lr, loss, acc)
+            if full:
+                (evaluation,) = evaluate_splits(forward, model, data, tc.eval_batch_size)
+        if evaluation is not None:
+            rec.record(epoch, lr, evaluation)
 
     # Divergence check (speed, issue 7): reading the loss back is free on the CPU but stalls
     # an accelerator's queue, so there the losses stay on the device and are read every
@@ -197,12 +213,13 @@ def train_run(
                 if evaluate_now and prog.step % per_epoch:
                     record(fractional_epoch(epoch, prog.step, per_epoch))
             if rec.diverged or check_pending():  # one last evaluation, where it stopped
-                record(fractional_epoch(epoch, prog.step, per_epoch))
+                record(fractional_epoch(epoch, prog.step, per_epoch), last=True)
                 break
             if tc.budget_spent(prog.step) and prog.step % per_epoch:
-                record(fractional_epoch(epoch, prog.step, per_epoch))  # the budget's last step
+                # the budget's last step
+                record(fractional_epoch(epoch, prog.step, per_epoch), last=True)
                 break
-            record(epoch + 1)
+            record(epoch + 1, last=epoch + 1 == n_epochs or tc.budget_spent(prog.step))
             rec.epoch_done(model, opt, order)
             if on_progress:
                 on_progress(prog.epoch, n_epochs)

@@ -45,11 +45,14 @@ from bnexp.training.device import resolve_device
 from bnexp.training.recorder import Clock, RunInterrupted, RunRecorder, fractional_epoch
 from bnexp.training.step import (
     batches_of_epoch,
+    eval_mode,
+    evaluate,
     evaluate_splits,
     image_layout,
     loss_of,
     make_optimizer,
     steps_per_epoch,
+    train_subset,
 )
 
 log = logging.getLogger("bnexp")
@@ -152,13 +155,26 @@ def train_seeds(
         rec.epochs = n_epochs
         rec.open()
 
-    def record(epoch: float, seeds: list[int]) -> None:
+    def forward(xb: Tensor) -> Tensor:
+        return net(xb, shared_input=True)
+
+    conv = cfg0.model.arch == "cnn"
+    subset = train_subset(data, cfg0.measure.eval_subset or 1)  # measure.eval_subset's
+
+    def record(epoch: float, seeds: list[int], last: bool = False) -> None:
+        """As train_run's record, for `seeds`: the whole sets for those whose recorder asks."""
+        lr = opt.param_groups[0]["lr"]
         with clock.evaluating():
-            evaluations = evaluate_splits(
-                lambda xb: net(xb, shared_input=True), net.base, data, tc.eval_batch_size
+            due = [s for s in seeds if recs[s].full_due(last)]
+            if len(due) < len(seeds):
+                with eval_mode(net.base):
+                    est = evaluate(forward, data, *subset, tc.eval_batch_size, conv)
+                due += [s for s in seeds if s not in due and recs[s].estimate(epoch, lr, *est[s])]
+            evaluations = (
+                evaluate_splits(forward, net.base, data, tc.eval_batch_size) if due else []
             )
-        for s in seeds:
-            recs[s].record(epoch, opt.param_groups[0]["lr"], evaluations[s])
+        for s in sorted(due):
+            recs[s].record(epoch, lr, evaluations[s])
 
     def batch_losses(idx: Tensor) -> Tensor:
         """(S,) mean loss of each seed on its own batch; idx: (S, B) row indices."""
@@ -194,7 +210,7 @@ def train_seeds(
                 newly = [s for s in active if recs[s].check_losses([values[s]]) is not None]
                 if newly:  # what a separate run does: stop, evaluate where it stopped, record
                     active = [s for s in active if s not in newly]
-                    record(fractional_epoch(epoch, step, per_epoch), newly)
+                    record(fractional_epoch(epoch, step, per_epoch), newly, last=True)
                     if not active:
                         break
                 if tc.eval_every_steps and step % tc.eval_every_steps == 0 and step % per_epoch:
@@ -202,9 +218,10 @@ def train_seeds(
             if not active:
                 break
             if tc.budget_spent(step) and step % per_epoch:
-                record(fractional_epoch(epoch, step, per_epoch), active)  # the budget's last step
+                # the budget's last step
+                record(fractional_epoch(epoch, step, per_epoch), active, last=True)
                 break
-            record(epoch + 1, active)
+            record(epoch + 1, active, last=epoch + 1 == n_epochs or tc.budget_spent(step))
             for s in active:
                 recs[s].epoch_done()
             if on_progress:
