@@ -167,20 +167,38 @@ def bench_cnn(
 # --------------------------------------------------------------------------- the study's estimate
 
 
-def sweep_estimate(epochs: int, runs_per_bs: dict[int, int], timed: dict[int, dict], workers: int):
+# measure.eval_subset in the estimate: whole-set evaluations per run besides the first and last
+# (those whose subset estimate is near the target; 1-3 in the CIFAR study's runs)
+NEAR_TARGET_EVALUATIONS = 3
+
+
+def sweep_estimate(
+    epochs: int,
+    runs_per_bs: dict[int, int],
+    timed: dict[int, dict],
+    workers: int,
+    subset_share: float | None = None,
+):
     """Seconds for the whole sweep, from one timed one-epoch run per batch size.
 
     timed[bs]: that run's train_s (one epoch of steps), eval_s (its two evaluations: before the
     first step and after the epoch) and wall_s. A run of E epochs: E epochs of steps, E + 1
     evaluations, and the rest of the one-epoch run's wall time (data, model, files) once per
     epoch (an upper bound: part of it is paid once per run). The runs share `workers` cores,
-    assumed to scale perfectly (a lower bound for the wall time of that part)."""
+    assumed to scale perfectly (a lower bound for the wall time of that part). `subset_share`:
+    measure.eval_subset's examples ÷ the train + test examples; then 2 + NEAR_TARGET_EVALUATIONS
+    whole-set evaluations and E - 1 subset estimates, each costing that share of one."""
     total = 0.0
     for bs, n_runs in runs_per_bs.items():
         t = timed[bs]
         evaluation = t["eval_s"] / 2
         rest = max(0.0, t["wall_s"] - t["train_s"] - t["eval_s"])
-        per_run = epochs * (t["train_s"] + rest) + (epochs + 1) * evaluation
+        if subset_share is None:
+            evaluations = epochs + 1.0
+        else:
+            full = min(epochs + 1, 2 + NEAR_TARGET_EVALUATIONS)
+            evaluations = min(epochs + 1.0, full + (epochs - 1) * subset_share)
+        per_run = epochs * (t["train_s"] + rest) + evaluations * evaluation
         total += n_runs * per_run
     return total / max(1, workers)
 
@@ -233,7 +251,9 @@ def bench_estimate(
             log(f"estimate: one epoch at batch size {bs} (norm {cfg.model.norm}), {source}")
             s = train_run(cfg, Path(tmp) / f"bs{bs}", data=data)
             timed[bs] = {"train_s": s.train_s, "eval_s": s.eval_s, "wall_s": s.wall_s}
-    total = sweep_estimate(epochs, runs_per_bs, timed, workers)
+    n_sub = exp.measure.eval_subset
+    share = None if n_sub is None else min(1.0, n_sub / (len(data.x_train) + len(data.x_test)))
+    total = sweep_estimate(epochs, runs_per_bs, timed, workers, share)
     name = f"{Path(config).name} as shipped ({len(plan)} runs x {epochs} epochs)"
     rows = [
         row("estimate", name, f"one epoch at batch {bs}: train / eval", t["train_s"], "s",
@@ -250,7 +270,8 @@ def bench_estimate(
             "<= 1",
             note=f"estimate: 1-epoch runs ({len(data.x_train)} + {len(data.x_test)} images, "
             f"{source}{', tiny model' if tiny else ''}) x {epochs} epochs, "
-            f"{workers} worker(s) assumed to scale; {torch.get_num_threads()} thread(s) each",
+            f"{workers} worker(s) assumed to scale; {torch.get_num_threads()} thread(s) each"
+            + (f"; eval_subset {n_sub}" if n_sub else ""),
         )
     )
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -23,7 +23,8 @@ LOOP_MEASURES = {
     "a/b (steps)",
     "a/b (whole run)",
     "a/c (steps)",
-    "evaluation share of a run",
+    "evaluation share, whole sets at every evaluation",
+    "evaluation share, measure.eval_subset",
 }
 
 
@@ -47,8 +48,10 @@ def test_tiny_bench_produces_every_row(tmp_path):
         )  # tmp_path holds no files
     values = df.value.astype(float)
     assert (values > 0).all() and values.map(math.isfinite).all(), df[["measure", "value"]]
-    share = loops[loops.measure == "evaluation share of a run"].value.astype(float)
-    assert ((share > 0) & (share < 1)).all(), share
+    share = loops[loops.measure.str.startswith("evaluation share")].value.astype(float)
+    assert len(share) == 6 and ((share > 0) & (share < 1)).all(), share
+    subset = loops[loops.measure == "evaluation share, measure.eval_subset"]
+    assert (subset.goal == "<= 0.10").all() and subset.note.str.contains("eval_subset").all()
     assert set(df[df.section == "vectorize"].measure) == {
         "one after another",
         "vectorized (train_seeds)",

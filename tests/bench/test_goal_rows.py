@@ -105,6 +105,10 @@ def test_sweep_estimate_by_hand():
     per512 = 30 * (6.0 + 0.5) + 31 * 2.0
     got = cnn.sweep_estimate(30, {64: 9, 512: 9}, timed, workers=2)
     assert got == pytest.approx((9 * per64 + 9 * per512) / 2)
+    # measure.eval_subset of a tenth of the examples: 5 whole-set evaluations + 29 tenths
+    sub64, sub512 = per64 - 31 * 2.0 + 7.9 * 2.0, per512 - 31 * 2.0 + 7.9 * 2.0
+    got = cnn.sweep_estimate(30, {64: 9, 512: 9}, timed, workers=2, subset_share=0.1)
+    assert got == pytest.approx((9 * sub64 + 9 * sub512) / 2)
 
 
 def test_estimate_row_extrapolates_the_shipped_study(monkeypatch, tmp_path):
@@ -125,7 +129,9 @@ def test_estimate_row_extrapolates_the_shipped_study(monkeypatch, tmp_path):
         bs: {"train_s": bs / 64, "eval_s": 2.0, "wall_s": bs / 64 + 2.5}
         for bs in (64, 128, 256, 512)
     }
-    want = cnn.sweep_estimate(30, dict.fromkeys(timed, 9), timed, 2) / 3600
+    # the shipped eval_subset (1,000) covers the tiny data (256 + 64 images): every evaluation
+    want = cnn.sweep_estimate(30, dict.fromkeys(timed, 9), timed, 2, subset_share=1.0) / 3600
+    assert want == pytest.approx(cnn.sweep_estimate(30, dict.fromkeys(timed, 9), timed, 2) / 3600)
     assert est["value"] == pytest.approx(want) and est["unit"] == "h" and est["goal"] == "<= 1"
     assert "estimate" in est["note"] and "36 runs x 30 epochs" in est["case"]
 
