@@ -135,8 +135,6 @@ from bnexp.training.device import peak_memory_mb
 from bnexp.config import RunConfig
 from bnexp.training.train import train_run
 n, n_test, out = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
-# the optimizer's lazy imports, before the baseline
-torch.optim.SGD([torch.zeros(1, requires_grad=True)])
 base = peak_memory_mb(torch.device("cpu"))
 g = torch.Generator().manual_seed(0)
 x = torch.randint(0, 256, (n + n_test, 3, 32, 32), dtype=torch.uint8, generator=g)

@@ -138,9 +138,9 @@ class PoolExecutor:
     def __init__(self, results_dir: Path, workers: int):
         if "forkserver" in mp.get_all_start_methods():
             ctx = mp.get_context("forkserver")
-            ctx.set_forkserver_preload(
-                ["bnexp.sweep.execute", "bnexp.data.digits", "torch._dynamo"]
-            )  # _dynamo: torch.optim's first use
+            # what a run imports, once for every worker (torch._dynamo is not: bnexp's SGD
+            # never imports it; Adam runs import it at their first step)
+            ctx.set_forkserver_preload(["bnexp.sweep.execute", "bnexp.data.digits"])
         else:
             ctx = mp.get_context("spawn")
         self.results_dir = str(results_dir)

@@ -35,7 +35,7 @@ def save_checkpoint(
     path: Path,
     run_id: str,
     model: nn.Module,
-    opt: torch.optim.Optimizer,
+    opt: Any,  # torch.optim.Optimizer or bnexp.training.sgd.SGD (state_dict, load_state_dict)
     order: torch.Generator,
     progress: dict[str, Any],
 ) -> None:
@@ -84,7 +84,7 @@ def load_checkpoint(
     path: Path,
     run_id: str,
     model: nn.Module,
-    opt: torch.optim.Optimizer,
+    opt: Any,  # torch.optim.Optimizer or bnexp.training.sgd.SGD (state_dict, load_state_dict)
     order: torch.Generator,
     device: torch.device,
 ) -> dict[str, Any] | None:

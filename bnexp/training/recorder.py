@@ -197,7 +197,7 @@ class RunRecorder:
     def resume(
         self,
         model: nn.Module,
-        opt: torch.optim.Optimizer,
+        opt: Any,  # torch.optim.Optimizer or bnexp.training.sgd.SGD (state_dict, load_state_dict)
         order: torch.Generator,
         device: torch.device,
     ) -> None:
@@ -220,7 +220,7 @@ class RunRecorder:
     def epoch_done(
         self,
         model: nn.Module | None = None,
-        opt: torch.optim.Optimizer | None = None,
+        opt: Any = None,  # the optimizer (state_dict), or None
         order: torch.Generator | None = None,
     ) -> None:
         """One more epoch completed; with the model, optimizer and data order, a checkpoint every

@@ -16,11 +16,13 @@ from torch import Tensor, nn
 
 from bnexp.config import TrainConfig
 from bnexp.data import Dataset
+from bnexp.training.sgd import SGD
 
 
-def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(params, cfg: TrainConfig) -> SGD | torch.optim.Optimizer:
+    """SGD: bnexp's (torch.optim.SGD's numbers without importing torch._dynamo); Adam: torch's."""
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(
+        return SGD(
             params,
             lr=cfg.lr_used,
             momentum=cfg.momentum,
