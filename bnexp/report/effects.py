@@ -122,8 +122,18 @@ def _per_seed(frame: pd.DataFrame, col: str) -> pd.Series:
 
 
 def _trend_rows(group: dict, kind: str, basis: str, xs: list, effects: dict) -> list[dict]:
-    """effects: x -> Series (seed -> paired effect); one table row per x, the fit repeated."""
-    seeds = sorted(set().union(*(s.dropna().index for s in effects.values())))
+    """effects: x -> Series (seed -> paired effect); one table row per x, the fit repeated.
+
+    Matched fit: sizes with fewer than MATCHED_MIN_PAIRS paired seeds there (a variant that
+    never reaches the target at that size) are left out of the fit and named in `left_out`; with
+    fewer than 2 sizes left there is no matched-fit trend (no rows)."""
+    left_out = []
+    if basis == "matched fit":
+        left_out = [x for x in xs if effects[x].notna().sum() < MATCHED_MIN_PAIRS]
+        xs = [x for x in xs if x not in left_out]
+        if len(xs) < 2:
+            return []
+    seeds = sorted(set().union(*(effects[x].dropna().index for x in xs)))
     mat = np.array([[effects[x].get(s, math.nan) for x in xs] for s in seeds], dtype=float)
     fit = paired_bootstrap_slope(np.log2(np.asarray(xs, dtype=float)), mat.reshape(-1, len(xs)))
     rows = []
@@ -147,6 +157,7 @@ def _trend_rows(group: dict, kind: str, basis: str, xs: list, effects: dict) -> 
                 "slope_ci_high": fit.high,
                 "slope_se": fit.se,
                 "slope_seeds": fit.n,
+                "left_out": ", ".join(f"{v:g}" for v in left_out),
             }
         )
     return rows

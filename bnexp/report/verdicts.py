@@ -291,6 +291,9 @@ def trend(tr: pd.DataFrame, unequal_fit: bool = False) -> list[Claim]:
         axis = "ghost batch size m" if ghost else "batch size"
         cell = {k: v for k, v in group.items() if k in keys and not pd.isna(v)}
         points = ", ".join(f"{x:g}: {e:.3f}" for x, e in zip(h["x"], h["effect_mean"], strict=True))
+        left = r.get("left_out", "") if matched else ""
+        if isinstance(left, str) and left:  # sizes where a variant never reached the target
+            points += f" ({left} left out: no matched fit there)"
         ci = f" [95% bootstrap CI {lo:.4f}, {hi:.4f}]" if math.isfinite(lo) else ""
         basis = "matched fit" if matched else "final"
         text = (

@@ -131,6 +131,34 @@ def test_trend_slope_and_paired_bootstrap_ci(tmp_path):
     assert claim.estimate == pytest.approx(slope) and claim.mde > 0
 
 
+def test_a_matched_fit_trend_leaves_out_the_sizes_without_matched_fit(tmp_path):
+    """No BN never reaches the target at batch 64 (say its lr does not train there): the trend
+    of matched-fit gaps is fitted over 16 and 32, and says that 64 was left out."""
+    runs = []
+    for s, eff in EFFECTS.items():
+        for b, e in zip((16, 32, 64), eff, strict=True):
+            reach = b != 64
+            gn, gb = 0.02 + e, 0.02  # gaps at the matched-fit row
+            none_rows = [(0, 0.1, 0.1, 2.0, 2.0), (10, 0.97 if reach else 0.3, 0.97 - gn, 0.1, 0.1)]
+            bn_rows = [(0, 0.1, 0.1, 2.0, 2.0), (10, 0.97, 0.97 - gb, 0.1, 0.1)]
+            at = {"batch_size": b, "seed": s}
+            runs.append(
+                {"norm": "none", **at, "gen_gap": gn, "metrics": none_rows,
+                 "steps_to_target": 10 if reach else None}
+            )  # fmt: skip
+            runs.append(
+                {"norm": "torch", **at, "gen_gap": gb, "metrics": bn_rows, "steps_to_target": 10}
+            )
+    tables = tables_of(write_results(tmp_path / "l", runs))
+    fit = tables["trend"][tables["trend"]["basis"] == "matched fit"].sort_values("x")
+    assert fit["x"].tolist() == [16, 32] and set(fit["left_out"]) == {"64"}
+    slope = np.mean([EFFECTS[s][1] - EFFECTS[s][0] for s in EFFECTS])  # two sizes 1 log2 apart
+    assert fit["slope"].iloc[0] == pytest.approx(slope)
+    (claim,) = of(all_claims(tables, TARGET), "trend")
+    assert claim.basis == "matched fit" and claim.estimate == pytest.approx(slope)
+    assert "(64 left out: no matched fit there)" in claim.text
+
+
 def test_a_falling_effect_that_is_not_positive_is_not_fading(tmp_path):
     """Effects <= 0 that fall further (BN's gap the larger, more so at large batches) have a
     negative slope, yet no regularization fades: not "fades", and not supported."""
