@@ -23,7 +23,7 @@ seeds_set = $(if $(strip $(SEEDS)),--set 'sweep.train.seed=$(call yaml_list,$(SE
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install quickstart test test-fast lint bench clean sweep-batch sweep-lr report reproduce
+.PHONY: help install quickstart test test-fast lint bench clean sweep-batch sweep-lr report reproduce reproduce-check
 
 help: ## List the targets and what they do
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -56,8 +56,18 @@ report: $(STAMP) ## Tables and plots for the results folder RESULTS (bnexp repor
 reproduce: $(STAMP) ## Rerun every study the README quotes (configs/studies/*, DATA=../shared/data); resumable
 	$(BIN)/bnexp run configs/studies/catvnoncat_course.yaml --set data.root=$(DATA)/catvnoncat $(RUN_ARGS)
 	$(BIN)/bnexp run configs/studies/catvnoncat_standardized.yaml --set data.root=$(DATA)/catvnoncat $(RUN_ARGS)
-	$(BIN)/bnexp run configs/studies/cifar10_batch.yaml --set data.train=$(DATA)/cifar10-subset/train.npz --set data.test=$(DATA)/cifar10-subset/test.npz $(RUN_ARGS)
-	$(BIN)/bnexp run configs/studies/cifar10_ghost.yaml --set data.train=$(DATA)/cifar10-subset/train.npz --set data.test=$(DATA)/cifar10-subset/test.npz $(RUN_ARGS)
+	$(BIN)/bnexp run configs/studies/cifar10_batch.yaml $(CIFAR_DATA) $(RUN_ARGS)
+	$(BIN)/bnexp run configs/studies/cifar10_ghost.yaml $(CIFAR_DATA) $(RUN_ARGS)
+
+# the reduced versions a reviewer reruns: other seeds, fewer cells, another CIFAR-10 subset
+CIFAR_DATA = --set data.train=$(DATA)/cifar10-subset/train.npz --set data.test=$(DATA)/cifar10-subset/test.npz
+CIFAR_CHECK = --set data.train_per_class=250 --set data.seed=1 --set 'sweep.train.seed=[5,6]'
+
+reproduce-check: $(STAMP) ## Reduced reruns of the studies (other seeds and cells, another CIFAR subset) into results/*_check
+	$(BIN)/bnexp run configs/studies/catvnoncat_course.yaml --set data.root=$(DATA)/catvnoncat --set name=catvnoncat_course_check --set 'sweep.train.seed=[5,6,7]' --set 'sweep.train.batch_size=[16,209]' --set 'sweep.train.lr=[0.01,0.3]' --set 'sweep.model.norm=[none,torch]' $(RUN_ARGS)
+	$(BIN)/bnexp run configs/studies/catvnoncat_standardized.yaml --set data.root=$(DATA)/catvnoncat --set name=catvnoncat_standardized_check --set 'sweep.train.seed=[5,6,7]' --set 'sweep.train.batch_size=[16,209]' --set 'sweep.train.lr=[0.01,0.1]' --set 'sweep.model.norm=[none,torch]' $(RUN_ARGS)
+	$(BIN)/bnexp run configs/studies/cifar10_batch.yaml $(CIFAR_DATA) --set name=cifar10_batch_check $(CIFAR_CHECK) --set 'sweep.train.batch_size=[64,512]' $(RUN_ARGS)
+	$(BIN)/bnexp run configs/studies/cifar10_ghost.yaml $(CIFAR_DATA) --set name=cifar10_ghost_check $(CIFAR_CHECK) --set 'sweep.model.ghost_batch_size=[16,512]' $(RUN_ARGS)
 
 test: $(STAMP) ## Install, then run every test (slow ones included)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
