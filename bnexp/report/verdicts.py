@@ -241,6 +241,11 @@ def regularization(
 # --------------------------------------------------------------------------- trend
 
 
+# a trend verdict needs this many seeds: a bootstrap over 2 seeds has 3 distinct resamples,
+# so its "95% CI" is no interval at all (it once called a 2-seed trend "fades")
+TREND_MIN_SEEDS = 3
+
+
 def trend(tr: pd.DataFrame, unequal_fit: bool = False) -> list[Claim]:
     """Per group x kind: the slope of BN's effect against log2 (ghost) batch size, one sentence.
 
@@ -263,7 +268,12 @@ def trend(tr: pd.DataFrame, unequal_fit: bool = False) -> list[Claim]:
         slope, lo, hi, n = r["slope"], r["slope_ci_low"], r["slope_ci_high"], int(r["slope_seeds"])
         # "fades" is the claim: a regularization effect (> 0 at the smallest size) that
         # shrinks. A falling effect already <= 0 there is BN's gap growing past no BN's instead
-        if math.isfinite(hi) and hi < 0 and h["effect_mean"].iloc[0] > 0:
+        if n < TREND_MIN_SEEDS:
+            verdict, word = (
+                "not determined",
+                (f"not determined with {n} seeds (a bootstrap CI needs {TREND_MIN_SEEDS} or more)"),
+            )
+        elif math.isfinite(hi) and hi < 0 and h["effect_mean"].iloc[0] > 0:
             verdict, word = "supported", "fades"
         elif math.isfinite(hi) and hi < 0:
             verdict, word = (

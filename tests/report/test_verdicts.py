@@ -173,6 +173,14 @@ def test_a_falling_effect_that_is_not_positive_is_not_fading(tmp_path):
     assert claim.details["direction"] == "falls" and "falls below zero" in claim.text
 
 
+def test_a_trend_over_two_seeds_is_not_determined(tmp_path):
+    """Every seed's slope is -0.02 or -0.01, yet a bootstrap over 2 seeds is no CI."""
+    runs = [r for r in trend_runs() if r["seed"] < 2]
+    (claim,) = of(all_claims(tables_of(write_results(tmp_path / "two", runs)), TARGET), "trend")
+    assert claim.n == 2 and claim.estimate < 0
+    assert claim.verdict == "not determined" and "not determined with 2 seeds" in claim.text
+
+
 def test_a_trend_of_final_gaps_at_unequal_fit_is_not_determined(tmp_path):
     """Final gaps of networks at unequal fit differ for reasons that are not BN's: when a
     regularization verdict says so, the slope of those gaps is not a verdict either."""
