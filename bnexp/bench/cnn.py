@@ -196,7 +196,8 @@ def sweep_estimate(
         if subset_share is None:
             evaluations = epochs + 1.0
         else:
-            full = min(epochs + 1, 2 + NEAR_TARGET_EVALUATIONS)
+            # never more than the whole sets at every evaluation
+            full = 2 + NEAR_TARGET_EVALUATIONS
             evaluations = min(epochs + 1.0, full + (epochs - 1) * subset_share)
         per_run = epochs * (t["train_s"] + rest) + evaluations * evaluation
         total += n_runs * per_run

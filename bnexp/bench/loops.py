@@ -149,6 +149,7 @@ def bench_loops(
         log(f"loops: {case.name} ({case.source})")
         tc = case.cfg.train
         samples = _n_samples(len(case.data.x_train), tc.batch_size, tc.epochs)
+        sub = subset_cfg(case)  # the evaluation-share row's run (variant e)
         with tempfile.TemporaryDirectory(prefix="bnexp-bench-") as tmp:
             hand_loop(case)  # warm-up (first-call costs: allocator, kernels, lazy imports)
             reps = (
@@ -161,7 +162,6 @@ def bench_loops(
             }
             if case.cfg.model.arch == "mlp":  # the goal's networks (a CNN's evaluation: cnn.py)
                 variants["d"] = lambda c=case: hand_loop(c, evaluate=True)
-            sub = subset_cfg(case)
             variants["e"] = lambda c=case, s=sub: eval_share(s, c.data, Path(tmp))
             res = interleaved(variants, reps)
         a_steps = statistics.median(r["steps_s"] for r in res["a"])
@@ -207,7 +207,6 @@ def bench_loops(
                     ">= 0.95" if case.name == DIGITS_CASE else None,
                     note="d: the hand loop with bnexp's evaluations (whole sets, each epoch)"),
             )  # fmt: skip
-        sub = subset_cfg(case)
         rows += [
             row("loops", case.name, "evaluation share, whole sets at every evaluation",
                 full_share, "", note=f"{tc.epochs} epochs"),

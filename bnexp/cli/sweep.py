@@ -160,8 +160,10 @@ def run(
             transient=False,
         ) as progress:
             tasks: dict[str, int] = {}
+            counts = {"done": 0, "todo": 0}  # finished runs, for the lines of a log file
 
             def on_start(n_todo: int, n_workers: int) -> None:
+                counts["todo"] = n_todo
                 if not n_todo:
                     return
                 where = f"{n_workers} worker(s)" if executor == "local" else "ray"
@@ -179,10 +181,9 @@ def run(
                 progress.advance(tasks["runs"])
                 trackers.log_run(o.run_id)
                 if not err_console.is_terminal:  # a log file: rich draws no bar there, so a line
-                    done = int(progress.tasks[tasks["runs"]].completed)
-                    total = progress.tasks[tasks["runs"]].total
-                    line = f"run {done}/{total:g}: {o.run_id} {o.status} ({o.seconds:.0f} s)"
-                    err_console.print(line, highlight=False)
+                    counts["done"] += 1
+                    line = f"run {counts['done']}/{counts['todo']}: {o.run_id} {o.status}"
+                    err_console.print(f"{line} ({o.seconds:.0f} s)", highlight=False)
                 if o.status == "failed":
                     progress.console.print(f"[red]failed[/] {o.run_id}: {o.error}", highlight=False)
 

@@ -129,14 +129,29 @@ def evaluate(
     return [(v / len(x), c / len(x)) for v, c in zip(loss_sum, correct, strict=True)]
 
 
-def train_subset(data: Dataset, n: int) -> tuple[Tensor, Tensor]:
-    """measure.eval_subset's examples: n training examples (all if n >= the set), the same for
-    every run of the data (drawn once with seed 0), in the set's order."""
+def train_subset(data: Dataset, n: int | None) -> tuple[Tensor, Tensor] | None:
+    """measure.eval_subset's examples (None when it is unset): n training examples (all if n >=
+    the set), the same for every run of the data (drawn once with seed 0), in the set's order."""
+    if n is None:
+        return None
     if n >= len(data.x_train):
         return data.x_train, data.y_train
     g = torch.Generator().manual_seed(0)
     idx = torch.randperm(len(data.x_train), generator=g)[:n].sort().values.to(data.x_train.device)
     return data.x_train[idx], data.y_train[idx]
+
+
+def evaluate_subset(
+    forward: Callable[[Tensor], Tensor],
+    module: nn.Module,
+    data: Dataset,
+    subset: tuple[Tensor, Tensor],
+    batch_size: int,
+) -> list[tuple[float, float]]:
+    """Per model, (training loss, training accuracy) on `subset` (train_subset's), with `module`
+    in eval mode: measure.eval_subset's estimate, as evaluate_splits does the whole sets."""
+    with eval_mode(module):
+        return evaluate(forward, data, *subset, batch_size, is_convolutional(module))
 
 
 def evaluate_splits(

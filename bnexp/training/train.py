@@ -42,9 +42,8 @@ from bnexp.training.recorder import (
 )
 from bnexp.training.step import (
     batches_of_epoch,
-    eval_mode,
-    evaluate,
     evaluate_splits,
+    evaluate_subset,
     image_layout,
     loss_and_correct,
     loss_of,
@@ -143,7 +142,7 @@ def train_run(
     def forward(xb: Tensor) -> Tensor:
         return model(xb).unsqueeze(0)  # (1, B, outputs): evaluate_splits takes S models
 
-    subset = train_subset(data, cfg.measure.eval_subset or 1)
+    subset = train_subset(data, cfg.measure.eval_subset)  # None: whole sets every time
 
     def record(epoch: float, last: bool = False) -> None:
         """An evaluation: of the whole sets (metrics.csv), or with measure.eval_subset first an
@@ -154,8 +153,7 @@ def train_run(
                 recalibrate(model, data.x_train, tc.eval_batch_size, data.prepare)
             full = rec.full_due(last)
             if not full:
-                with eval_mode(model):
-                    ((loss, acc),) = evaluate(forward, data, *subset, tc.eval_batch_size, conv)
+                ((loss, acc),) = evaluate_subset(forward, model, data, subset, tc.eval_batch_size)
                 full = rec.estimate(epoch, lr, loss, acc)
             if full:
                 (evaluation,) = evaluate_splits(forward, model, data, tc.eval_batch_size)

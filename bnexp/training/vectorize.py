@@ -45,9 +45,8 @@ from bnexp.training.device import resolve_device
 from bnexp.training.recorder import Clock, RunInterrupted, RunRecorder, fractional_epoch
 from bnexp.training.step import (
     batches_of_epoch,
-    eval_mode,
-    evaluate,
     evaluate_splits,
+    evaluate_subset,
     image_layout,
     loss_of,
     make_optimizer,
@@ -158,18 +157,17 @@ def train_seeds(
     def forward(xb: Tensor) -> Tensor:
         return net(xb, shared_input=True)
 
-    conv = cfg0.model.arch == "cnn"
-    subset = train_subset(data, cfg0.measure.eval_subset or 1)  # measure.eval_subset's
+    subset = train_subset(data, cfg0.measure.eval_subset)  # None: whole sets every time
 
     def record(epoch: float, seeds: list[int], last: bool = False) -> None:
         """As train_run's record, for `seeds`: the whole sets for those whose recorder asks."""
         lr = opt.param_groups[0]["lr"]
         with clock.evaluating():
             due = [s for s in seeds if recs[s].full_due(last)]
-            if len(due) < len(seeds):
-                with eval_mode(net.base):
-                    est = evaluate(forward, data, *subset, tc.eval_batch_size, conv)
-                due += [s for s in seeds if s not in due and recs[s].estimate(epoch, lr, *est[s])]
+            rest = [s for s in seeds if s not in due]
+            if rest:  # a subset estimate each; the whole sets for those near their target
+                est = evaluate_subset(forward, net.base, data, subset, tc.eval_batch_size)
+                due += [s for s in rest if recs[s].estimate(epoch, lr, *est[s])]
             evaluations = (
                 evaluate_splits(forward, net.base, data, tc.eval_batch_size) if due else []
             )
