@@ -40,6 +40,13 @@ def loss_of(logits: Tensor, y: Tensor, binary: bool) -> Tensor:
     return nn.functional.cross_entropy(logits, y)
 
 
+def seed_losses(logits: Tensor, y: Tensor, binary: bool) -> Tensor:
+    """(S,) the mean loss of each of S models on its own batch: logits (S, B, outputs), y (S, B).
+    One loss_of per seed (a few microseconds each): seed s's loss is bit for bit its own run's,
+    which one kernel over all seeds, summing in another order, would not be."""
+    return torch.stack([loss_of(z, t, binary) for z, t in zip(logits, y, strict=True)])
+
+
 def loss_and_correct(logits: Tensor, y: Tensor, binary: bool) -> tuple[Tensor, Tensor]:
     """Mean loss and number of correct predictions. Binary: logits (N, 1), threshold 0."""
     predicted = (logits.squeeze(1) > 0).long() if binary else logits.argmax(1)

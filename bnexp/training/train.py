@@ -116,7 +116,7 @@ def train_run(
     tc = cfg.train
     device = resolve_device(tc.device)
     # before anything is written: a data file a user must fix (DataError) leaves no half run
-    data = data.to(device) if data is not None else load_dataset(cfg.data, device)
+    data = (data.to(device) if data is not None else load_dataset(cfg.data, device)).ready()
     rec = RunRecorder(cfg, run_dir, clock)  # writes config.yaml
     set_determinism(tc.seed, tc.deterministic)
 

@@ -1,19 +1,19 @@
 """Seeds trained together: the runs of one sweep cell that differ only in `train.seed`, as one
-batched model (`torch.func`: stack_module_state, functional_call, vmap).
+batched model (bnexp.training.stacked: batched matmuls for MLPs, torch.func.vmap for the rest).
 
 Each seed keeps what a separate run has: its own initial weights (`init_weights(model, seed)`),
 its own data order (a generator seeded by its seed), its own BN running statistics (buffers
-stacked along a leading seed dim S and updated in place under vmap). The stacked parameters
-are ordinary leaf tensors of shape (S, ...); the loss is the sum of the per-seed mean losses, so
-each seed's slice of the gradient is its own run's gradient, and the optimizers used here (SGD,
-Adam) are elementwise, so one optimizer on the stacked tensors takes every seed's own step.
+stacked along a leading seed dim S and updated in place). The stacked parameters are ordinary
+leaf tensors of shape (S, ...); the loss is the sum of the per-seed mean losses, so each seed's
+slice of the gradient is its own run's gradient, and the optimizers used here (SGD, Adam) are
+elementwise, so one optimizer on the stacked tensors takes every seed's own step.
 Each run's folder is written by its own `RunRecorder`, the one `train.train_run` uses
 (config.yaml, metrics.csv, timing.csv, summary.json last); the times in them are those of the
 whole batch of seeds (`seeds_together` in summary.json says how many shared them).
 
-BN cells are vectorized too (norm: torch and custom): under vmap each seed normalizes with its
-own batch statistics and updates its own slice of the stacked running estimates (our op's vmap
-rule folds the seed dim into the channels; torch's batching rule does the same for its layer).
+BN cells are vectorized too (norm: torch and custom): each seed normalizes with its own batch
+statistics and updates its own slice of the stacked running estimates (the BN layer is called
+with the seeds folded into its channels, by hand for MLPs and by the vmap rules otherwise).
 A batched kernel rounds differently from the unbatched one in the last bit, so a seed trained
 here is not bit-identical to its separate run: it matches it within 1e-5 for the first steps
 and is statistically the same run after that (tests/training/test_vectorize_bn.py checks both).
@@ -21,12 +21,13 @@ Cells with BN noise or recalibrated evaluation statistics fall back to separate 
 (`why_not_vectorized` says why).
 
 Small models are bound by per-step overhead (Python, dispatch, optimizer), not arithmetic, so
-S seeds in one step cost little more than one: that is where the speed comes from.
+S seeds in one step cost little more than one: that is where the speed comes from. Models
+bound by arithmetic gain less (the cat/non-cat MLP's 12288 -> 20 first layer: see
+benchmarks/README.md).
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +36,6 @@ from typing import Any
 import torch
 import yaml
 from torch import Tensor
-from torch.func import functional_call, stack_module_state, vmap
 
 from bnexp.config import PlannedRun, RunConfig
 from bnexp.data import Dataset, load_dataset
@@ -43,13 +43,14 @@ from bnexp.nn.models import build_model, init_weights
 from bnexp.results import RunSummary
 from bnexp.training.device import resolve_device
 from bnexp.training.recorder import Clock, RunInterrupted, RunRecorder, fractional_epoch
+from bnexp.training.stacked import stack
 from bnexp.training.step import (
     batches_of_epoch,
     evaluate_splits,
     evaluate_subset,
     image_layout,
-    loss_of,
     make_optimizer,
+    seed_losses,
     steps_per_epoch,
     train_subset,
 )
@@ -81,7 +82,6 @@ def why_not_vectorized(cfgs: list[RunConfig]) -> str | None:
     if model.eval_stats == "recalibrate":
         return "model.eval_stats: recalibrate re-estimates one model at a time"
     return None
-    return None
 
 
 def group_by_seed(runs: list[PlannedRun]) -> list[list[PlannedRun]]:
@@ -91,24 +91,6 @@ def group_by_seed(runs: list[PlannedRun]) -> list[list[PlannedRun]]:
         key = yaml.safe_dump(_without_seed(run.config), sort_keys=True)
         groups.setdefault(key, []).append(run)
     return list(groups.values())
-
-
-class _Stacked:
-    """S copies of one architecture as stacked tensors, called through vmap."""
-
-    def __init__(self, models: list[torch.nn.Module]):
-        self.params, self.buffers = stack_module_state(models)  # name -> (S, ...)
-        self.base = copy.deepcopy(models[0]).to("meta")  # the architecture only
-
-        def one(params: dict, buffers: dict, x: Tensor) -> Tensor:
-            return functional_call(self.base, (params, buffers), (x,))
-
-        self.train_fn = vmap(one, in_dims=(0, 0, 0))  # x: (S, B, ...), every seed its own batch
-        self.eval_fn = vmap(one, in_dims=(0, 0, None))  # x: (B, ...), the same data for all
-
-    def __call__(self, x: Tensor, shared_input: bool = False) -> Tensor:
-        fn = self.eval_fn if shared_input else self.train_fn
-        return fn(self.params, self.buffers, x)
 
 
 def train_seeds(
@@ -135,7 +117,7 @@ def train_seeds(
     cfg0, tc = cfgs[0], cfgs[0].train
     device = resolve_device(tc.device)
     # before anything is written: a data file a user must fix (DataError) leaves no half run
-    data = (data or load_dataset(cfg0.data)).to(device)
+    data = (data or load_dataset(cfg0.data)).to(device).ready()
     recs = [RunRecorder(c, d, clock) for c, d in zip(cfgs, run_dirs, strict=True)]
 
     models = []
@@ -143,7 +125,7 @@ def train_seeds(
         m = build_model(cfg.model, data.input_shape, data.num_outputs)
         init_weights(m, cfg.train.seed)
         models.append(m.to(device).train())
-    net = _Stacked(models)
+    net = stack(models)
     del models
     opt = make_optimizer(net.params.values(), tc)
     orders = [torch.Generator().manual_seed(c.train.seed) for c in cfgs]  # each seed's data order
@@ -180,7 +162,7 @@ def train_seeds(
         xb = image_layout(data.prepare(data.x_train[idx.reshape(-1)]), cfg0.model.arch == "cnn")
         xb, yb = xb.reshape(S, -1, *xb.shape[1:]), data.y_train[idx]
         logits = net(xb)
-        return vmap(lambda z, y: loss_of(z, y, data.binary))(logits, yb)
+        return seed_losses(logits, yb, data.binary)
 
     # seeds not diverged; a diverged seed's later steps are computed and ignored, as if stopped
     active = list(range(S))

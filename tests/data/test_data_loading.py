@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from test_data_catvnoncat import make_course_folder  # tests/ is on sys.path (pytest rootdir)
 from typer.testing import CliRunner
 
 from bnexp.cli import app
 from bnexp.config import ConfigError, DataConfig, experiment_from_dict, load_experiment
-from bnexp.data import load_dataset
+from bnexp.data import Dataset, load_dataset
 
 pytestmark = pytest.mark.usefixtures("fresh_data_cache")  # each test loads its own files
 
@@ -367,3 +368,28 @@ def test_ghost_bn_config_one_epoch_on_the_shared_subset(shared_data, tmp_path):
         "steps"
     ].tolist()  # 640 images: one batch of 512, one of 128
     assert (tmp_path / "ghost_bn_cifar10" / "tables" / "regularization.csv").exists()
+
+
+def test_ready_prepares_small_image_sets_once_with_the_same_numbers():
+    """Dataset.ready: the whole set prepared at once is bit for bit each batch prepared alone;
+    a set whose float copy would exceed the limit stays uint8 (prepared per batch)."""
+    g = torch.Generator().manual_seed(0)
+    data = Dataset(
+        name="pixels",
+        x_train=torch.randint(0, 256, (10, 3, 4, 4), dtype=torch.uint8, generator=g),
+        y_train=torch.arange(10) % 2,
+        x_test=torch.randint(0, 256, (6, 3, 4, 4), dtype=torch.uint8, generator=g),
+        y_test=torch.arange(6) % 2,
+        classes=("a", "b"),
+        mean=torch.tensor([0.4, 0.5, 0.6]),
+        std=torch.tensor([0.2, 0.25, 0.3]),
+    )
+    ready = data.ready()
+    assert ready.x_train.dtype == torch.float32 and ready.mean is None
+    for i in range(0, 10, 3):  # batches of 3, as a training loop takes them
+        batch = data.x_train[i : i + 3]
+        assert torch.equal(ready.prepare(ready.x_train[i : i + 3]), data.prepare(batch))
+    assert torch.equal(ready.x_test, data.prepare(data.x_test))
+    assert ready.ready() is ready  # already float
+    too_big = data.ready(max_bytes=4 * 16 * 48 - 1)  # one byte short of the float copy
+    assert too_big is data and too_big.x_train.dtype == torch.uint8
