@@ -6,6 +6,8 @@ one process.
   python benchmarks/run.py                      # everything, full sizes (several minutes)
   python benchmarks/run.py --tiny               # seconds: the code paths, not the figures
   python benchmarks/run.py --section loops --section vectorize --repeats 7
+  python benchmarks/run.py --device cuda        # `make bench-gpu`: the gpu section and the BN
+                                                # layer on the GPU (bnexp.bench.gpu)
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from rich.console import Console
 
 from bnexp.bench.bn import STEP_RATIO_GOAL, bench_bn
 from bnexp.bench.common import row
+from bnexp.bench.gpu import bench_gpu
 from bnexp.bench.train import COLUMNS, SECTIONS, STUDY, bench_train, rich_table
 from bnexp.io import atomic_write_csv
 
@@ -29,10 +32,10 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("BNEXP_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
-def bn_rows(repeats: int | None, log) -> pd.DataFrame:
+def bn_rows(repeats: int | None, log, device: str = "cpu") -> pd.DataFrame:
     """bnexp.bench.bn's table in the long format."""
-    log("bn: custom BN vs torch BN, one training step")
-    df = bench_bn(**({"repeats": repeats} if repeats else {}))
+    log(f"bn: custom BN vs torch BN, one training step, {device}")
+    df = bench_bn(**({"repeats": repeats} if repeats else {}), device=device)
     rows = []
     for r in df.to_dict("records"):
         case = f"{r.get('shape', '')} {r.get('scope', '')}".strip()
@@ -74,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--section",
         action="append",
-        choices=[*SECTIONS, "bn"],
+        choices=[*SECTIONS, "gpu", "bn"],
         help="only these sections (repeatable)",
     )
     ap.add_argument(
@@ -85,31 +88,46 @@ def main(argv: list[str] | None = None) -> int:
         "small-model timings swing 10-100x; 0 = torch's default)",
     )
     ap.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu (default: every section) or cuda / cuda:N: the gpu section and the BN layer "
+        "benchmark on that device (the CPU sections are the CPU's)",
+    )
+    ap.add_argument(
         "--out", type=Path, default=REPO / "benchmarks" / "results.csv", help="CSV to write"
     )
     args = ap.parse_args(argv)
     console = Console(stderr=True)
     log = lambda msg: console.print(f"[dim]{msg}[/]")  # noqa: E731
-    sections = tuple(args.section or (*SECTIONS, "bn"))
+    on_cpu = torch.device(args.device).type == "cpu"
+    sections = tuple(args.section or ((*SECTIONS, "bn") if on_cpu else ("gpu", "bn")))
     if args.threads:  # for every section in this process, as the title says
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
+    data_root = DATA if DATA.is_dir() else None
+    repeats = args.repeats or (1 if args.tiny else 5)
     parts = [
         bench_train(
             tiny=args.tiny,
             repeats=args.repeats,
-            sections=tuple(s for s in sections if s != "bn"),
-            data_root=DATA if DATA.is_dir() else None,
+            sections=tuple(s for s in sections if s not in ("bn", "gpu")),
+            data_root=data_root,
             log=log,
             study_config=REPO / "configs" / STUDY,
         )
     ]
+    if "gpu" in sections:
+        parts.append(bench_gpu(args.device, args.tiny, repeats, data_root, log))
     if "bn" in sections:
-        parts.append(bn_rows(1 if args.tiny and not args.repeats else args.repeats, log))
-    df = pd.concat([p for p in parts if p is not None and not p.empty], ignore_index=True)
+        parts.append(
+            bn_rows(1 if args.tiny and not args.repeats else args.repeats, log, args.device)
+        )
+    parts = [p for p in parts if p is not None and not p.empty]
+    df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
     atomic_write_csv(args.out, df)
     title = (
-        f"bnexp benchmarks — CPU, {args.threads or torch.get_num_threads()} torch thread(s), "
+        f"bnexp benchmarks — {args.device}, "
+        f"{args.threads or torch.get_num_threads()} torch thread(s), "
         f"{'tiny sizes' if args.tiny else 'full sizes'}, {time.perf_counter() - t0:.0f} s"
     )
     Console(width=max(Console().width, 160)).print(rich_table(df, title))

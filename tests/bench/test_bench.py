@@ -153,3 +153,34 @@ def test_bn_rows_judge_only_training_steps_against_the_goal(monkeypatch):
     assert step["goal"] == "<= 1.15" and step["ok"] == False  # noqa: E712 (a numpy bool)
     assert alone["goal"] == "" and alone["ok"] is None and "no goal" in alone["note"]
     assert "C kernel" in step["note"]
+
+
+@pytest.mark.slow
+def test_gpu_section_runs_its_code_paths_on_the_cpu():
+    """`make bench-gpu`'s rows, computed on the CPU (no GPU here): every row, positive figures,
+    and the 4-run sweep checked to have run on the device it was given."""
+    from bnexp.bench.gpu import bench_gpu
+
+    df = bench_gpu("cpu", tiny=True, repeats=1, root=None, log=lambda m: None)
+    assert list(df.columns) == COLUMNS and set(df.section) == {"gpu"}
+    measures = df.groupby("case").measure.apply(set).to_dict()
+    assert len(measures) == 4, measures
+    assert {"throughput ratio"} <= measures[
+        next(c for c in measures if "seeds, BN cell (custom)" in c)
+    ]
+    assert any("bnexp ÷ hand-written (throughput)" in m for m in measures.values())
+    assert any("--workers 2 speed-up" in m for m in measures.values())
+    assert (df.value > 0).all() and df.value.map(math.isfinite).all()
+
+
+def test_gpu_section_without_a_gpu_is_skipped_with_a_line():
+    import torch
+
+    from bnexp.bench.gpu import bench_gpu
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device: the section would run")
+    said = []
+    df = bench_gpu("cuda", tiny=True, repeats=1, root=None, log=said.append)
+    assert df.empty and list(df.columns) == COLUMNS
+    assert said == ["gpu: skipped (torch sees no CUDA device for 'cuda')"]
