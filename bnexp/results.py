@@ -29,7 +29,7 @@ SUMMARY = "summary.json"
 METRIC_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc"]
 TIMING_COLUMNS = ["epoch", "step", "wall_s", "train_s", "eval_s"]
 # training loss and accuracy on the measure.eval_subset examples, not the whole training set
-ESTIMATE_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc"]
+ESTIMATE_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc", "n"]
 
 
 @dataclass

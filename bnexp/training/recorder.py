@@ -15,8 +15,13 @@ run_dir/
 With measure.eval_subset the loop asks `full_due` before each evaluation: the first and the last
 are of the whole sets; any other is first an estimate on the subset (`estimate`), followed by a
 whole-set evaluation only while the target is unmet on the whole training set and the estimate
-is within NEAR_Z binomial standard errors of it. So steps to target, the matched-fit gap and the
-final numbers are those of whole-set evaluations, at the cost of a few of them per run.
+is within NEAR_Z binomial standard errors of it. Each estimate starts with a first look at a
+fixed quarter of the subset, and that look is the estimate (its `n` in estimates.csv says how
+many examples it took) unless it decides something: the whole subset is evaluated only while
+the target is unmet (`deciding`) and the look is not more than NEAR_Z of its own standard errors
+below it (`far_below`). So steps to target, the
+matched-fit gap and the final numbers are those of whole-set evaluations, at the cost of a few
+of them per run.
 
 metrics.csv and timing.csv grow row by row (flushed, so they can be watched) and are rewritten
 whole and atomically before summary.json. The recorder also keeps the best test accuracy, the
@@ -147,7 +152,7 @@ def _csv_text(columns: list[str], rows: list[dict]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    writer.writerows({k: r[k] for k in columns} for r in rows)
+    writer.writerows({k: r.get(k, "") for k in columns} for r in rows)  # "": a column added later
     return buf.getvalue()
 
 
@@ -163,7 +168,7 @@ class _CsvLog:
         self.writer = csv.DictWriter(self.file, fieldnames=columns, lineterminator="\n")
 
     def write(self, row: dict) -> None:
-        self.writer.writerow({k: row[k] for k in self.columns})
+        self.writer.writerow({k: row.get(k, "") for k in self.columns})
         self.file.flush()
 
     def close(self) -> None:
@@ -258,21 +263,42 @@ class RunRecorder:
         measure.eval_subset, else the first and the `last` (otherwise `estimate` decides)."""
         return self.cfg.measure.eval_subset is None or last or not self.prog.rows
 
-    def estimate(self, epoch: float, lr: float, train_loss: float, train_acc: float) -> bool:
-        """One subset estimate (estimates.csv); True if a whole-set evaluation is due now: the
-        target is unmet on the whole set and the estimate lies within NEAR_Z standard errors
-        below it (or above it). No target: never (the whole sets at the first and last only)."""
+    def _margin(self, n: int) -> float | None:
+        """NEAR_Z binomial standard errors at the target for an estimate from n examples; None
+        when nothing is decided (no target, or it is met)."""
+        target = self.cfg.measure.target
+        if target is None or self.prog.reached is not None:
+            return None
+        t = target.value
+        return NEAR_Z * math.sqrt(max(t * (1 - t), 0.0) / n)
+
+    def deciding(self) -> bool:
+        """Whether an estimate now decides anything (an unmet target): if not, a first look at
+        the subset is the estimate, a point of the curve in estimates.csv."""
+        return self._margin(1) is not None
+
+    def far_below(self, train_acc: float, n: int) -> bool:
+        """Whether a first look at n subset examples puts training accuracy more than NEAR_Z
+        standard errors below the unmet target. Then that look is the estimate: a model that
+        meets the target on the whole set looks that low with probability < 4e-5 (the rule
+        `estimate` applies to the whole subset, at the look's own standard error)."""
+        margin = self._margin(n)
+        return margin is not None and train_acc < self.cfg.measure.target.value - margin
+
+    def estimate(
+        self, epoch: float, lr: float, train_loss: float, train_acc: float, n: int
+    ) -> bool:
+        """One subset estimate from n examples (estimates.csv); True if a whole-set evaluation is
+        due now: the target is unmet on the whole set and the estimate lies within NEAR_Z
+        standard errors below it (or above it). No target: never (the whole sets at the first
+        and last only)."""
         p = self.prog
         row = {"epoch": round(epoch, 4), "step": p.step, "lr": lr}
-        row |= {"train_loss": train_loss, "train_acc": train_acc}
+        row |= {"train_loss": train_loss, "train_acc": train_acc, "n": n}
         p.estimates.append(row)
         self._estimates.write(row)
-        target = self.cfg.measure.target
-        if target is None or p.reached is not None:
-            return False
-        t, n = target.value, self.cfg.measure.eval_subset
-        margin = NEAR_Z * math.sqrt(max(t * (1 - t), 0.0) / n)
-        return train_acc >= t - margin
+        margin = self._margin(n)
+        return margin is not None and train_acc >= self.cfg.measure.target.value - margin
 
     def record(self, epoch: float, lr: float, evaluation: dict[str, float]) -> None:
         """One evaluation (train_loss, train_acc, test_loss, test_acc) at the current step."""

@@ -4,11 +4,13 @@ and `vectorize.train_seeds` (S models stacked): optimizer, loss, data order, eva
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -136,16 +138,43 @@ def evaluate(
     return [(v / len(x), c / len(x)) for v, c in zip(loss_sum, correct, strict=True)]
 
 
-def train_subset(data: Dataset, n: int | None) -> tuple[Tensor, Tensor] | None:
+class EvalSubset(NamedTuple):
+    """measure.eval_subset's examples: all n (`whole`) and the first look at a quarter of them
+    (`look`), each (x, y)."""
+
+    whole: tuple[Tensor, Tensor]
+    look: tuple[Tensor, Tensor]
+
+
+def train_subset(data: Dataset, n: int | None) -> EvalSubset | None:
     """measure.eval_subset's examples (None when it is unset): n training examples (all if n >=
-    the set), the same for every run of the data (drawn once with seed 0), in the set's order."""
+    the set), the same for every run of the data (drawn once with seed 0), in the set's order;
+    and their first look."""
     if n is None:
         return None
     if n >= len(data.x_train):
-        return data.x_train, data.y_train
-    g = torch.Generator().manual_seed(0)
-    idx = torch.randperm(len(data.x_train), generator=g)[:n].sort().values.to(data.x_train.device)
-    return data.x_train[idx], data.y_train[idx]
+        whole = data.x_train, data.y_train
+    else:
+        g = torch.Generator().manual_seed(0)
+        idx = torch.randperm(len(data.x_train), generator=g)[:n].sort().values
+        idx = idx.to(data.x_train.device)
+        whole = data.x_train[idx], data.y_train[idx]
+    return EvalSubset(whole, first_look(whole))
+
+
+# measure.eval_subset's first look: this fraction of the subset, at least FIRST_LOOK_MIN
+# examples. The look is the estimate unless it decides something (recorder.deciding, far_below),
+# so the epochs far from an unmet target, and all after it is met, cost a quarter of the subset.
+FIRST_LOOK, FIRST_LOOK_MIN = 4, 16
+
+
+def first_look(subset: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """A fixed random quarter of train_subset's examples (drawn once with seed 1), in order."""
+    x, y = subset
+    k = min(len(x), max(FIRST_LOOK_MIN, math.ceil(len(x) / FIRST_LOOK)))
+    g = torch.Generator().manual_seed(1)
+    idx = torch.randperm(len(x), generator=g)[:k].sort().values.to(x.device)
+    return x[idx], y[idx]
 
 
 def evaluate_subset(
@@ -159,6 +188,33 @@ def evaluate_subset(
     in eval mode: measure.eval_subset's estimate, as evaluate_splits does the whole sets."""
     with eval_mode(module):
         return evaluate(forward, data, *subset, batch_size, is_convolutional(module))
+
+
+def estimate_on_subset(
+    forward: Callable[[Tensor], Tensor],
+    module: nn.Module,
+    data: Dataset,
+    subset: EvalSubset,
+    batch_size: int,
+    recs: dict,
+    epoch: float,
+    lr: float,
+) -> dict[int, bool]:
+    """measure.eval_subset's estimate for the models `recs` names (model index -> its
+    RunRecorder), each recorded in its estimates.csv: a look at `subset.look`, which is
+    the estimate unless it decides something (an unmet target the look is not far below); then
+    the whole subset. Returns, per model, whether its whole sets are due now."""
+    look = subset.look
+    est = evaluate_subset(forward, module, data, look, batch_size)
+    found = {
+        s: (*est[s], len(look[1]))
+        for s, rec in recs.items()
+        if not rec.deciding() or rec.far_below(est[s][1], len(look[1]))
+    }
+    if len(found) < len(recs):
+        est = evaluate_subset(forward, module, data, subset.whole, batch_size)
+        found |= {s: (*est[s], len(subset.whole[1])) for s in recs if s not in found}
+    return {s: rec.estimate(epoch, lr, *found[s]) for s, rec in recs.items()}
 
 
 def evaluate_splits(

@@ -42,8 +42,8 @@ from bnexp.training.recorder import (
 )
 from bnexp.training.step import (
     batches_of_epoch,
+    estimate_on_subset,
     evaluate_splits,
-    evaluate_subset,
     image_layout,
     loss_and_correct,
     loss_of,
@@ -153,8 +153,8 @@ def train_run(
                 recalibrate(model, data.x_train, tc.eval_batch_size, data.prepare)
             full = rec.full_due(last)
             if not full:
-                ((loss, acc),) = evaluate_subset(forward, model, data, subset, tc.eval_batch_size)
-                full = rec.estimate(epoch, lr, loss, acc)
+                bs = tc.eval_batch_size
+                full = estimate_on_subset(forward, model, data, subset, bs, {0: rec}, epoch, lr)[0]
             if full:
                 (evaluation,) = evaluate_splits(forward, model, data, tc.eval_batch_size)
         if evaluation is not None:

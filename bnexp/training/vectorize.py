@@ -46,8 +46,8 @@ from bnexp.training.recorder import Clock, RunInterrupted, RunRecorder, fraction
 from bnexp.training.stacked import stack
 from bnexp.training.step import (
     batches_of_epoch,
+    estimate_on_subset,
     evaluate_splits,
-    evaluate_subset,
     image_layout,
     make_optimizer,
     seed_losses,
@@ -148,8 +148,10 @@ def train_seeds(
             due = [s for s in seeds if recs[s].full_due(last)]
             rest = [s for s in seeds if s not in due]
             if rest:  # a subset estimate each; the whole sets for those near their target
-                est = evaluate_subset(forward, net.base, data, subset, tc.eval_batch_size)
-                due += [s for s in rest if recs[s].estimate(epoch, lr, *est[s])]
+                asked = {s: recs[s] for s in rest}
+                bs = tc.eval_batch_size
+                est = estimate_on_subset(forward, net.base, data, subset, bs, asked, epoch, lr)
+                due += [s for s in rest if est[s]]
             evaluations = (
                 evaluate_splits(forward, net.base, data, tc.eval_batch_size) if due else []
             )

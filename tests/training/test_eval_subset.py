@@ -77,19 +77,55 @@ def test_whole_set_rows_are_the_full_runs_rows_at_the_points_the_report_uses(
 
 
 def test_a_subset_as_large_as_the_training_set_estimates_exactly(tmp_path, small_digits):
-    """eval_subset >= the training set: the estimates are the whole-set training numbers."""
-    train_run(_cfg(None, target=None), tmp_path / "full", data=small_digits)
-    train_run(_cfg(10_000, target=None), tmp_path / "sub", data=small_digits)
+    """eval_subset >= the training set: an estimate of all n examples is the whole-set training
+    numbers of the full run at that step; the others are first looks at a quarter of them."""
+    train_run(_cfg(None), tmp_path / "full", data=small_digits)
+    train_run(_cfg(10_000), tmp_path / "sub", data=small_digits)
     full, _ = _files(tmp_path / "full")
-    sub, _ = _files(tmp_path / "sub")
     est = pd.read_csv(tmp_path / "sub" / ESTIMATES)
-    assert sub["step"].tolist() == [0, full["step"].iloc[-1]]  # no target: first and last only
-    mid = full.iloc[1:-1].reset_index(drop=True)
-    pd.testing.assert_frame_equal(est, mid[ESTIMATE_COLUMNS], check_exact=True)
+    n = len(small_digits.x_train)
+    assert set(est["n"]) == {n // 4, n}  # premise: both kinds occur
+    whole = est[est["n"] == n].set_index("step")
+    cols = ["epoch", "lr", "train_loss", "train_acc"]
+    want = full.set_index("step").loc[whole.index, cols]
+    pd.testing.assert_frame_equal(whole[cols], want, check_exact=True)
 
 
-def test_seeds_trained_together_record_what_separate_runs_do(tmp_path, small_digits):
-    cfgs = [_cfg(100, seed=s) for s in (0, 1)]
+def test_without_a_target_every_estimate_is_a_first_look(tmp_path, small_digits):
+    """Nothing to decide: the estimates are curve points, each a quarter of the subset, and the
+    whole sets are evaluated at the first and last evaluation only."""
+    train_run(_cfg(100, target=None), tmp_path / "sub", data=small_digits)
+    sub, summary = _files(tmp_path / "sub")
+    est = pd.read_csv(tmp_path / "sub" / ESTIMATES)
+    assert (est["n"] == 25).all() and len(est) == 7
+    assert sub["step"].tolist() == [0, summary["steps"]]
+
+
+def test_a_first_look_far_below_the_target_is_the_estimate(tmp_path, small_digits):
+    """Epochs far from the target cost a quarter of the subset: a look at 25 of its 100
+    examples is the estimate when it lies more than NEAR_Z of its standard errors below the
+    target; nearer, the whole subset is evaluated; the whole-set rows stay the full run's."""
+    train_run(_cfg(None, lr=0.005), tmp_path / "full", data=small_digits)
+    train_run(_cfg(100, lr=0.005), tmp_path / "sub", data=small_digits)
+    est = pd.read_csv(tmp_path / "sub" / ESTIMATES)
+    full_m, full_s = _files(tmp_path / "full")
+    sub_m, sub_s = _files(tmp_path / "sub")
+    reached = sub_s["steps_to_target"]
+    before = est[est["step"] < reached]
+    assert set(before["n"]) == {25, 100}  # the premise: the first epochs are far below 0.8
+    look = before[before["n"] == 25]
+    assert (look["train_acc"] < 0.8 - NEAR_Z * (0.8 * 0.2 / 25) ** 0.5).all()
+    assert ((look["train_acc"] * 25).round(9) % 1 == 0).all()  # counts out of 25 examples
+    assert (est.loc[est["step"] > reached, "n"] == 25).all()  # met: nothing left to decide
+    by_step = full_m.set_index("step")
+    for _, r in sub_m.iterrows():
+        assert r.to_dict() == by_step.loc[r["step"]].to_dict() | {"step": r["step"]}
+    assert sub_s["steps_to_target"] == full_s["steps_to_target"] is not None
+
+
+@pytest.mark.parametrize("lr", [0.05, 0.005], ids=["near", "first-looks"])
+def test_seeds_trained_together_record_what_separate_runs_do(tmp_path, small_digits, lr):
+    cfgs = [_cfg(100, seed=s, lr=lr) for s in (0, 1)]
     train_seeds(cfgs, [tmp_path / f"vec{c.train.seed}" for c in cfgs], data=small_digits)
     for c in cfgs:
         train_run(c, tmp_path / f"sep{c.train.seed}", data=small_digits)
