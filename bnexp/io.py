@@ -6,12 +6,22 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported by whoever has a DataFrame to write
+    import pandas as pd
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once: os.umask can only be read by setting it
+
+
+def cache_dir() -> Path:
+    """Where bnexp keeps what it can recompute (the BN kernel's build, the digits split):
+    $BNEXP_CACHE_DIR, else $XDG_CACHE_HOME/bnexp, else ~/.cache/bnexp."""
+    if os.environ.get("BNEXP_CACHE_DIR"):
+        return Path(os.environ["BNEXP_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "bnexp"
 
 
 def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from bnexp.io import cache_dir
+
 SOURCES = (
     Path(__file__).parent / "kernels" / "batchnorm.c",
     Path(__file__).parent / "kernels" / "batchnorm_impl.h",
@@ -42,13 +44,6 @@ FLAGS = ("-O3", "-std=c99", "-fPIC", "-shared")
 # -march=native (some ARM ones) get FLAGS alone.
 NATIVE = ("-march=native", "-ffp-contract=off")
 OFF = ("0", "off", "false", "no")
-
-
-def cache_dir() -> Path:
-    if os.environ.get("BNEXP_CACHE_DIR"):
-        return Path(os.environ["BNEXP_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "bnexp"
 
 
 def compiler() -> str:

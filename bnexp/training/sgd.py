@@ -4,7 +4,8 @@ Why: in torch 2.14 constructing any torch.optim optimizer imports torch._dynamo 
 2-core machine; `Optimizer.__init__`, `zero_grad` and `step` all go through dynamo's decorators),
 which every `bnexp run` and every fresh worker paid before its first step. This class computes
 what torch.optim.SGD computes with its defaults (no dampening, no maximize), bit for bit
-(`tests/training/test_sgd.py`), with the update written as torch's single-tensor path does:
+(`tests/training/test_sgd.py`), with the update of torch's single-tensor path, applied to all
+parameters at once with torch._foreach_* ops as torch's foreach path does:
 
     g = grad + weight_decay * p                        (if weight_decay)
     b = g (first step), else b = momentum * b + g      (if momentum)
@@ -62,20 +63,35 @@ class SGD:
 
     @torch.no_grad()
     def step(self) -> None:
+        """One update of every parameter with a gradient, as torch's foreach path computes it:
+        each torch._foreach_* call applies one op to the whole list (on the CPU a loop in C++
+        over the same per-tensor kernels, so the numbers are the single-tensor path's), which
+        saves the Python of one op per parameter (measured, the quickstart MLP's 8 parameters
+        with momentum, 1 thread: 73 -> 52 us per step)."""
         group = self.param_groups[0]
         lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
-        for i, p in enumerate(self.params):
-            if p.grad is None:
-                continue
-            g = p.grad if wd == 0 else p.grad.add(p, alpha=wd)
-            if momentum != 0:
-                buf = self.buffers[i]
-                if buf is None:
-                    buf = self.buffers[i] = g.detach().clone()
-                else:
-                    buf.mul_(momentum).add_(g, alpha=1 - group["dampening"])
-                g = g.add(buf, alpha=momentum) if group["nesterov"] else buf
-            p.add_(g, alpha=-lr)
+        idx = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if not idx:
+            return
+        params = [self.params[i] for i in idx]
+        grads = [p.grad for p in params]
+        if wd != 0:
+            grads = torch._foreach_add(grads, params, alpha=wd)
+        if momentum != 0:
+            have = [k for k, i in enumerate(idx) if self.buffers[i] is not None]
+            if have:  # b = momentum * b + g
+                bufs = [self.buffers[idx[k]] for k in have]
+                torch._foreach_mul_(bufs, momentum)
+                torch._foreach_add_(bufs, [grads[k] for k in have], alpha=1 - group["dampening"])
+            for k, i in enumerate(idx):
+                if self.buffers[i] is None:  # the first step: b = g
+                    self.buffers[i] = grads[k].detach().clone()
+            bufs = [self.buffers[i] for i in idx]
+            if group["nesterov"]:
+                grads = torch._foreach_add(grads, bufs, alpha=momentum)
+            else:
+                grads = bufs
+        torch._foreach_add_(params, grads, alpha=-lr)
 
     def state_dict(self) -> dict[str, Any]:
         """torch.optim.SGD's layout: per-parameter state by index, groups with index lists."""
