@@ -243,7 +243,7 @@ def _sections(
     if "loops" in sections:
         parts.append(bench_loops(tiny, root, reps, log))
     if "cnn" in sections:
-        parts.append(bench_cnn(tiny, root, 1 if tiny else min(reps, 3), log))
+        parts.append(bench_cnn(tiny, root, 1 if tiny else reps, log))
     if "denormal" in sections:
         parts.append(bench_denormal(tiny, reps, log))
     if "vectorize" in sections:
