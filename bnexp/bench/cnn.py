@@ -187,7 +187,8 @@ def sweep_estimate(
     epoch (an upper bound: part of it is paid once per run). The runs share `workers` cores,
     assumed to scale perfectly (a lower bound for the wall time of that part). `subset_share`:
     measure.eval_subset's examples ÷ the train + test examples; then 2 + NEAR_TARGET_EVALUATIONS
-    whole-set evaluations and E - 1 subset estimates, each costing that share of one."""
+    whole-set evaluations and E - 1 subset estimates, each costing that share of one (an upper
+    bound: most estimates are first looks at a quarter of the subset)."""
     total = 0.0
     for bs, n_runs in runs_per_bs.items():
         t = timed[bs]
