@@ -113,3 +113,12 @@ def test_only_mlps_of_linear_blocks_are_stacked_by_hand():
     assert isinstance(stack(models), Vmapped)
     with pytest.raises(ValueError, match="MLP Net"):
         StackedMLP(models)
+
+
+def test_bn_without_a_learned_shift_goes_through_vmap():
+    """torch's keyword: affine=True, bias=False learns γ only; such a layer has no β to fold."""
+    models = _models(norm="custom")
+    for m in models:
+        for block in m.blocks:
+            block.norm.register_parameter("bias", None)
+    assert not StackedMLP.fits(models[0]) and isinstance(stack(models), Vmapped)
