@@ -88,29 +88,38 @@ def matmul_flops_per_s(n: int, repeats: int) -> float:
 # --------------------------------------------------------------------------- the hand-written step
 
 
-def hand_cnn_loop(case: Case) -> float:
-    """The fastest plain-PyTorch loop we know for this model on a CPU: weights and images
-    channels_last, SGD with foreach updates, grads set to None; the same data preparation
-    (Dataset.prepare) and the same batches as bnexp's (seeded permutation, a final batch of one
-    dropped). Seconds for all its steps (data indexing and preparation included, as in
-    train_run's train_s)."""
+def hand_cnn_loop(case: Case, device: torch.device | str = "cpu") -> float:
+    """The fastest plain-PyTorch loop we know for this model: weights and images channels_last,
+    SGD with foreach updates, grads set to None; the same data preparation (Dataset.prepare)
+    and the same batches as bnexp's (seeded permutation, a final batch of one dropped), on
+    `device` (the gpu section's CUDA rows use it too). Seconds for all its steps (data indexing
+    and preparation included, as in train_run's train_s)."""
     from bnexp.nn.models import build_model, init_weights
 
-    tc, data = case.cfg.train, case.data
+    device = torch.device(device)
+    tc, data = case.cfg.train, case.data.to(device)
     model = build_model(case.cfg.model, data.input_shape, data.num_outputs)
     init_weights(model, tc.seed)
-    model = model.to(memory_format=torch.channels_last).train()
+    model = model.to(device, memory_format=torch.channels_last).train()
     opt = torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum, foreach=True)
     order = torch.Generator().manual_seed(tc.seed)
+    _sync(device)
     t0 = time.perf_counter()
     for _ in range(tc.epochs):
         for idx in batches_of_epoch(len(data.x_train), tc.batch_size, order):
+            idx = idx.to(device)
             x = data.prepare(data.x_train[idx]).contiguous(memory_format=torch.channels_last)
             loss = nn.functional.cross_entropy(model(x), data.y_train[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+    _sync(device)
     return time.perf_counter() - t0
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def bench_cnn(

@@ -18,24 +18,20 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import torch
 import yaml
-from torch import nn
 
-from bnexp.bench.cases import CIFAR_CASE, DIGITS_CASE, Case, cases
+from bnexp.bench.cases import CIFAR_CASE, DIGITS_CASE, Case, cases, quickstart_cfg
+from bnexp.bench.cnn import hand_cnn_loop
 from bnexp.bench.common import COLUMNS, interleaved, row
-from bnexp.bench.startup import python_env
+from bnexp.bench.startup import run_python
+from bnexp.bench.train import time_seeds
 from bnexp.config import RunConfig
-from bnexp.nn.models import build_model, init_weights
-from bnexp.training.step import batches_of_epoch, image_layout
 from bnexp.training.train import train_run
 
 
@@ -45,78 +41,29 @@ def on_device(cfg: RunConfig, device: str, **train) -> RunConfig:
     )
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def hand_steps(case: Case, device: torch.device) -> float:
-    """Seconds of a plain PyTorch loop's optimizer steps: bnexp's batches (the same seeded
-    permutations), model and data on the device, torch.optim.SGD (foreach); a classifier's
-    cross-entropy (the CIFAR case)."""
-    cfg, data = case.cfg, case.data.to(device).ready()
-    tc = cfg.train
-    model = build_model(cfg.model, data.input_shape, data.num_outputs)
-    init_weights(model, tc.seed)
-    model.to(device).train()
-    conv = cfg.model.arch == "cnn"
-    opt = torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum, foreach=True)
-    g = torch.Generator().manual_seed(tc.seed)
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(tc.epochs):
-        for idx in batches_of_epoch(len(data.x_train), tc.batch_size, g):
-            idx = idx.to(device)
-            x = image_layout(data.prepare(data.x_train[idx]), conv)
-            loss = nn.functional.cross_entropy(model(x), data.y_train[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss.item()  # a host read per step, as bnexp's loop (divergence check)
-    _sync(device)
-    return time.perf_counter() - t0
-
-
 def _steps_rows(case: Case, device: str, repeats: int) -> list[dict]:
-    dev = torch.device(device)
     cfg = on_device(case.cfg, device)
     case = Case(case.name, cfg, case.data, case.source)
     with tempfile.TemporaryDirectory(prefix="bnexp-bench-") as tmp:
         counter = iter(range(10**6))
         ours = lambda: train_run(cfg, Path(tmp) / f"r{next(counter)}", data=case.data).train_s  # noqa: E731
-        hand = lambda: hand_steps(case, dev)  # noqa: E731
+        hand = lambda: hand_cnn_loop(case, device)  # noqa: E731
         hand()  # warm-up: kernels, allocator, cuDNN's algorithm choice
         res = interleaved({"ours": ours, "hand": hand}, repeats)
     a, b = statistics.median(res["ours"]), statistics.median(res["hand"])
     name = f"{case.name}, batch {cfg.train.batch_size}, {device}"
     return [
         row("gpu", name, "bnexp train_run steps", a, "s", note=f"median of {repeats}"),
-        row("gpu", name, "hand-written loop steps", b, "s", note="same batches, foreach SGD"),
+        row("gpu", name, "hand-written loop steps", b, "s",
+            note="same batches; channels_last, foreach SGD (bnexp.bench.cnn.hand_cnn_loop)"),
         row("gpu", name, "bnexp ÷ hand-written (throughput)", b / a, "x", ">= 0.95"),
-    ]
+    ]  # fmt: skip
 
 
 def _seeds_rows(case: Case, norm: str, device: str, seeds: int, repeats: int) -> list[dict]:
-    from bnexp.training.vectorize import train_seeds
-
     base = case.cfg.model_copy(update={"model": case.cfg.model.model_copy(update={"norm": norm})})
     cfgs = [on_device(base, device, seed=s) for s in range(seeds)]
-    with tempfile.TemporaryDirectory(prefix="bnexp-bench-") as tmp:
-
-        def one_by_one() -> float:
-            t0 = time.perf_counter()
-            for c in cfgs:
-                train_run(c, Path(tmp) / f"s{c.train.seed}", data=case.data)
-            return time.perf_counter() - t0
-
-        def together() -> float:
-            t0 = time.perf_counter()
-            train_seeds(cfgs, [Path(tmp) / f"v{c.train.seed}" for c in cfgs], data=case.data)
-            return time.perf_counter() - t0
-
-        together()  # warm-up
-        res = interleaved({"seq": one_by_one, "vec": together}, repeats)
-    seq, vec = statistics.median(res["seq"]), statistics.median(res["vec"])
+    seq, vec = time_seeds(cfgs, case.data, repeats)
     name = f"{seeds} seeds, BN cell ({norm}) of the {case.name}, {device}"
     return [
         row("gpu", name, "one after another", seq, "s"),
@@ -126,33 +73,29 @@ def _seeds_rows(case: Case, norm: str, device: str, seeds: int, repeats: int) ->
     ]  # fmt: skip
 
 
-SWEEP = {
-    "name": "bench-gpu-sweep",
-    "data": {"dataset": "digits"},
-    "model": {"arch": "mlp", "hidden": [100, 100, 100], "activation": "sigmoid"},
-    "train": {"optimizer": "sgd", "lr": 0.2, "momentum": 0.9, "batch_size": 64},
-    "sweep": {"model.norm": ["none", "custom"], "train.seed": [0, 1]},
-}
+SWEEP_NAME = "bench-gpu-sweep"
 
 
 def _sweep_rows(device: str, epochs: int, repeats: int) -> list[dict]:
     """The 4-run sweep with 1 and 2 workers, each a fresh `python -m bnexp run` on the device."""
-    exp = {**SWEEP, "train": {**SWEEP["train"], "epochs": epochs, "device": device}}
+    cfg = quickstart_cfg(epochs).model_dump(mode="json")  # the quickstart's network, no BN
+    exp = {
+        "name": SWEEP_NAME,
+        "data": {"dataset": "digits"},
+        "model": cfg["model"],
+        "train": {**cfg["train"], "device": device},
+        "sweep": {"model.norm": ["none", "custom"], "train.seed": [0, 1]},
+    }
     with tempfile.TemporaryDirectory(prefix="bnexp-bench-") as tmp:
-        cfg = Path(tmp) / "sweep.yaml"
-        cfg.write_text(yaml.safe_dump(exp))
+        path = Path(tmp) / "sweep.yaml"
+        path.write_text(yaml.safe_dump(exp))
         counter = iter(range(10**6))
 
         def sweep(workers: int) -> float:
             out = Path(tmp) / f"out{next(counter)}"
-            cmd = [sys.executable, "-m", "bnexp", "run", str(cfg), "--out", str(out),
-                   "--workers", str(workers)]  # fmt: skip
-            t0 = time.perf_counter()
-            done = subprocess.run(cmd, capture_output=True, text=True, env=python_env(), cwd=tmp)
-            wall = time.perf_counter() - t0
-            if done.returncode != 0:
-                raise RuntimeError(f"bnexp run failed: {done.stderr[-500:]}")
-            summary = pd.read_csv(out / exp["name"] / "summary.csv")
+            args = ["-m", "bnexp", "run", str(path), "--out", str(out), "--workers", str(workers)]
+            wall, _ = run_python(args, tmp, "bnexp run")
+            summary = pd.read_csv(out / SWEEP_NAME / "summary.csv")
             ran_on = set(summary["device"].astype(str).str.split(":").str[0])
             if len(summary) != 4 or ran_on != {torch.device(device).type}:
                 raise RuntimeError(

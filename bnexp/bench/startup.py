@@ -39,6 +39,24 @@ def python_env() -> dict:
     return env
 
 
+def run_python(args: list[str], cwd: str | Path, what: str, env: dict | None = None):
+    """`python <args>` (this bnexp first on the path, `env` added to python_env()) in `cwd`:
+    (seconds from launch to exit, the CompletedProcess, output captured as text). RuntimeError
+    naming `what`, with the end of its stderr, when it fails."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        env={**python_env(), **(env or {})},
+        cwd=cwd,
+    )
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed: {proc.stderr[-500:]}")
+    return seconds, proc
+
+
 def first_step_delay(stderr: str, launched: float) -> float:
     """Seconds from `launched` (time.time() just before the process started) to the first
     optimizer step the run printed on stderr ("BNEXP_PRINT_FIRST_STEP <unix time>")."""
@@ -62,22 +80,19 @@ def bench_startup(repeats: int, log: Callable[[str], None] = print) -> pd.DataFr
     with tempfile.TemporaryDirectory(prefix="bnexp-bench-") as tmp:
         cfg = Path(tmp) / "one.yaml"
         cfg.write_text(yaml.safe_dump(ONE_RUN))
-        env = {**python_env(), FIRST_STEP_ENV: "1"}
+        env = {FIRST_STEP_ENV: "1"}
         counter = iter(range(10**6))
 
         def launch() -> float:
             out = Path(tmp) / f"out{next(counter)}"  # a fresh folder: the run is not skipped
-            cmd = [sys.executable, "-m", "bnexp", "run", str(cfg), "--out", str(out)]
             launched = time.time()
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp)
-            if proc.returncode != 0:
-                raise RuntimeError(f"bnexp run failed: {proc.stderr[-500:]}")
+            _, proc = run_python(
+                ["-m", "bnexp", "run", str(cfg), "--out", str(out)], tmp, "bnexp run", env
+            )
             return first_step_delay(proc.stderr, launched)
 
         def import_torch() -> float:
-            t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-c", "import torch"], check=True, env=env, cwd=tmp)
-            return time.perf_counter() - t0
+            return run_python(["-c", "import torch"], tmp, "import torch", env)[0]
 
         res = interleaved({"run": launch, "torch": import_torch}, repeats)
     case = "bnexp run, one digits run (MLP 32, 1 epoch)"
@@ -138,17 +153,11 @@ def bench_workers(tiny: bool, repeats: int, log: Callable[[str], None] = print) 
 
         def sweep(workers: int) -> dict:
             out = Path(tmp) / f"out{next(counter)}"
-            t0 = time.perf_counter()
-            proc = subprocess.run(
-                [sys.executable, "-c", _SWEEP_SCRIPT, str(path), str(out), str(workers)],
-                capture_output=True,
-                text=True,
-                env=python_env(),
-                cwd=tmp,
+            whole, proc = run_python(
+                ["-c", _SWEEP_SCRIPT, str(path), str(out), str(workers)],
+                tmp,
+                f"sweep with {workers} worker(s)",
             )
-            whole = time.perf_counter() - t0
-            if proc.returncode != 0:
-                raise RuntimeError(f"sweep with {workers} worker(s) failed: {proc.stderr[-500:]}")
             return {**json.loads(proc.stdout.strip().splitlines()[-1]), "whole_s": whole}
 
         res = interleaved({"1": lambda: sweep(1), "2": lambda: sweep(2)}, repeats)

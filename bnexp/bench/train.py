@@ -54,6 +54,30 @@ def _with_norm(cfg: RunConfig, norm: str) -> RunConfig:
     return cfg.model_copy(update={"model": cfg.model.model_copy(update={"norm": norm})})
 
 
+def time_seeds(cfgs: list[RunConfig], data, repeats: int) -> tuple[float, float]:
+    """Median seconds of whole runs (evaluation and files included) of `cfgs`, runs that differ
+    only in train.seed: one after another (`train_run`) and together (`train_seeds`),
+    interleaved, after one warm-up of the latter."""
+    from bnexp.training.vectorize import train_seeds
+
+    with tempfile.TemporaryDirectory(prefix="bnexp-bench-") as tmp:
+
+        def one_by_one() -> float:
+            t0 = time.perf_counter()
+            for c in cfgs:
+                train_run(c, Path(tmp) / f"s{c.train.seed}", data=data)
+            return time.perf_counter() - t0
+
+        def together() -> float:
+            t0 = time.perf_counter()
+            train_seeds(cfgs, [Path(tmp) / f"v{c.train.seed}" for c in cfgs], data=data)
+            return time.perf_counter() - t0
+
+        together()  # warm-up
+        res = interleaved({"seq": one_by_one, "vec": together}, repeats)
+    return statistics.median(res["seq"]), statistics.median(res["vec"])
+
+
 def bench_vectorize(
     tiny: bool,
     repeats: int,
@@ -65,8 +89,6 @@ def bench_vectorize(
 
     The quickstart MLP without BN at 1 thread and one thread per core; the goal's cells, a BN
     cell (norm: custom) of the digits MLP and of the cat/non-cat MLP, at 1 thread."""
-    from bnexp.training.vectorize import train_seeds
-
     seeds = min(seeds, 4) if tiny else seeds
     by_name = {c.name: c for c in cases(tiny, root)}
     digits = by_name[DIGITS_CASE]
@@ -86,26 +108,10 @@ def bench_vectorize(
             )
             for s in range(seeds)
         ]
-        data = case.data
         log(f"vectorize: {seeds} seeds, {label}, {threads} torch thread(s)")
         torch.set_num_threads(threads)
-        with tempfile.TemporaryDirectory(prefix="bnexp-bench-") as tmp:
-
-            def one_by_one(cfgs=cfgs, data=data) -> float:
-                t0 = time.perf_counter()
-                for c in cfgs:
-                    train_run(c, Path(tmp) / f"s{c.train.seed}", data=data)
-                return time.perf_counter() - t0
-
-            def together(cfgs=cfgs, data=data) -> float:
-                t0 = time.perf_counter()
-                train_seeds(cfgs, [Path(tmp) / f"v{c.train.seed}" for c in cfgs], data=data)
-                return time.perf_counter() - t0
-
-            together()  # warm-up
-            res = interleaved({"seq": one_by_one, "vec": together}, repeats)
+        seq, vec = time_seeds(cfgs, case.data, repeats)
         torch.set_num_threads(before)
-        seq, vec = statistics.median(res["seq"]), statistics.median(res["vec"])
         case_name = f"{seeds} seeds, {label}, {threads} thread(s)"
         goal = ">= 3" if norm != "none" or threads > 1 else None
         rows += [

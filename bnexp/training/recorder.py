@@ -19,9 +19,8 @@ is within NEAR_Z binomial standard errors of it. Each estimate starts with a fir
 fixed quarter of the subset, and that look is the estimate (its `n` in estimates.csv says how
 many examples it took) unless it decides something: the whole subset is evaluated only while
 the target is unmet (`deciding`) and the look is not more than NEAR_Z of its own standard errors
-below it (`far_below`). So steps to target, the
-matched-fit gap and the final numbers are those of whole-set evaluations, at the cost of a few
-of them per run.
+below it (`far_below`). So steps to target, the matched-fit gap and the final numbers are those
+of whole-set evaluations, at the cost of a few of them per run.
 
 metrics.csv and timing.csv grow row by row (flushed, so they can be watched) and are rewritten
 whole and atomically before summary.json. The recorder also keeps the best test accuracy, the
