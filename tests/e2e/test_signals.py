@@ -76,7 +76,8 @@ def assert_gone(sid: int, within: float) -> None:
 
 
 def test_sigterm_stops_like_ctrl_c_and_exits_143(tmp_path):
-    p, results, args = start_sweep(tmp_path, epochs=40)
+    # 200 epochs (~1.5 s a run here): the sweep is still training when the first run is seen done
+    p, results, args = start_sweep(tmp_path, epochs=200)
     try:
         wait_for(p, lambda: list(results.glob("runs/*/summary.json")), "a finished run")
         t0 = time.monotonic()

@@ -260,8 +260,10 @@ def test_workers_2_equals_workers_1(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_stops_keeps_finished_runs_and_prints_the_resume_command(tmp_path):
+    # 200 epochs (~1.5 s a run here): the sweep is still training, seconds from its end, when
+    # the poll below sees the first finished run, however loaded the machine
     raw = tiny_experiment(
-        epochs=40, sweep={"model.norm": ["none", "torch"], "train.seed": [0, 1, 2]}
+        epochs=200, sweep={"model.norm": ["none", "torch"], "train.seed": [0, 1, 2]}
     )
     cfg = write_yaml(tmp_path / "exp.yaml", raw)
     out = tmp_path / "out"
