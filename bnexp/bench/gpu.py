@@ -24,12 +24,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import yaml
 
-from bnexp.bench.cases import CIFAR_CASE, DIGITS_CASE, Case, cases, quickstart_cfg
+from bnexp.bench.cases import CIFAR_CASE, DIGITS_CASE, Case, cases
 from bnexp.bench.cnn import hand_cnn_loop
 from bnexp.bench.common import COLUMNS, interleaved, row
-from bnexp.bench.startup import run_python
+from bnexp.bench.startup import run_python, write_quickstart_sweep
 from bnexp.bench.train import time_seeds
 from bnexp.config import RunConfig
 from bnexp.training.train import train_run
@@ -78,17 +77,9 @@ SWEEP_NAME = "bench-gpu-sweep"
 
 def _sweep_rows(device: str, epochs: int, repeats: int) -> list[dict]:
     """The 4-run sweep with 1 and 2 workers, each a fresh `python -m bnexp run` on the device."""
-    cfg = quickstart_cfg(epochs).model_dump(mode="json")  # the quickstart's network, no BN
-    exp = {
-        "name": SWEEP_NAME,
-        "data": {"dataset": "digits"},
-        "model": cfg["model"],
-        "train": {**cfg["train"], "device": device},
-        "sweep": {"model.norm": ["none", "custom"], "train.seed": [0, 1]},
-    }
     with tempfile.TemporaryDirectory(prefix="bnexp-bench-") as tmp:
-        path = Path(tmp) / "sweep.yaml"
-        path.write_text(yaml.safe_dump(exp))
+        grid = {"model.norm": ["none", "custom"], "train.seed": [0, 1]}  # no BN and ours
+        path = write_quickstart_sweep(tmp, SWEEP_NAME, epochs, grid, device)
         counter = iter(range(10**6))
 
         def sweep(workers: int) -> float:

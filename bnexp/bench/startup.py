@@ -57,6 +57,19 @@ def run_python(args: list[str], cwd: str | Path, what: str, env: dict | None = N
     return seconds, proc
 
 
+def write_quickstart_sweep(
+    folder: Path, name: str, epochs: int, sweep: dict, device: str | None = None, **sections
+) -> Path:
+    """A sweep of the quickstart network (digits, `epochs`, on `device` if given; `sections` such
+    as measure added) as folder/sweep.yaml, for a fresh `bnexp run` process to read."""
+    cfg = quickstart_cfg(epochs).model_dump(mode="json")
+    train = cfg["train"] if device is None else {**cfg["train"], "device": device}
+    exp = {"name": name, "data": {"dataset": "digits"}, "model": cfg["model"], "train": train}
+    path = Path(folder) / "sweep.yaml"
+    path.write_text(yaml.safe_dump({**exp, **sections, "sweep": sweep}))
+    return path
+
+
 def first_step_delay(stderr: str, launched: float) -> float:
     """Seconds from `launched` (time.time() just before the process started) to the first
     optimizer step the run printed on stderr ("BNEXP_PRINT_FIRST_STEP <unix time>")."""
@@ -136,19 +149,15 @@ def sweep_overhead(whole_s: float, runs_wall_s: float) -> float:
 def bench_workers(tiny: bool, repeats: int, log: Callable[[str], None] = print) -> pd.DataFrame:
     """The 12-run quickstart sweep with --workers 1 and 2, fresh folders and processes."""
     case = f"12-run quickstart sweep, {2 if tiny else SWEEP_EPOCHS} epochs"
-    cfg = quickstart_cfg(2 if tiny else SWEEP_EPOCHS).model_dump(mode="json")
-    exp = {
-        "name": "bench-workers",
-        "data": {"dataset": "digits"},
-        "model": cfg["model"],
-        "train": cfg["train"],
-        "measure": {"target": {"metric": "train_acc", "value": 0.95}},
-        "sweep": {"model.norm": ["none", "custom", "torch"], "train.seed": [0, 1, 2, 3]},
-    }
     log(f"workers: {case}, --workers 1 vs 2")
     with tempfile.TemporaryDirectory(prefix="bnexp-bench-") as tmp:
-        path = Path(tmp) / "sweep.yaml"
-        path.write_text(yaml.safe_dump(exp))
+        path = write_quickstart_sweep(
+            tmp,
+            "bench-workers",
+            2 if tiny else SWEEP_EPOCHS,
+            {"model.norm": ["none", "custom", "torch"], "train.seed": [0, 1, 2, 3]},
+            measure={"target": {"metric": "train_acc", "value": 0.95}},
+        )
         counter = iter(range(10**6))
 
         def sweep(workers: int) -> dict:

@@ -262,27 +262,23 @@ class RunRecorder:
         measure.eval_subset, else the first and the `last` (otherwise `estimate` decides)."""
         return self.cfg.measure.eval_subset is None or last or not self.prog.rows
 
-    def _margin(self, n: int) -> float | None:
-        """NEAR_Z binomial standard errors at the target for an estimate from n examples; None
-        when nothing is decided (no target, or it is met)."""
-        target = self.cfg.measure.target
-        if target is None or self.prog.reached is not None:
-            return None
-        t = target.value
-        return NEAR_Z * math.sqrt(max(t * (1 - t), 0.0) / n)
-
     def deciding(self) -> bool:
         """Whether an estimate now decides anything (an unmet target): if not, a first look at
         the subset is the estimate, a point of the curve in estimates.csv."""
-        return self._margin(1) is not None
+        return self.cfg.measure.target is not None and self.prog.reached is None
+
+    def _lowest_near(self, n: int) -> float:
+        """The lowest accuracy near the target for an estimate from n examples: the target less
+        NEAR_Z binomial standard errors at it. Call it while `deciding`."""
+        t = self.cfg.measure.target.value
+        return t - NEAR_Z * math.sqrt(max(t * (1 - t), 0.0) / n)
 
     def far_below(self, train_acc: float, n: int) -> bool:
         """Whether a first look at n subset examples puts training accuracy more than NEAR_Z
         standard errors below the unmet target. Then that look is the estimate: a model that
         meets the target on the whole set looks that low with probability < 4e-5 (the rule
         `estimate` applies to the whole subset, at the look's own standard error)."""
-        margin = self._margin(n)
-        return margin is not None and train_acc < self.cfg.measure.target.value - margin
+        return self.deciding() and train_acc < self._lowest_near(n)
 
     def estimate(
         self, epoch: float, lr: float, train_loss: float, train_acc: float, n: int
@@ -296,8 +292,7 @@ class RunRecorder:
         row |= {"train_loss": train_loss, "train_acc": train_acc, "n": n}
         p.estimates.append(row)
         self._estimates.write(row)
-        margin = self._margin(n)
-        return margin is not None and train_acc >= self.cfg.measure.target.value - margin
+        return self.deciding() and train_acc >= self._lowest_near(n)
 
     def record(self, epoch: float, lr: float, evaluation: dict[str, float]) -> None:
         """One evaluation (train_loss, train_acc, test_loss, test_acc) at the current step."""

@@ -35,12 +35,19 @@ _ACTS = tuple(ACTIVATIONS.values())
 _NORMS = (nn.BatchNorm1d, BatchNorm1d)  # per-channel layers: the seeds fold into the channels
 
 
-class Vmapped:
-    """Any architecture: functional_call on the stacked state, through vmap."""
+class _Stack:
+    """What both forms keep: the stacked state and the architecture."""
 
     def __init__(self, models: list[nn.Module]):
         self.params, self.buffers = stack_module_state(models)  # name -> (S, ...)
         self.base = copy.deepcopy(models[0]).to("meta")  # the architecture only
+
+
+class Vmapped(_Stack):
+    """Any architecture: functional_call on the stacked state, through vmap."""
+
+    def __init__(self, models: list[nn.Module]):
+        super().__init__(models)
 
         def one(params: dict, buffers: dict, x: Tensor) -> Tensor:
             return functional_call(self.base, (params, buffers), (x,))
@@ -53,15 +60,14 @@ class Vmapped:
         return fn(self.params, self.buffers, x)
 
 
-class StackedMLP:
+class StackedMLP(_Stack):
     """An MLP `Net` (Flatten, blocks of Linear -> norm -> activation, Linear head) for S seeds
     as batched matmuls; `fits(model)` says whether a model has that shape."""
 
     def __init__(self, models: list[nn.Module]):
         if not self.fits(models[0]):
             raise ValueError("StackedMLP takes an MLP Net of Linear blocks (see fits)")
-        self.params, self.buffers = stack_module_state(models)
-        self.base = copy.deepcopy(models[0]).to("meta")
+        super().__init__(models)
 
     @staticmethod
     def fits(model: nn.Module) -> bool:
