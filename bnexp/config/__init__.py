@@ -22,11 +22,13 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from bnexp.config.schema import (
+    AugmentConfig,
     BatchStatNoiseConfig,
     BinaryConfig,
     DataConfig,
     ExperimentConfig,
     IcsConfig,
+    LrScheduleConfig,
     MeasureConfig,
     MlflowTrackConfig,
     ModelConfig,
@@ -41,12 +43,14 @@ from bnexp.config.yamlfile import parse_yaml, parse_yaml_value, read_yaml
 from bnexp.errors import ConfigError
 
 __all__ = [
+    "AugmentConfig",
     "BatchStatNoiseConfig",
     "BinaryConfig",
     "ConfigError",
     "DataConfig",
     "ExperimentConfig",
     "IcsConfig",
+    "LrScheduleConfig",
     "MeasureConfig",
     "MlflowTrackConfig",
     "ModelConfig",
@@ -337,7 +341,13 @@ class PlannedRun:
     config: RunConfig
 
 
-HASHED_WHEN_SET = (("train", "lr_scaling"), ("train", "steps"), ("measure", "eval_subset"))
+HASHED_WHEN_SET = (
+    ("train", "lr_scaling"),
+    ("train", "steps"),
+    ("measure", "eval_subset"),
+    ("train", "lr_schedule"),
+    ("data", "augment"),
+)
 
 
 def run_id(cfg: RunConfig) -> str:
@@ -352,6 +362,18 @@ def run_id(cfg: RunConfig) -> str:
     for section, key in HASHED_WHEN_SET:
         if dump[section].get(key) is None:
             dump[section].pop(key, None)
+    # weight_decay_norm changes the numbers only with weight decay and BN layers; there it is
+    # hashed, false too: such a run decayed BN's gamma/beta before the key existed, and its old
+    # results must not pass for the new default's
+    if cfg.train.weight_decay == 0 or cfg.model.norm == "none":
+        dump["train"].pop("weight_decay_norm")
+    augment = cfg.data.augment
+    if augment is not None and augment.crop_padding == 0 and not augment.hflip:
+        dump["data"].pop("augment", None)  # augments nothing: the same run as null
+    # a schedule that keeps lr_used at every step is the same run as none
+    schedule = cfg.train.lr_schedule
+    if schedule is not None and schedule.rule == "constant" and schedule.warmup_epochs == 0:
+        dump["train"].pop("lr_schedule", None)
     # an lr_scaling that leaves the lr as written (rule none, or the base batch size itself) is
     # the same run as none: rule none and linear at the base batch share one run, not two
     scaling = cfg.train.lr_scaling

@@ -306,6 +306,7 @@ def preflight(todo: list[PlannedRun]) -> None:
     """
     from bnexp.data import load_dataset
     from bnexp.nn.models import build_model
+    from bnexp.training.augment import check_images
 
     checked: set[str] = set()
     for run in todo:
@@ -315,6 +316,7 @@ def preflight(todo: list[PlannedRun]) -> None:
         checked.add(key)
         data = load_dataset(run.config.data)
         build_model(run.config.model, data.input_shape, data.num_outputs)
+        check_images(run.config.data.augment, data)  # data.augment on vector data
 
 
 def _may_use_cuda(run: PlannedRun) -> bool:

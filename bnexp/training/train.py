@@ -30,6 +30,7 @@ from bnexp.config import RunConfig, TrainConfig
 from bnexp.data import Dataset, load_dataset
 from bnexp.nn.models import build_model, init_weights
 from bnexp.results import RunSummary
+from bnexp.training.augment import augment, check_images
 from bnexp.training.device import resolve_device
 from bnexp.training.loop import end_of_epoch, recording
 from bnexp.training.probes import RunProbes
@@ -40,12 +41,14 @@ from bnexp.training.recorder import (
     fractional_epoch,
     target_reached,
 )
+from bnexp.training.schedule import LrSchedule
 from bnexp.training.step import (
     batches_of_epoch,
     image_layout,
     loss_and_correct,
     loss_of,
     make_optimizer,
+    norm_parameter_names,
     set_determinism,
     steps_per_epoch,
 )
@@ -114,13 +117,14 @@ def train_run(
     device = resolve_device(tc.device)
     # before anything is written: a data file a user must fix (DataError) leaves no half run
     data = (data.to(device) if data is not None else load_dataset(cfg.data, device)).ready()
+    check_images(cfg.data.augment, data)
     rec = RunRecorder(cfg, run_dir, clock)  # writes config.yaml
     set_determinism(tc.seed, tc.deterministic)
 
     model = build_model(cfg.model, data.input_shape, data.num_outputs)
     init_weights(model, tc.seed)
     model.to(device).train()
-    opt = make_optimizer(model.parameters(), tc)
+    opt = make_optimizer(model.named_parameters(), tc, norm_parameter_names(model))
     order = torch.Generator().manual_seed(tc.seed)  # data order, the same for every norm variant
     n_train = len(data.x_train)
     if n_train % tc.batch_size == 1 and n_train > 1:
@@ -159,6 +163,8 @@ class _OneRun:
         self.order, self.rec, self.probes = order, rec, probes
         self.conv = cfg.model.arch == "cnn"  # images channels_last (step.image_layout)
         self.per_epoch = steps_per_epoch(len(data.x_train), cfg.train.batch_size)
+        self.schedule = LrSchedule(cfg.train, self.per_epoch)
+        self.schedule.apply(opt, rec.prog.step)  # the next step's lr (the first, or a resume's)
 
         def forward(xb: Tensor) -> Tensor:
             return model(xb).unsqueeze(0)  # (1, B, outputs): the loop's evaluations take S models
@@ -215,11 +221,13 @@ class _OneRun:
         """One optimizer step on the examples idx: the batch (x, y) and its loss (on the device)."""
         data, prog = self.data, self.rec.prog
         with self.rec.clock.training():
-            xb, yb = image_layout(data.prepare(data.x_train[idx]), self.conv), data.y_train[idx]
+            xb = augment(self.cfg.data.augment, data.prepare(data.x_train[idx]), [self.order])
+            xb, yb = image_layout(xb, self.conv), data.y_train[idx]
             loss = loss_of(self.model(xb), yb, data.binary)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.probes.before_step(prog.step + 1)  # ICS keeps G, layers >= l before the update
+            self.schedule.apply(self.opt, prog.step)
             self.opt.step()
             self.rec.stepped()
         return xb, yb, loss

@@ -41,14 +41,17 @@ from bnexp.config import PlannedRun, RunConfig
 from bnexp.data import Dataset, load_dataset
 from bnexp.nn.models import build_model, init_weights
 from bnexp.results import RunSummary
+from bnexp.training.augment import augment, check_images
 from bnexp.training.device import resolve_device
 from bnexp.training.loop import end_of_epoch, recording
 from bnexp.training.recorder import Clock, RunInterrupted, RunRecorder, fractional_epoch
+from bnexp.training.schedule import LrSchedule
 from bnexp.training.stacked import StackedMLP, Vmapped, stack
 from bnexp.training.step import (
     batches_of_epoch,
     image_layout,
     make_optimizer,
+    norm_parameter_names,
     seed_losses,
     steps_per_epoch,
 )
@@ -115,6 +118,7 @@ def train_seeds(
     device = resolve_device(tc.device)
     # before anything is written: a data file a user must fix (DataError) leaves no half run
     data = (data or load_dataset(cfgs[0].data)).to(device).ready()
+    check_images(cfgs[0].data.augment, data)
     recs = [RunRecorder(c, d, clock) for c, d in zip(cfgs, run_dirs, strict=True)]
 
     models = []
@@ -124,7 +128,7 @@ def train_seeds(
         models.append(m.to(device).train())
     net = stack(models)
     del models
-    opt = make_optimizer(net.params.values(), tc)
+    opt = make_optimizer(net.params.items(), tc, norm_parameter_names(net.base))
     n_epochs = tc.epochs_for(steps_per_epoch(len(data.x_train), tc.batch_size))
     for rec in recs:
         rec.epochs = n_epochs
@@ -157,6 +161,8 @@ class _Seeds:
         self.recs, self.device = recs, device
         self.orders = [torch.Generator().manual_seed(c.train.seed) for c in cfgs]  # data orders
         self.per_epoch = steps_per_epoch(len(data.x_train), self.tc.batch_size)
+        self.schedule = LrSchedule(self.tc, self.per_epoch)
+        self.schedule.apply(opt, 0)  # the first step's lr
 
         def forward(xb: Tensor) -> Tensor:
             return net(xb, shared_input=True)
@@ -222,10 +228,14 @@ class _Seeds:
         data, opt = self.data, self.opt
         # prepare sees (S*B, ...) as one batch
         conv = self.cfg.model.arch == "cnn"
-        xb = image_layout(data.prepare(data.x_train[idx.reshape(-1)]), conv)
+        xb = augment(
+            self.cfg.data.augment, data.prepare(data.x_train[idx.reshape(-1)]), self.orders
+        )
+        xb = image_layout(xb, conv)
         xb, yb = xb.reshape(*idx.shape, *xb.shape[1:]), data.y_train[idx]
         losses = seed_losses(self.net(xb), yb, data.binary)
         opt.zero_grad(set_to_none=True)
         losses.sum().backward()  # seeds are independent: each its own gradient
+        self.schedule.apply(opt, self.step)
         opt.step()
         return losses

@@ -214,3 +214,56 @@ def test_an_lr_scaling_that_keeps_the_lr_is_the_same_run():
     assert ids["none", 128] != ids["linear", 128]  # lr 0.1 vs 0.2
     plain = {"name": "x", "train": {"lr": 0.1, "batch_size": 128}}
     assert ids["none", 128] == run_id(expand(experiment_from_dict(plain))[0].config)
+
+
+# --------------------------------------------------------------------------- the training regime
+
+
+def _id(**sections) -> str:
+    return run_id(RunConfig.model_validate(sections))
+
+
+def test_regime_keys_at_their_defaults_keep_the_run_id():
+    """data.augment, train.lr_schedule and train.weight_decay_norm enter the hash only where they
+    change what a run computes."""
+    plain = _id(train={"lr": 0.1})
+    assert _id(train={"lr": 0.1, "lr_schedule": None}) == plain
+    assert _id(train={"lr": 0.1, "lr_schedule": {"rule": "constant"}}) == plain
+    assert _id(data={"augment": {"crop_padding": 0, "hflip": False}}, train={"lr": 0.1}) == plain
+    assert _id(train={"lr": 0.1, "weight_decay_norm": True}) == plain  # no weight decay
+    cosine = {"lr": 0.1, "lr_schedule": {"rule": "cosine"}}
+    assert _id(train=cosine) != plain
+    assert _id(data={"augment": {}}, train={"lr": 0.1}) != plain
+    # weight decay with BN: the key changes the numbers, so it is hashed, false too
+    wd = {"lr": 0.1, "weight_decay": 5e-4}
+    assert _id(train=wd) == _id(train={**wd, "weight_decay_norm": True})  # norm: none
+    bn = {"norm": "torch"}
+    assert _id(model=bn, train=wd) != _id(model=bn, train={**wd, "weight_decay_norm": True})
+    assert _id(model=bn, train={"lr": 0.1}) == _id(model=bn, train={"lr": 0.1, "weight_decay": 0})
+
+
+@pytest.mark.parametrize(
+    "train, message",
+    [
+        ({"lr_schedule": {"rule": "step"}}, "rule: step needs milestones"),
+        ({"lr_schedule": {"rule": "cosine", "milestones": [3]}}, "apply only to rule: step"),
+        ({"lr_schedule": {"rule": "step", "milestones": [5, 2]}}, "must be strictly increasing"),
+        ({"epochs": 3, "lr_schedule": {"rule": "cosine", "warmup_epochs": 3}}, "expected < epochs"),
+        ({"lr_schedule": {"rule": "linear"}}, "train.lr_schedule.rule"),
+        ({"lr_schedule": {"rule": "step", "milestones": [2], "gamma": 0}}, "gamma"),
+        ({"weight_decay_norm": "sometimes"}, "train.weight_decay_norm"),
+    ],
+)
+def test_bad_lr_schedules_are_one_line_errors(tmp_path, train, message):
+    import yaml
+
+    path = write(tmp_path, yaml.safe_dump({"name": "x", "train": train}))
+    [line] = problems(path)
+    assert message in line and "\n" not in line, line
+
+
+def test_bad_augment_settings_are_one_line_errors(tmp_path):
+    [line] = problems(write(tmp_path, "name: x\ndata:\n  augment: {crop_padding: -1}\n"))
+    assert "data.augment.crop_padding" in line, line
+    [line] = problems(write(tmp_path, "name: x\ndata:\n  augment: {flip: true}\n"))
+    assert "data.augment.flip: unknown key; did you mean 'hflip'?" in line, line
