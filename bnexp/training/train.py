@@ -9,6 +9,9 @@ summary.json) is written by its `RunRecorder` (bnexp.training.recorder). A run t
 checkpoint.pt of its own resumes from it: model, optimizer, data-order generator, global RNGs,
 step and the rows so far are restored, so it ends with the same metrics.csv bytes as a run that
 was never interrupted.
+The regime is config: data.augment (bnexp.training.augment), train.lr_schedule
+(bnexp.training.schedule), weight decay with or without BN's gamma/beta (step.make_optimizer);
+see docs/regime.md. The loop's skeleton, shared with vectorize.train_seeds, is training.loop.
 """
 
 from __future__ import annotations

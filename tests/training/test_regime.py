@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -301,3 +302,24 @@ def test_sgd_with_groups_equals_torch_sgd_and_their_state_dicts_load_into_each_o
     for b1, b2 in zip(again.buffers, opt.buffers, strict=True):
         assert torch.equal(b1, b2)
     assert math.isclose(back.param_groups[1]["lr"], 0.05)
+
+
+def test_run_with_augment_on_vector_data_prints_one_line_and_exits_2(tmp_path):
+    """bnexp run checks data.augment against the loaded data before any run starts."""
+    from typer.testing import CliRunner
+
+    from bnexp.cli import app
+
+    g = np.random.default_rng(0)
+    for split in ("train", "test"):
+        np.savez(tmp_path / f"{split}.npz", x=g.normal(size=(40, 5)), y=np.arange(40) % 2)
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(
+        f"name: vec\ndata: {{dataset: npz, train: {tmp_path / 'train.npz'}, "
+        f"test: {tmp_path / 'test.npz'}, augment: {{hflip: true}}}}\ntrain: {{epochs: 1}}\n"
+    )
+    result = CliRunner().invoke(app, ["run", str(exp), "--out", str(tmp_path / "results")])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "data.augment: " in result.output and "not images (N, C, H, W)" in result.output
+    runs = tmp_path / "results" / "vec" / "runs"
+    assert not runs.exists() or not any(runs.iterdir())
