@@ -7,8 +7,6 @@ import os
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     NonNegativeFloat,
     NonNegativeInt,
@@ -18,17 +16,15 @@ from pydantic import (
     model_validator,
 )
 
+from bnexp.config.regime import AugmentConfig, LrScheduleConfig, check_schedule
+from bnexp.config.strict import Strict
+
 # --------------------------------------------------------------------------- schema
 
 
 # Seeds are whole numbers 0..2^32-1: scikit-learn's random_state and NumPy's legacy seeding take
 # no more, and torch's generators overflow on weight-init seeds derived from larger ones
 SEED_BOUND = 2**32
-
-
-class Strict(BaseModel):
-    # inf and nan are never a meaningful setting (lr: .inf trains nothing and reports numbers)
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class BinaryConfig(Strict):
@@ -42,16 +38,6 @@ class BinaryConfig(Strict):
     @classmethod
     def _label_as_name(cls, v: Any) -> Any:  # positive: 3 names label 3 of data without names
         return str(v) if isinstance(v, int) else v
-
-
-class AugmentConfig(Strict):
-    """Augmentation of each training batch of images (N, C, H, W), on the device, drawn from the
-    run's data-order generator (bnexp.training.augment); evaluation never augments."""
-
-    # random crop: zero-pad each side by this many pixels (after standardization, so the pad is
-    # the mean pixel), then cut an image of the original size at a random offset; 0: no crop
-    crop_padding: NonNegativeInt = 4
-    hflip: bool = True  # mirror each image left-right with probability 1/2
 
 
 class DataConfig(Strict):
@@ -80,8 +66,7 @@ class DataConfig(Strict):
     test_fraction: float = Field(0.25, gt=0, lt=1)  # digits: share held out, stratified
     # with training statistics: per feature (digits, npz vectors) or per channel (images)
     standardize: bool = True
-    # crop + flip of each training batch (images only); null: off
-    augment: AugmentConfig | None = None
+    augment: AugmentConfig | None = None  # crop + flip of each training batch; null: off
 
     @field_validator("classes", "class_names", mode="before")
     @classmethod
@@ -209,31 +194,6 @@ class LrScalingConfig(Strict):
     base_batch_size: PositiveInt = 64  # the batch size at which train.lr is used as written
 
 
-class LrScheduleConfig(Strict):
-    """The lr of each optimizer step as a fraction of lr_used (bnexp.training.schedule): a linear
-    warmup from lr_used / W to lr_used over the first W = warmup_epochs x steps-per-epoch steps,
-    then constant, step (x gamma at each milestone) or cosine (to 0 at the run's last step,
-    over all the steps after the warmup). Epochs are fractional: step t is at epoch t / steps
-    per epoch, with a step budget too."""
-
-    rule: Literal["constant", "step", "cosine"] = "constant"
-    warmup_epochs: NonNegativeFloat = 0.0
-    milestones: list[PositiveFloat] = Field(default_factory=list)  # step: epochs, increasing
-    gamma: float = Field(0.1, gt=0, le=1)  # step: the factor at each milestone
-
-    @model_validator(mode="after")
-    def _milestones_fit_rule(self) -> LrScheduleConfig:
-        if self.rule == "step" and not self.milestones:
-            raise ValueError("rule: step needs milestones (the epochs at which lr *= gamma)")
-        if self.rule != "step" and self.milestones:
-            raise ValueError(
-                f"milestones: {self.milestones} apply only to rule: step (rule is {self.rule})"
-            )
-        if any(b <= a for a, b in zip(self.milestones, self.milestones[1:])):
-            raise ValueError(f"milestones: {self.milestones} must be strictly increasing")
-        return self
-
-
 class TrainConfig(Strict):
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: PositiveFloat = 0.1  # at lr_scaling.base_batch_size when lr_scaling is set
@@ -241,11 +201,8 @@ class TrainConfig(Strict):
     momentum: float = Field(0.0, ge=0, lt=1)  # SGD momentum (torch's convention)
     nesterov: bool = False
     weight_decay: NonNegativeFloat = 0.0
-    # weight decay also on BN's gamma/beta (false: the common convention, BN's affine parameters
-    # are not decayed; every other parameter, biases included, is)
-    weight_decay_norm: bool = False
-    # the lr over the run, per optimizer step; null: lr_used at every step
-    lr_schedule: LrScheduleConfig | None = None
+    weight_decay_norm: bool = False  # decay BN's gamma/beta too (false: all but them)
+    lr_schedule: LrScheduleConfig | None = None  # the lr per step; null: lr_used throughout
     batch_size: PositiveInt = 64
     epochs: PositiveInt = 10
     # the budget in optimizer steps instead of epochs (the last epoch cut short), so that a
@@ -299,13 +256,7 @@ class TrainConfig(Strict):
                 f"epochs: {self.epochs} and steps: {self.steps} are two budgets; give one "
                 "(steps counts optimizer steps, epochs whole passes over the training set)"
             )
-        schedule = self.lr_schedule
-        if schedule is not None and self.steps is None:
-            if schedule.warmup_epochs >= self.epochs:
-                raise ValueError(
-                    f"lr_schedule.warmup_epochs: {schedule.warmup_epochs:g} leaves no epoch of "
-                    f"the run's {self.epochs} after the warmup (expected < epochs)"
-                )
+        check_schedule(self.lr_schedule, self.epochs, self.steps)
         return self
 
     def epochs_for(self, steps_per_epoch: int) -> int:
