@@ -24,8 +24,8 @@ class LrScheduleConfig(Strict):
     """The lr of each optimizer step as a fraction of lr_used (bnexp.training.schedule): a linear
     warmup from lr_used / W to lr_used over the first W = warmup_epochs x steps-per-epoch steps,
     then constant, step (x gamma at each milestone) or cosine (from lr_used towards 0 over the
-    steps after the warmup: 0 would be the step after the run's last). Epochs are fractional: step t is at epoch t / steps
-    per epoch, with a step budget too."""
+    steps after the warmup: 0 would be the step after the run's last). Epochs are fractional:
+    step t is at epoch t / steps per epoch, with a step budget too."""
 
     rule: Literal["constant", "step", "cosine"] = "constant"
     warmup_epochs: NonNegativeFloat = 0.0
