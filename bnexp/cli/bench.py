@@ -1,4 +1,4 @@
-"""`bnexp bench bn` and `bnexp bench train`: speed, measured side by side in one process."""
+"""`bnexp bench bn`: our BatchNorm's speed against torch's, measured side by side in one process."""
 
 from __future__ import annotations
 
@@ -105,68 +105,3 @@ def bench_bn(
     if csv is not None:
         atomic_write_csv(csv, frame)
         console.print(f"wrote {csv}")
-
-
-@bench_app.command("train")
-def bench_train_cmd(
-    tiny: Annotated[
-        bool,
-        typer.Option(
-            "--tiny",
-            help="Tiny sizes and 1 repeat: checks the code paths in seconds, not the speed.",
-        ),
-    ] = False,
-    repeats: Annotated[
-        int | None,
-        typer.Option(
-            "--repeats",
-            min=1,
-            help="Repeats per measurement, medians reported (default 5; 1 with --tiny).",
-            show_default=False,
-        ),
-    ] = None,
-    section: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--section",
-            help="Only these sections (repeatable): loops, denormal, vectorize, workers, memory.",
-            show_default=False,
-        ),
-    ] = None,
-    threads: Annotated[
-        int | None,
-        typer.Option(
-            "--threads",
-            min=1,
-            help="torch threads for the in-process sections (default: torch's).",
-            show_default=False,
-        ),
-    ] = None,
-    csv: Annotated[
-        Path | None,
-        typer.Option("--csv", help="Also write the table to this CSV file.", show_default=False),
-    ] = None,
-) -> None:
-    """Time bnexp's training loop (a) against a hand-written loop (b) and a DataLoader loop (c),
-    flushing denormals, seeds trained together, --workers 2 vs 1 and peak memory; print the table.
-    """
-    from bnexp.bench.train import SECTIONS, bench_train, rich_table
-    from bnexp.io import atomic_write_csv
-
-    bad = [s for s in section or [] if s not in SECTIONS]
-    if bad:
-        raise _fail(
-            BnexpError(
-                f"--section {bad[0]}: unknown section (expected one of: {', '.join(SECTIONS)})"
-            )
-        )
-    df = bench_train(
-        tiny=tiny,
-        repeats=repeats,
-        sections=tuple(section or SECTIONS),
-        threads=threads,
-        log=lambda m: err_console.print(f"[dim]{m}[/]"),
-    )
-    if csv is not None:
-        atomic_write_csv(csv, df)
-    console.print(rich_table(df))

@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-import sys
-import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,10 +60,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("bnexp")
-
-# set (to anything): the first optimizer step of each run prints "<this name> <time.time()>" to
-# stderr (the start-up benchmark's clock: launch -> first step)
-FIRST_STEP_ENV = "BNEXP_PRINT_FIRST_STEP"
 
 
 def divergence_check_every(device: torch.device) -> int:
@@ -178,7 +171,6 @@ def train_run(
         pending.clear()
         return rec.check_losses(losses) is not None
 
-    report_first_step = bool(os.environ.get(FIRST_STEP_ENV))
     try:
         if not prog.rows:
             record(0)
@@ -198,9 +190,6 @@ def train_run(
                     probes.before_step(prog.step + 1)  # ICS keeps G, layers >= l before the update
                     opt.step()
                     rec.stepped()
-                if report_first_step:  # `make bench`'s start-up row: launch -> first step
-                    report_first_step = False
-                    print(f"{FIRST_STEP_ENV} {time.time():.6f}", file=sys.stderr, flush=True)
                 probes.after_step(
                     prog.step, lambda m, xb=xb, yb=yb: loss_and_correct(m(xb), yb, data.binary)[0]
                 )  # not timed
