@@ -71,10 +71,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument(
-        "--tiny", action="store_true", help="tiny sizes and 1 repeat: checks the code, not the speed"
+        "--tiny",
+        action="store_true",
+        help="tiny sizes and 1 repeat: checks the code, not the speed",
     )
     ap.add_argument(
-        "--repeats", type=int, default=None, help="repeats per measurement (default 5; 1 with --tiny)"
+        "--repeats",
+        type=int,
+        default=None,
+        help="repeats per measurement (default 5; 1 with --tiny)",
     )
     ap.add_argument(
         "--section",
