@@ -1,4 +1,4 @@
-"""Section `gpu`: the rows for an accelerator, `make bench-gpu` (benchmarks/run.py --device cuda).
+"""Section `gpu`: the rows for an accelerator, `make bench-gpu` (`benchmarks.run --device cuda`).
 
 The same measurements as the CPU sections, on `device`, side by side in one process:
 - steps    the CIFAR CNN (torch BN, batch 128): bnexp's `train_run` optimizer steps (`train_s`)

@@ -52,7 +52,7 @@ def bench_train(
     """Every section asked for, as one long table (see the module docstring).
 
     `threads`: torch's intra-op threads for the in-process sections (None: torch's default).
-    `study_config`: the sweep the `estimate` section extrapolates (benchmarks/run.py passes the
+    `study_config`: the sweep the `estimate` section extrapolates (benchmarks.run passes the
     checkout's configs/cifar10_batch_sweep.yaml; default: that path under the working folder).
     """
     unknown = set(sections) - set(SECTIONS)

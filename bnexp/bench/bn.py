@@ -114,7 +114,7 @@ def _sync(device: torch.device) -> None:
 
 
 # The goal for a whole training step: custom / torch median time <= STEP_RATIO_GOAL (the issue's
-# 1.15). `bnexp bench bn` and benchmarks/run.py both judge against it; the layer alone has none.
+# 1.15). `bnexp bench bn` and `make bench` both judge against it; the layer alone has none.
 STEP_RATIO_GOAL = 1.15
 # `bnexp bench bn`'s default: under a minute on a busy 2-core machine, steps only; the conv
 # block's step (0.5-2 s there) is most of it. More repeats give steadier medians.
