@@ -153,7 +153,7 @@ def bench_bn(
     Shapes: the cat/non-cat MLP (batch 64, 12288->20->7->5->1), an MLP layer on (256, 100) and a
     CIFAR-shaped conv block on (128, 64, 32, 32), at 1 torch thread and at torch's count. Samples
     alternate custom/torch; ratio = median custom / median torch. Goal: at most 1.15 for every
-    training step; rows over it are marked. "custom path" says which implementation our layer
+    training step; rows over it are marked "over goal". "path" says which implementation our layer
     took: its C kernel, or torch ops (CUDA, no C compiler, or BNEXP_BN_KERNEL=off).
     """
     import torch
