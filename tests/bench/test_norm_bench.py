@@ -112,8 +112,8 @@ def test_progress_counts_cases_then_the_expected_seconds(monkeypatch):
 
 def test_the_default_run_stays_short(monkeypatch):
     """`bnexp bench bn` without flags: steps only (no layer-alone rows), 5 repeats, and the
-    heaviest case, the conv block (0.5-2 s a step on a 2-core machine), takes 1 warm-up step,
-    1 sizing step and 5 samples of 1 step per side and thread count: 14 steps."""
+    heaviest case, the conv block (0.5-2 s a step on a 2-core machine), takes 1 warm-up step
+    (which sizes its samples) and 5 samples of 1 step per side and thread count: 12 steps."""
     steps: dict[str, int] = {}
 
     def counted(model, x, y, loss_fn, inner, device, clock):  # the steps asked for, not run
@@ -127,7 +127,7 @@ def test_the_default_run_stays_short(monkeypatch):
     assert result.exit_code == 0, result.output
     assert bench.DEFAULT_REPEATS == 5 and "median of 5" in result.output
     assert "BN (" not in result.output.split("path")[1]  # no layer-alone rows
-    assert steps["conv"] == 2 * (1 + 1 + 5), steps
+    assert steps["conv"] == 2 * (1 + 5), steps
 
 
 def test_bench_cli_marks_rows_over_the_goal(monkeypatch):
