@@ -76,10 +76,10 @@ test-fast: $(STAMP) ## Run the tests not marked slow
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: $(STAMP) ## Time bnexp's training loop against hand-written ones, vectorized seeds, workers, memory (table + benchmarks/results.csv)
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python -m benchmarks.run
 
 bench-gpu: $(STAMP) ## The same comparisons on a CUDA GPU (section gpu and the BN layer; benchmarks/gpu_check.sh without make)
-	$(BIN)/python benchmarks/run.py --device cuda --out benchmarks/results-gpu.csv
+	$(BIN)/python -m benchmarks.run --device cuda --out benchmarks/results-gpu.csv
 
 lint: $(STAMP) ## Check style with ruff
 	$(BIN)/ruff check bnexp tests benchmarks

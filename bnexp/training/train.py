@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-import sys
-import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,10 +63,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("bnexp")
-
-# set (to anything): the first optimizer step of each run prints "<this name> <time.time()>" to
-# stderr (the start-up benchmark's clock: launch -> first step)
-FIRST_STEP_ENV = "BNEXP_PRINT_FIRST_STEP"
 
 
 def divergence_check_every(device: torch.device) -> int:
@@ -175,7 +168,6 @@ class _OneRun:
         to_all = recording(cfg, data, forward, model, [rec], rec.clock, opt)
         self.record = lambda epoch, last=False: to_all(epoch, [0], last)
         self.check = _DeferredLossCheck(rec, divergence_check_every(device))
-        self.report_first_step = bool(os.environ.get(FIRST_STEP_ENV))
 
     def epochs(
         self,
@@ -208,9 +200,6 @@ class _OneRun:
             if should_stop is not None and should_stop():
                 raise RunInterrupted(f"run {self.rec.run_id} stopped at step {prog.step}")
             xb, yb, loss = self.step(idx)
-            if self.report_first_step:  # `make bench`'s start-up row: launch -> first step
-                self.report_first_step = False
-                print(f"{FIRST_STEP_ENV} {time.time():.6f}", file=sys.stderr, flush=True)
             probes.after_step(
                 prog.step, lambda m, xb=xb, yb=yb: loss_and_correct(m(xb), yb, data.binary)[0]
             )  # not timed
