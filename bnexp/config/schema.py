@@ -44,24 +44,48 @@ class BinaryConfig(Strict):
         return str(v) if isinstance(v, int) else v
 
 
+# torchvision's datasets, read here from torchvision's files (bnexp/data/{cifar100,mnist,svhn}.py)
+TORCHVISION_SETS = ("cifar100", "mnist", "fashion_mnist", "svhn")
+# dataset -> what its data.root holds (the datasets read from a folder)
+ROOT_HOLDS = {
+    "catvnoncat": "train_catvnoncat.h5 and test_catvnoncat.h5",
+    "cifar10": "cifar-10-batches-py/",
+    "cifar100": "cifar-100-python/",
+    "mnist": "MNIST/raw/",
+    "fashion_mnist": "FashionMNIST/raw/",
+    "svhn": "train_32x32.mat and test_32x32.mat",
+    "imagefolder": "train/<class>/ and test/<class>/ image folders",
+}
+# the datasets with the subset keys (classes, binary, train_per_class, test_per_class)
+SUBSET_SETS = ("cifar10", "npz", *TORCHVISION_SETS, "imagefolder")
+
+
 class DataConfig(Strict):
-    dataset: Literal["digits", "catvnoncat", "cifar10", "npz"] = "digits"
-    # catvnoncat: the folder holding train_catvnoncat.h5 and test_catvnoncat.h5;
-    # cifar10: the folder holding cifar-10-batches-py/ (torchvision's layout). Relative to the cwd.
+    dataset: Literal[
+        "digits",
+        "catvnoncat",
+        "cifar10",
+        "npz",
+        "cifar100",
+        "mnist",
+        "fashion_mnist",
+        "svhn",
+        "imagefolder",
+    ] = "digits"
+    # the folder holding the dataset's files (ROOT_HOLDS; docs/datasets.md). Relative to the cwd.
     root: str | None = None
     train: str | None = None  # npz: training file with x (N, H, W, C) or (N, D) and y (N,)
     test: str | None = None  # npz: test file, same layout as train
-    download: bool = (
-        False  # cifar10: download into root when the files are missing (needs the internet)
-    )
+    # cifar10, cifar100, mnist, fashion_mnist, svhn: download into root with torchvision when the
+    # files are missing (needs the internet)
+    download: bool = False
     class_names: list[str] | None = (
         None  # npz: names of labels 0..K-1 (default: the file's `classes`, else "0".."K-1")
     )
-    classes: list[str] | None = (
-        None  # cifar10/npz: keep only these classes, relabelled 0..k-1 in this order
-    )
-    binary: BinaryConfig | None = None  # cifar10/npz: positive class vs the rest; one logit + BCE
-    # cifar10/npz: images per class, drawn by `seed` (None: all). With `binary`: positives, and
+    # the subset keys apply to every dataset but digits and catvnoncat (SUBSET_SETS):
+    classes: list[str] | None = None  # keep only these classes, relabelled 0..k-1 in this order
+    binary: BinaryConfig | None = None  # positive class vs the rest; one logit + BCE
+    # images per class, drawn by `seed` (None: all). With `binary`: positives, and
     # negatives_per_positive times as many negatives spread evenly over the other classes.
     train_per_class: PositiveInt | None = None
     test_per_class: PositiveInt | None = None
@@ -79,31 +103,29 @@ class DataConfig(Strict):
     @model_validator(mode="after")
     def _keys_fit_dataset(self) -> DataConfig:
         applies_to = {  # key -> the datasets it applies to
-            "root": ("catvnoncat", "cifar10"),
+            "root": tuple(ROOT_HOLDS),
             "train": ("npz",),
             "test": ("npz",),
-            "download": ("cifar10",),
+            "download": ("cifar10", *TORCHVISION_SETS),
             "class_names": ("npz",),
-            "classes": ("cifar10", "npz"),
-            "binary": ("cifar10", "npz"),
-            "train_per_class": ("cifar10", "npz"),
-            "test_per_class": ("cifar10", "npz"),
+            "classes": SUBSET_SETS,
+            "binary": SUBSET_SETS,
+            "train_per_class": SUBSET_SETS,
+            "test_per_class": SUBSET_SETS,
         }
         problems = []
         for key, datasets in applies_to.items():
             value = getattr(self, key)
             if value not in (None, False) and self.dataset not in datasets:
+                names = ", ".join(datasets[:-1]) + " or " * (len(datasets) > 1) + datasets[-1]
                 problems.append(
-                    f"data.{key} applies only to dataset {' or '.join(datasets)} (dataset is "
-                    f"{self.dataset})"
+                    f"data.{key} applies only to dataset {names} (dataset is {self.dataset})"
                 )
-        if self.dataset in ("catvnoncat", "cifar10") and not self.root:
-            held = (
-                "train_catvnoncat.h5 and test_catvnoncat.h5"
-                if self.dataset == "catvnoncat"
-                else "cifar-10-batches-py/"
+        if self.dataset in ROOT_HOLDS and not self.root:
+            problems.append(
+                f"dataset {self.dataset} needs data.root (the folder holding "
+                f"{ROOT_HOLDS[self.dataset]})"
             )
-            problems.append(f"dataset {self.dataset} needs data.root (the folder holding {held})")
         if self.dataset == "npz":
             for key in ("train", "test"):
                 if not getattr(self, key):
@@ -429,7 +451,16 @@ class ExperimentConfig(RunConfig):
 
 
 # one example's (C, H, W) per dataset, for the memory estimate (npz: unknown, taken as 1 value)
-_INPUT_SHAPES = {"digits": (1, 8, 8), "catvnoncat": (3, 64, 64), "cifar10": (3, 32, 32)}
+# (imagefolder: unknown until read, taken as 1 value as well)
+_INPUT_SHAPES = {
+    "digits": (1, 8, 8),
+    "catvnoncat": (3, 64, 64),
+    "cifar10": (3, 32, 32),
+    "cifar100": (3, 32, 32),
+    "svhn": (3, 32, 32),
+    "mnist": (1, 28, 28),
+    "fashion_mnist": (1, 28, 28),
+}
 
 
 def memory_lower_bound(cfg: RunConfig) -> int:

@@ -128,12 +128,12 @@ def test_binary_cat_vs_noncat_draws_negatives_evenly(tmp_path):
 def test_download_on_an_offline_machine_is_a_one_line_error(tmp_path, monkeypatch):
     import urllib.error
 
-    import torchvision.datasets.cifar as tv_cifar
+    import torchvision.datasets.utils as tv_utils
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(tv_cifar, "download_and_extract_archive", offline)
+    monkeypatch.setattr(tv_utils, "download_and_extract_archive", offline)
     with pytest.raises(
         DataError,
         match=r"data.download: could not download CIFAR-10 from https://.*is the machine online",
