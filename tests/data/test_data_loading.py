@@ -50,14 +50,14 @@ def error_lines(output: str) -> list[str]:
         ),
         (
             {"dataset": "catvnoncat", "root": "d", "classes": ["cat", "dog"]},
-            "data.classes applies only to dataset cifar10, npz, cifar100, mnist, fashion_mnist, svhn "
-            "or imagefolder (dataset is catvnoncat)",
+            "data.classes applies only to dataset cifar10, npz, cifar100, mnist, fashion_mnist, "
+            "svhn or imagefolder (dataset is catvnoncat)",
         ),
         ({"dataset": "npz", "train": "a.npz"}, "dataset npz needs data.test"),
         (
             {"dataset": "npz", "train": "a", "test": "b", "root": "r"},
-            "data.root applies only to dataset catvnoncat, cifar10, cifar100, mnist, fashion_mnist, "
-            "svhn or imagefolder (dataset is npz)",
+            "data.root applies only to dataset catvnoncat, cifar10, cifar100, mnist, "
+            "fashion_mnist, svhn or imagefolder (dataset is npz)",
         ),
         (
             {"dataset": "cifar10", "root": "r", "classes": ["cat", "cat", "dog"]},
