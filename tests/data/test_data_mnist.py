@@ -171,7 +171,7 @@ def test_mnist_trains_offline_from_torchvision_raw_files(tmp_path):
             {
                 "name": "mnist",
                 "data": {"dataset": "mnist", "root": str(tmp_path / "data")},
-                "model": {"arch": "mlp", "hidden": [32], "norm": "custom"},
+                "model": {"arch": "mlp", "hidden": [32], "norm": "torch"},
                 "train": {"epochs": 15, "batch_size": 20, "lr": 0.1, "device": "cpu"},
             }
         )
