@@ -140,3 +140,73 @@ def test_faithful_copies_in_every_protocol_load_as_plain_pickle_reads_them(tmp_p
     assert {k: v for k, v in got.items() if k != "data"} == {
         k: v for k, v in want.items() if k != "data"
     }
+
+
+# ----------------------------------------------------- every other reader (issue 25, item 2)
+
+
+def test_npz_with_a_pickled_object_array_runs_nothing(tmp_path):
+    marker = tmp_path / "marker"
+    x = np.array([System(marker)], dtype=object)
+    np.savez(tmp_path / "train.npz", x=x, y=np.zeros(1, np.int64))  # object arrays: pickled
+    np.savez(tmp_path / "test.npz", x=np.zeros((1, 2)), y=np.zeros(1, np.int64))
+    cfg = DataConfig(
+        dataset="npz", train=str(tmp_path / "train.npz"), test=str(tmp_path / "test.npz")
+    )
+    with pytest.raises(DataError, match=r"data.train: cannot read .*train.npz.*allow_pickle"):
+        load_dataset(cfg)
+    assert not marker.exists()
+    np.load(tmp_path / "train.npz", allow_pickle=True)["x"]  # the payload is real
+    assert marker.exists()
+
+
+def test_a_planted_digits_cache_runs_nothing_and_is_recomputed(tmp_path):
+    from bnexp.data.digits import cache_path
+
+    cfg = DataConfig(dataset="digits")
+    marker = tmp_path / "marker"
+    path = cache_path(cfg)  # in this session's BNEXP_CACHE_DIR (conftest)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    evil = np.array([System(marker)], dtype=object)
+    np.savez(path, x_train=evil, y_train=evil, x_test=evil, y_test=evil)
+    data = load_dataset(cfg)
+    assert not marker.exists() and data.x_train[0].numel() == 64  # recomputed: 8x8 digits
+    np.savez(path, x_train=evil)
+    np.load(path, allow_pickle=True)["x_train"]  # the payload is real
+    assert marker.exists()
+    path.unlink()
+
+
+def test_a_checkpoint_that_would_run_code_is_discarded(tmp_path, caplog):
+    """Checkpoints are read with torch.load(weights_only=True): a pickle naming os.system, even
+    with a header whose SHA-256 matches, is discarded (the run starts over) and runs nothing."""
+    import hashlib
+    import json
+
+    import torch
+
+    from bnexp.training.checkpoint import FORMAT, load_checkpoint
+
+    marker = tmp_path / "marker"
+    blob = pickle.dumps({"model": System(marker)}, protocol=2)
+    header = {"format": FORMAT, "run_id": "r1", "sha256": hashlib.sha256(blob).hexdigest()}
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(json.dumps(header | {"bytes": len(blob)}).encode() + b"\n" + blob)
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    got = load_checkpoint(path, "r1", model, opt, torch.Generator(), torch.device("cpu"))
+    assert got is None and "discarding checkpoint" in caplog.text and not marker.exists()
+
+
+def test_a_results_folders_config_yaml_runs_nothing_when_a_tracker_reads_it(tmp_path):
+    import yaml
+
+    from bnexp.track import RunFiles
+
+    marker = tmp_path / "marker"
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(f"x: !!python/object/apply:os.system [\"touch '{marker}'\"]\n")
+    with pytest.raises(yaml.YAMLError, match="could not determine a constructor"):
+        RunFiles(run).config  # noqa: B018 - the read is the test
+    assert not marker.exists()
