@@ -18,6 +18,8 @@ from pydantic import (
     model_validator,
 )
 
+from bnexp.config.datasets import DOWNLOADS, INPUT_SHAPES, ROOT_HOLDS, SUBSET_SETS, DatasetName
+
 # --------------------------------------------------------------------------- schema
 
 
@@ -44,34 +46,8 @@ class BinaryConfig(Strict):
         return str(v) if isinstance(v, int) else v
 
 
-# torchvision's datasets, read here from torchvision's files (bnexp/data/{cifar100,mnist,svhn}.py)
-TORCHVISION_SETS = ("cifar100", "mnist", "fashion_mnist", "svhn")
-# dataset -> what its data.root holds (the datasets read from a folder)
-ROOT_HOLDS = {
-    "catvnoncat": "train_catvnoncat.h5 and test_catvnoncat.h5",
-    "cifar10": "cifar-10-batches-py/",
-    "cifar100": "cifar-100-python/",
-    "mnist": "MNIST/raw/",
-    "fashion_mnist": "FashionMNIST/raw/",
-    "svhn": "train_32x32.mat and test_32x32.mat",
-    "imagefolder": "train/<class>/ and test/<class>/ image folders",
-}
-# the datasets with the subset keys (classes, binary, train_per_class, test_per_class)
-SUBSET_SETS = ("cifar10", "npz", *TORCHVISION_SETS, "imagefolder")
-
-
 class DataConfig(Strict):
-    dataset: Literal[
-        "digits",
-        "catvnoncat",
-        "cifar10",
-        "npz",
-        "cifar100",
-        "mnist",
-        "fashion_mnist",
-        "svhn",
-        "imagefolder",
-    ] = "digits"
+    dataset: DatasetName = "digits"
     # the folder holding the dataset's files (ROOT_HOLDS; docs/datasets.md). Relative to the cwd.
     root: str | None = None
     train: str | None = None  # npz: training file with x (N, H, W, C) or (N, D) and y (N,)
@@ -106,7 +82,7 @@ class DataConfig(Strict):
             "root": tuple(ROOT_HOLDS),
             "train": ("npz",),
             "test": ("npz",),
-            "download": ("cifar10", *TORCHVISION_SETS),
+            "download": DOWNLOADS,
             "class_names": ("npz",),
             "classes": SUBSET_SETS,
             "binary": SUBSET_SETS,
@@ -450,24 +426,11 @@ class ExperimentConfig(RunConfig):
     track: TrackConfig = Field(default_factory=TrackConfig)
 
 
-# one example's (C, H, W) per dataset, for the memory estimate (npz: unknown, taken as 1 value)
-# (imagefolder: unknown until read, taken as 1 value as well)
-_INPUT_SHAPES = {
-    "digits": (1, 8, 8),
-    "catvnoncat": (3, 64, 64),
-    "cifar10": (3, 32, 32),
-    "cifar100": (3, 32, 32),
-    "svhn": (3, 32, 32),
-    "mnist": (1, 28, 28),
-    "fashion_mnist": (1, 28, 28),
-}
-
-
 def memory_lower_bound(cfg: RunConfig) -> int:
     """Bytes a run needs at least: float32 parameters with their gradients and optimizer state,
     plus the widest layer's activations for one (training or evaluation) batch. A lower bound
     (one output, no other activations): what it refuses can never fit."""
-    c, h, w = _INPUT_SHAPES.get(cfg.data.dataset, (1, 1, 1))
+    c, h, w = INPUT_SHAPES.get(cfg.data.dataset, (1, 1, 1))
     m = cfg.model
     if m.arch == "mlp":
         sizes = [c * h * w, *m.hidden, 1]
