@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from bnexp.cli import app
 from bnexp.config import DataConfig
-from bnexp.data import load_dataset
+from bnexp.data import clear_cache, load_dataset
 from bnexp.errors import DataError
 
 pytestmark = pytest.mark.usefixtures("fresh_data_cache")
@@ -180,3 +180,22 @@ def test_mnist_trains_offline_from_torchvision_raw_files(tmp_path):
     assert result.exit_code == 0, result.output
     df = pd.read_csv(tmp_path / "results" / "mnist" / "summary.csv")
     assert df["final_test_acc"].iloc[0] > 0.8, df.iloc[0].to_dict()
+
+
+def test_data_info_reports_the_raw_files(tmp_path):
+    ref = make_raw_folder(tmp_path)
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(f"name: x\ndata: {{dataset: mnist, root: '{tmp_path}', classes: [1, 0]}}\n")
+    result = CliRunner().invoke(app, ["data", "info", str(exp)])
+    assert result.exit_code == 0, result.output
+    assert (
+        "mnist: train (8, 1, 28, 28) torch.uint8, test (4, 1, 28, 28), 2 classes" in result.output
+    )
+    x, y = ref["train"]
+    mean = x[np.isin(y, [0, 1])].mean()  # the one channel of the subset's training images
+    assert f"{mean:.2f}" in result.output, (mean, result.output)
+    (tmp_path / "MNIST" / "raw" / "train-labels-idx1-ubyte").write_bytes(b"\0\0\x08")
+    clear_cache()  # as a new process would
+    result = CliRunner().invoke(app, ["data", "info", str(exp)])
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and len(errors) == 1 and "magic number" in errors[0], result.output
