@@ -295,3 +295,12 @@ def test_memory_bound_takes_each_datasets_input_shape():
     ):
         params = inputs * 10 + 10 + 10 + 1  # MLP inputs -> 10 -> 1, plain SGD: x2 (grad)
         assert bound(dataset) == 4 * (params * 2 + 4096 * 10), dataset
+
+
+def test_a_python_tag_in_a_config_runs_nothing(tmp_path):
+    """Configs are read by a SafeLoader: a tag that would call os.system is a config error."""
+    marker = tmp_path / "marker"
+    path = write(tmp_path, f"name: !!python/object/apply:os.system [\"touch '{marker}'\"]\n")
+    found = problems(path)
+    assert len(found) == 1 and found[0].startswith(f"{path}:1"), found
+    assert "python/object/apply:os.system" in found[0] and not marker.exists()
