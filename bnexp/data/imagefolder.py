@@ -84,7 +84,9 @@ def list_images(folder: Path) -> tuple[list[str], list[tuple[str, int, int]]]:
 
 
 @functools.lru_cache(maxsize=2)
-def _read_cached(samples: tuple[tuple[str, int, int], ...]) -> tuple[np.ndarray, np.ndarray]:
+def read_images(samples: tuple[tuple[str, int, int], ...]) -> tuple[np.ndarray, np.ndarray]:
+    """x (N, 3, H, W) uint8, y (N,) int64 of [(path, label, mtime_ns)]; do not modify them.
+    Cached by the list (paths and modification times)."""
     first = read_image(Path(samples[0][0]))
     x = np.empty((len(samples), *first.shape), dtype=np.uint8)
     for i, (path, _, _) in enumerate(samples):
@@ -98,12 +100,6 @@ def _read_cached(samples: tuple[tuple[str, int, int], ...]) -> tuple[np.ndarray,
     return x, np.array([label for _, label, _ in samples], dtype=np.int64)
 
 
-def read_images(samples: tuple[tuple[str, int, int], ...]) -> tuple[np.ndarray, np.ndarray]:
-    """x (N, 3, H, W) uint8, y (N,) int64 of [(path, label, mtime_ns)]; do not modify them.
-    Cached by the list (paths and modification times)."""
-    return _read_cached(samples)
-
-
 def read_image(path: Path) -> np.ndarray:
     """(3, H, W) uint8 RGB."""
     try:
@@ -113,7 +109,7 @@ def read_image(path: Path) -> np.ndarray:
         raise DataError(
             f"{path}: not an image in a format read here ({', '.join(FORMATS)})"
         ) from None
-    except (OSError, ValueError, SyntaxError) as e:  # truncated or damaged; Pillow's choices
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # Pillow's
         raise DataError(
             f"{path}: cannot decode it, the file is truncated or corrupt ({e})"
         ) from None

@@ -62,7 +62,8 @@ ALLOWED: dict[tuple[str, str], Any] = {
 
 class DisallowedGlobal(pickle.UnpicklingError):
     def __init__(self, module: str, name: str):
-        self.qualname = f"{module}.{name}"
+        qualname = f"{module}.{name}"  # the file's text: shown escaped unless printable
+        self.qualname = qualname if qualname.isprintable() else ascii(qualname)
         super().__init__(self.qualname)
 
 

@@ -90,6 +90,13 @@ def test_bad_images_are_one_line_errors(tmp_path):
     Image.new("RGB", (9, 6)).save(odd)
     with pytest.raises(DataError, match=r"dog_3.png: a 9x6 image; expected 8x6 as .*bird_0.png"):
         load_dataset(cfg(tmp_path))
+    odd.unlink()
+    for path in (tmp_path / "test").rglob("*.png"):
+        Image.new("RGB", (8, 7)).save(path)
+    with pytest.raises(
+        DataError, match=r"the training images are 8x6 but the test images 8x7; expected one size"
+    ):
+        load_dataset(cfg(tmp_path))
     odd.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 10)
     with pytest.raises(DataError, match=r"dog_3.png: (not an image|cannot decode it)"):
         load_dataset(cfg(tmp_path))
