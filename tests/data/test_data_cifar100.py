@@ -138,3 +138,18 @@ def test_download_offline_is_a_one_line_error(tmp_path, monkeypatch):
     ) as err:
         load_dataset(cfg(tmp_path, download=True))
     assert "\n" not in str(err.value)
+
+
+def test_download_extracts_with_torchvision_helper_then_reads_here(tmp_path, monkeypatch):
+    import torchvision.datasets.utils as tv_utils
+
+    calls = []
+
+    def fake(url, download_root, filename, md5):
+        calls.append((url, filename, md5))
+        make_cifar100_folder(Path(download_root))
+
+    monkeypatch.setattr(tv_utils, "download_and_extract_archive", fake)
+    data = load_dataset(cfg(tmp_path, download=True))
+    assert calls == [(CIFAR100.url, "cifar-100-python.tar.gz", CIFAR100.tgz_md5)]
+    assert data.x_train.shape == (200, 3, 32, 32)

@@ -199,3 +199,22 @@ def test_data_info_reports_the_raw_files(tmp_path):
     result = CliRunner().invoke(app, ["data", "info", str(exp)])
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert result.exit_code == 2 and len(errors) == 1 and "magic number" in errors[0], result.output
+
+
+def test_download_goes_through_torchvision_and_loads_what_it_wrote(tmp_path, monkeypatch):
+    """data.download: torchvision's MNIST(download=True) fetches into root/MNIST/raw (here its
+    fetcher writes our files, uncompressed as it extracts them)."""
+    import torchvision.datasets.mnist as tv_mnist
+
+    ref = make_raw_folder(tmp_path / "files")
+    calls = []
+
+    def fake(url, download_root, filename, md5):
+        calls.append(url)
+        src = tmp_path / "files" / "MNIST" / "raw" / filename.removesuffix(".gz")
+        src.rename(Path(download_root) / src.name)
+
+    monkeypatch.setattr(tv_mnist, "download_and_extract_archive", fake)
+    data = load_dataset(cfg(tmp_path / "root", download=True))
+    assert len(calls) == 4 and all(u.startswith(MNIST.mirrors[0]) for u in calls)
+    assert np.array_equal(data.x_train[:, 0].numpy(), ref["train"][0])

@@ -85,3 +85,41 @@ def test_files_that_are_not_svhn_are_one_line_errors(tmp_path):
     scipy.io.savemat(path, {"X": np.zeros((32, 32, 3, 2), np.uint8), "y": np.array([[0], [3]])})
     with pytest.raises(DataError, match=r"label 0 found; expected 1..10 \(10: the digit 0\)"):
         load_dataset(cfg(tmp_path))
+
+
+def test_download_fetches_only_the_missing_files(tmp_path, monkeypatch):
+    """data.download: torchvision's download_url for each missing split (offline here: it
+    writes our files); offline for real, a one-line error."""
+    import urllib.error
+
+    import torchvision.datasets.utils as tv_utils
+
+    make_svhn_folder(tmp_path / "files")
+    (tmp_path / "root").mkdir()
+    (tmp_path / "files" / "train_32x32.mat").rename(tmp_path / "root" / "train_32x32.mat")
+    fetched = []
+
+    def fake(url, root, filename, md5):
+        fetched.append((url, filename, md5))
+        (tmp_path / "files" / filename).rename(Path(root) / filename)
+
+    monkeypatch.setattr(tv_utils, "download_url", fake)
+    data = load_dataset(cfg(tmp_path / "root", download=True))
+    assert fetched == [
+        (
+            "http://ufldl.stanford.edu/housenumbers/test_32x32.mat",
+            "test_32x32.mat",
+            "eb5a983be6a315427106f1b164d9cef3",
+        )
+    ]
+    assert data.x_test.shape == (20, 3, 32, 32)
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(tv_utils, "download_url", offline)
+    with pytest.raises(
+        DataError, match=r"^data.download: could not download SVHN from http://ufldl.*online"
+    ) as err:
+        load_dataset(cfg(tmp_path / "empty", download=True))
+    assert "\n" not in str(err.value)
