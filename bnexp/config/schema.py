@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from bnexp.config.datasets import DOWNLOADS, INPUT_SHAPES, ROOT_HOLDS, SUBSET_SETS, DatasetName
 from bnexp.config.regime import AugmentConfig, LrScheduleConfig, check_schedule
 from bnexp.config.strict import Strict
 
@@ -41,23 +42,21 @@ class BinaryConfig(Strict):
 
 
 class DataConfig(Strict):
-    dataset: Literal["digits", "catvnoncat", "cifar10", "npz"] = "digits"
-    # catvnoncat: the folder holding train_catvnoncat.h5 and test_catvnoncat.h5;
-    # cifar10: the folder holding cifar-10-batches-py/ (torchvision's layout). Relative to the cwd.
+    dataset: DatasetName = "digits"
+    # the folder holding the dataset's files (ROOT_HOLDS; docs/datasets.md). Relative to the cwd.
     root: str | None = None
     train: str | None = None  # npz: training file with x (N, H, W, C) or (N, D) and y (N,)
     test: str | None = None  # npz: test file, same layout as train
-    download: bool = (
-        False  # cifar10: download into root when the files are missing (needs the internet)
-    )
+    # cifar10, cifar100, mnist, fashion_mnist, svhn: download into root with torchvision when the
+    # files are missing (needs the internet)
+    download: bool = False
     class_names: list[str] | None = (
         None  # npz: names of labels 0..K-1 (default: the file's `classes`, else "0".."K-1")
     )
-    classes: list[str] | None = (
-        None  # cifar10/npz: keep only these classes, relabelled 0..k-1 in this order
-    )
-    binary: BinaryConfig | None = None  # cifar10/npz: positive class vs the rest; one logit + BCE
-    # cifar10/npz: images per class, drawn by `seed` (None: all). With `binary`: positives, and
+    # the subset keys apply to every dataset but digits and catvnoncat (SUBSET_SETS):
+    classes: list[str] | None = None  # keep only these classes, relabelled 0..k-1 in this order
+    binary: BinaryConfig | None = None  # positive class vs the rest; one logit + BCE
+    # images per class, drawn by `seed` (None: all). With `binary`: positives, and
     # negatives_per_positive times as many negatives spread evenly over the other classes.
     train_per_class: PositiveInt | None = None
     test_per_class: PositiveInt | None = None
@@ -76,31 +75,29 @@ class DataConfig(Strict):
     @model_validator(mode="after")
     def _keys_fit_dataset(self) -> DataConfig:
         applies_to = {  # key -> the datasets it applies to
-            "root": ("catvnoncat", "cifar10"),
+            "root": tuple(ROOT_HOLDS),
             "train": ("npz",),
             "test": ("npz",),
-            "download": ("cifar10",),
+            "download": DOWNLOADS,
             "class_names": ("npz",),
-            "classes": ("cifar10", "npz"),
-            "binary": ("cifar10", "npz"),
-            "train_per_class": ("cifar10", "npz"),
-            "test_per_class": ("cifar10", "npz"),
+            "classes": SUBSET_SETS,
+            "binary": SUBSET_SETS,
+            "train_per_class": SUBSET_SETS,
+            "test_per_class": SUBSET_SETS,
         }
         problems = []
         for key, datasets in applies_to.items():
             value = getattr(self, key)
             if value not in (None, False) and self.dataset not in datasets:
+                names = ", ".join(datasets[:-1]) + " or " * (len(datasets) > 1) + datasets[-1]
                 problems.append(
-                    f"data.{key} applies only to dataset {' or '.join(datasets)} (dataset is "
-                    f"{self.dataset})"
+                    f"data.{key} applies only to dataset {names} (dataset is {self.dataset})"
                 )
-        if self.dataset in ("catvnoncat", "cifar10") and not self.root:
-            held = (
-                "train_catvnoncat.h5 and test_catvnoncat.h5"
-                if self.dataset == "catvnoncat"
-                else "cifar-10-batches-py/"
+        if self.dataset in ROOT_HOLDS and not self.root:
+            problems.append(
+                f"dataset {self.dataset} needs data.root (the folder holding "
+                f"{ROOT_HOLDS[self.dataset]})"
             )
-            problems.append(f"dataset {self.dataset} needs data.root (the folder holding {held})")
         if self.dataset == "npz":
             for key in ("train", "test"):
                 if not getattr(self, key):
@@ -428,15 +425,11 @@ class ExperimentConfig(RunConfig):
     track: TrackConfig = Field(default_factory=TrackConfig)
 
 
-# one example's (C, H, W) per dataset, for the memory estimate (npz: unknown, taken as 1 value)
-_INPUT_SHAPES = {"digits": (1, 8, 8), "catvnoncat": (3, 64, 64), "cifar10": (3, 32, 32)}
-
-
 def memory_lower_bound(cfg: RunConfig) -> int:
     """Bytes a run needs at least: float32 parameters with their gradients and optimizer state,
     plus the widest layer's activations for one (training or evaluation) batch. A lower bound
     (one output, no other activations): what it refuses can never fit."""
-    c, h, w = _INPUT_SHAPES.get(cfg.data.dataset, (1, 1, 1))
+    c, h, w = INPUT_SHAPES.get(cfg.data.dataset, (1, 1, 1))
     m = cfg.model
     if m.arch == "mlp":
         sizes = [c * h * w, *m.hidden, 1]

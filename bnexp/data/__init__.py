@@ -1,7 +1,9 @@
 """Datasets as in-memory tensors: one module per dataset, one `Dataset` shape for all.
 
-digits (embedded), catvnoncat (the course's HDF5 files), cifar10 (torchvision's folder) and npz
-(users' own arrays); `subsets` draws classes / binary / n-per-class subsets of the last two.
+digits (embedded), catvnoncat (the course's HDF5 files), cifar10, cifar100, mnist (and
+fashion_mnist) and svhn (torchvision's files, read here), imagefolder (a folder per class) and
+npz (users' own arrays); `subsets` draws classes / binary / n-per-class subsets of all but the
+first two. No file read as data runs code (`pickles`; docs/datasets.md).
 `load_dataset(cfg, device)` is cached per process by the data config, so a sweep reads its
 files once and keeps them as tensors on the run's device.
 """
@@ -137,6 +139,14 @@ def _load_cached(cfg_json: str) -> Dataset:
         from bnexp.data.catvnoncat import load_catvnoncat as load
     elif cfg.dataset == "cifar10":
         from bnexp.data.cifar10 import load_cifar10 as load
+    elif cfg.dataset == "cifar100":
+        from bnexp.data.cifar100 import load_cifar100 as load
+    elif cfg.dataset in ("mnist", "fashion_mnist"):
+        from bnexp.data.mnist import load_mnist as load
+    elif cfg.dataset == "svhn":
+        from bnexp.data.svhn import load_svhn as load
+    elif cfg.dataset == "imagefolder":
+        from bnexp.data.imagefolder import load_imagefolder as load
     else:
         from bnexp.data.npz import load_npz as load
     data = load(cfg)

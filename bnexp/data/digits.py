@@ -69,7 +69,7 @@ def cache_path(cfg: DataConfig):
 def _cached_split(cfg: DataConfig) -> dict[str, np.ndarray]:
     path = cache_path(cfg)
     try:
-        with np.load(path) as f:
+        with np.load(path, allow_pickle=False) as f:  # a planted object array runs nothing
             return {k: f[k] for k in _ARRAYS}
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
         if path.exists():

@@ -267,3 +267,92 @@ def test_bad_augment_settings_are_one_line_errors(tmp_path):
     assert "data.augment.crop_padding" in line, line
     [line] = problems(write(tmp_path, "name: x\ndata:\n  augment: {flip: true}\n"))
     assert "data.augment.flip: unknown key; did you mean 'hflip'?" in line, line
+
+# ---------------------------------------------------------- torchvision's datasets (issue 24)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"dataset": "mnist"}, "dataset mnist needs data.root (the folder holding MNIST/raw/)"),
+        (
+            {"dataset": "fashion_mnist"},
+            "dataset fashion_mnist needs data.root (the folder holding FashionMNIST/raw/)",
+        ),
+        ({"dataset": "cifar100"}, "needs data.root (the folder holding cifar-100-python/)"),
+        ({"dataset": "svhn"}, "(the folder holding train_32x32.mat and test_32x32.mat)"),
+        (
+            {"dataset": "imagefolder"},
+            "(the folder holding train/<class>/ and test/<class>/ image folders)",
+        ),
+        (
+            {"dataset": "imagefolder", "root": "r", "download": True},
+            "data.download applies only to dataset cifar10, cifar100, mnist, fashion_mnist or svhn "
+            "(dataset is imagefolder)",
+        ),
+        (
+            {"dataset": "mnist", "root": "r", "class_names": ["a"]},
+            "data.class_names applies only to dataset npz (dataset is mnist)",
+        ),
+        ({"dataset": "mnist", "root": "r", "classes": [3]}, "data.classes needs at least 2"),
+        ({"dataset": "emnist", "root": "r"}, "data.dataset: Input should be 'digits', "),
+    ],
+)
+def test_new_datasets_keys_are_checked(data, message):
+    with pytest.raises(ConfigError) as err:
+        experiment_from_dict({"data": data})
+    assert message in str(err.value) and len(err.value.problems) == 1, str(err.value)
+
+
+def test_new_datasets_take_the_subset_keys_and_leave_old_run_ids_alone():
+    for dataset in ("mnist", "fashion_mnist", "cifar100", "svhn", "imagefolder"):
+        data = {
+            "dataset": dataset,
+            "root": "r",
+            "classes": [1, 2, 3],
+            "binary": {"positive": 2},
+            "train_per_class": 5,
+            "test_per_class": 2,
+        }
+        cfg = RunConfig.model_validate({"data": data}).data
+        assert cfg.classes == ["1", "2", "3"] and cfg.binary.positive == "2"
+    # existing configs keep their ids (computed with the code before these datasets existed)
+    before = {
+        "4cefceea1f": {"train": {"lr": 0.5}},
+        "bf7f28e772": {
+            "data": {"dataset": "cifar10", "root": "r", "classes": ["cat", "dog"]}
+            | {"train_per_class": 5}
+        },
+        "2186ab1321": {"data": {"dataset": "npz", "train": "a", "test": "b"}},
+    }
+    for rid, config in before.items():
+        assert run_id(RunConfig.model_validate(config)) == rid, config
+
+
+def test_memory_bound_takes_each_datasets_input_shape():
+    from bnexp.config.schema import memory_lower_bound
+
+    def bound(dataset: str) -> int:
+        return memory_lower_bound(
+            RunConfig.model_validate(
+                {"data": {"dataset": dataset, "root": "r"}, "model": {"hidden": [10]}}
+            )
+        )
+
+    for dataset, inputs in (
+        ("mnist", 784),
+        ("fashion_mnist", 784),
+        ("svhn", 3072),
+        ("cifar100", 3072),
+    ):
+        params = inputs * 10 + 10 + 10 + 1  # MLP inputs -> 10 -> 1, plain SGD: x2 (grad)
+        assert bound(dataset) == 4 * (params * 2 + 4096 * 10), dataset
+
+
+def test_a_python_tag_in_a_config_runs_nothing(tmp_path):
+    """Configs are read by a SafeLoader: a tag that would call os.system is a config error."""
+    marker = tmp_path / "marker"
+    path = write(tmp_path, f"name: !!python/object/apply:os.system [\"touch '{marker}'\"]\n")
+    found = problems(path)
+    assert len(found) == 1 and found[0].startswith(f"{path}:1"), found
+    assert "python/object/apply:os.system" in found[0] and not marker.exists()
