@@ -45,6 +45,9 @@ class BinaryConfig(Strict):
 
 
 class DataConfig(Strict):
+    """The data set, its split and subsets; images stay uint8 in memory, scaled per batch."""
+
+    # digits is scikit-learn's bundled 8x8 digits (no download); npz: your own arrays
     dataset: Literal["digits", "catvnoncat", "cifar10", "npz"] = "digits"
     # catvnoncat: the folder holding train_catvnoncat.h5 and test_catvnoncat.h5;
     # cifar10: the folder holding cifar-10-batches-py/ (torchvision's layout). Relative to the cwd.
@@ -64,7 +67,7 @@ class DataConfig(Strict):
     # cifar10/npz: images per class, drawn by `seed` (None: all). With `binary`: positives, and
     # negatives_per_positive times as many negatives spread evenly over the other classes.
     train_per_class: PositiveInt | None = None
-    test_per_class: PositiveInt | None = None
+    test_per_class: PositiveInt | None = None  # the same for the test set
     # fixes the train/test split and any subset, independent of train.seed
     seed: int = Field(0, ge=0, lt=SEED_BOUND)
     test_fraction: float = Field(0.25, gt=0, lt=1)  # digits: share held out, stratified
@@ -138,14 +141,16 @@ class NoisyBNConfig(Strict):
 
 
 class ModelConfig(Strict):
-    arch: Literal["mlp", "cnn"] = "mlp"
+    """The network (an MLP or a CNN), its normalization and the controls of our BN layer."""
+
+    arch: Literal["mlp", "cnn"] = "mlp"  # mlp: Linear layers; cnn: 3x3 conv blocks
     hidden: list[PositiveInt] = Field(default_factory=lambda: [100, 100, 100])  # MLP widths
     channels: list[PositiveInt] = Field(default_factory=lambda: [32, 64, 128])  # CNN blocks
-    activation: Literal["relu", "sigmoid", "tanh"] = "relu"
-    norm: Literal["none", "torch", "custom"] = "none"
+    activation: Literal["relu", "sigmoid", "tanh"] = "relu"  # the nonlinearity g
+    norm: Literal["none", "torch", "custom"] = "none"  # no BN, torch's BatchNorm or ours
     # pre_activation: z -> BN -> g (the lecture's z -> z~ -> g(z~)); post_activation: g(z) -> BN
     norm_position: Literal["pre_activation", "post_activation"] = "pre_activation"
-    bn_eps: PositiveFloat = 1e-5
+    bn_eps: PositiveFloat = 1e-5  # ε in (z − μ)/√(σ² + ε)
     bn_momentum: float | None = Field(0.1, ge=0, le=1)  # torch's convention; None = cumulative
     # The controls below separate BN's two effects; they exist only on our layer (norm: custom).
     # Statistics over virtual sub-batches of this size (Hoffer et al. 2017): changes the
@@ -193,26 +198,28 @@ class LrScalingConfig(Strict):
     lr_used = train.lr * (batch_size / base_batch_size) ** p, with p = 1 for linear (Goyal et al.
     2017) and 1/2 for sqrt (Hoffer et al. 2017); none keeps train.lr at every batch size."""
 
-    rule: Literal["none", "linear", "sqrt"] = "none"
+    rule: Literal["none", "linear", "sqrt"] = "none"  # p = 1 (linear), 1/2 (sqrt); none: lr as is
     base_batch_size: PositiveInt = 64  # the batch size at which train.lr is used as written
 
 
 class TrainConfig(Strict):
-    optimizer: Literal["sgd", "adam"] = "sgd"
+    """The optimizer, its schedule and budget, the seed and where a run trains."""
+
+    optimizer: Literal["sgd", "adam"] = "sgd"  # sgd: bnexp's own (torch.optim.SGD's update)
     lr: PositiveFloat = 0.1  # at lr_scaling.base_batch_size when lr_scaling is set
     lr_scaling: LrScalingConfig | None = None  # null: train.lr at every batch size
     momentum: float = Field(0.0, ge=0, lt=1)  # SGD momentum (torch's convention)
-    nesterov: bool = False
-    weight_decay: NonNegativeFloat = 0.0
-    batch_size: PositiveInt = 64
-    epochs: PositiveInt = 10
+    nesterov: bool = False  # Nesterov momentum (needs sgd and momentum > 0)
+    weight_decay: NonNegativeFloat = 0.0  # L2 penalty added to the gradient (torch's)
+    batch_size: PositiveInt = 64  # examples per optimizer step (a last batch of 1 is dropped)
+    epochs: PositiveInt = 10  # passes over the training set
     # the budget in optimizer steps instead of epochs (the last epoch cut short), so that a
     # batch-size sweep can hold the number of updates fixed; null: train.epochs whole epochs
     steps: PositiveInt | None = None
     # initial weights and data order; shared by every norm variant (paired runs)
     seed: int = Field(0, ge=0, lt=SEED_BOUND)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    eval_batch_size: PositiveInt = 4096
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available, else cpu
+    eval_batch_size: PositiveInt = 4096  # examples per forward pass when evaluating
     eval_every_steps: PositiveInt | None = None  # extra evaluations between epoch ends
     # a resumable checkpoint every N epochs (model, optimizer, data order, metrics so far);
     # 0 = never.
@@ -281,7 +288,9 @@ class TrainConfig(Strict):
 
 
 class TargetConfig(Strict):
-    metric: Literal["train_acc", "test_acc", "train_loss", "test_loss"] = "train_acc"
+    """The target whose first meeting gives steps_to_target (the speed-up's measure)."""
+
+    metric: Literal["train_acc", "test_acc", "train_loss", "test_loss"] = "train_acc"  # watched
     value: float  # accuracies: reached when >= value; losses: reached when <= value
 
 
@@ -327,6 +336,8 @@ class BatchStatNoiseConfig(Strict):
 
 
 class MeasureConfig(Strict):
+    """What a run measures besides its metrics: the target, probes, ICS, BN noise."""
+
     target: TargetConfig | None = None  # speed-up = steps until it is first met
     # Evaluation off the critical path: between the whole-set evaluations (metrics.csv: the first,
     # the last, and each one whose estimate is near the target until the whole training set
@@ -406,6 +417,8 @@ class RunConfig(Strict):
 
 
 class MlflowTrackConfig(Strict):
+    """MLflow logging: where its store is and the experiment's name there."""
+
     tracking_uri: str | None = None  # None: sqlite:///<out>/<name>/mlflow.db, beside the results
     experiment: str | None = None  # the MLflow experiment; None: the experiment's name
 
