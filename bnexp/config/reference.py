@@ -179,20 +179,19 @@ def _yaml(value: object) -> str:
 # --------------------------------------------------------------------------- the walk
 
 
-def sections(cls: type[BaseModel] = RunConfig, prefix: str = "") -> list[Section]:
-    """`cls`'s keys as one section, then each nested model's keys as sections of their own."""
+def sections(cls: type[BaseModel] = RunConfig, prefix: str = "", doc: str = "") -> list[Section]:
+    """`cls`'s keys as one section, then each nested model's keys as sections of their own. A
+    section is described by its class docstring, else by the meaning of the key holding it."""
     own: list[Key] = []
     nested: list[Section] = []
     for name, info in cls.model_fields.items():
-        dotted = f"{prefix}{name}"
-        own.append(
-            Key(dotted, type_text(info.annotation, info.metadata), default_text(info),
-                meaning(cls, name, info))
-        )  # fmt: skip
+        key = Key(f"{prefix}{name}", type_text(info.annotation, info.metadata),
+                  default_text(info), meaning(cls, name, info))  # fmt: skip
+        own.append(key)
         model = _model_of(info.annotation)
         if model is not None:
-            nested += sections(model, f"{dotted}.")
-    return [Section(prefix.rstrip("."), _docstring(cls), own), *nested]
+            nested += sections(model, f"{key.name}.", key.meaning)
+    return [Section(prefix.rstrip("."), _docstring(cls) or doc, own), *nested]
 
 
 def experiment_sections() -> list[Section]:
@@ -207,7 +206,7 @@ def experiment_sections() -> list[Section]:
         s
         for n, i in ExperimentConfig.model_fields.items()
         if n not in run_keys and _model_of(i.annotation) is not None
-        for s in sections(_model_of(i.annotation), f"{n}.")
+        for s in sections(_model_of(i.annotation), f"{n}.", meaning(ExperimentConfig, n, i))
     ]
     doc = "Keys of the experiment file that are not part of a run config (no run id)."
     return [*sections(), Section("(experiment file)", doc, extra), *nested]
@@ -231,7 +230,7 @@ def reference_markdown() -> str:
         title = f"`{s.prefix}`" if s.prefix and "(" not in s.prefix else s.prefix or "top level"
         lines += [f"## {title}", ""]
         if s.doc:
-            lines += [s.doc, ""]
+            lines += [s.doc[0].upper() + s.doc[1:] + ("" if s.doc.endswith(".") else "."), ""]
         lines += ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
         lines += [
             f"| `{k.name}` | {_cell(k.type)} | `{_cell(k.default)}` | {_cell(k.meaning)} |"

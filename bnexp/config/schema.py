@@ -45,10 +45,7 @@ class BinaryConfig(Strict):
 
 
 class DataConfig(Strict):
-    """The data set, its split and subsets; images stay uint8 in memory, scaled per batch."""
-
-    # digits is scikit-learn's bundled 8x8 digits (no download); npz: your own arrays
-    dataset: Literal["digits", "catvnoncat", "cifar10", "npz"] = "digits"
+    dataset: Literal["digits", "catvnoncat", "cifar10", "npz"] = "digits"  # digits: no download
     # catvnoncat: the folder holding train_catvnoncat.h5 and test_catvnoncat.h5;
     # cifar10: the folder holding cifar-10-batches-py/ (torchvision's layout). Relative to the cwd.
     root: str | None = None
@@ -141,8 +138,6 @@ class NoisyBNConfig(Strict):
 
 
 class ModelConfig(Strict):
-    """The network (an MLP or a CNN), its normalization and the controls of our BN layer."""
-
     arch: Literal["mlp", "cnn"] = "mlp"  # mlp: Linear layers; cnn: 3x3 conv blocks
     hidden: list[PositiveInt] = Field(default_factory=lambda: [100, 100, 100])  # MLP widths
     channels: list[PositiveInt] = Field(default_factory=lambda: [32, 64, 128])  # CNN blocks
@@ -203,8 +198,6 @@ class LrScalingConfig(Strict):
 
 
 class TrainConfig(Strict):
-    """The optimizer, its schedule and budget, the seed and where a run trains."""
-
     optimizer: Literal["sgd", "adam"] = "sgd"  # sgd: bnexp's own (torch.optim.SGD's update)
     lr: PositiveFloat = 0.1  # at lr_scaling.base_batch_size when lr_scaling is set
     lr_scaling: LrScalingConfig | None = None  # null: train.lr at every batch size
@@ -288,8 +281,6 @@ class TrainConfig(Strict):
 
 
 class TargetConfig(Strict):
-    """The target whose first meeting gives steps_to_target (the speed-up's measure)."""
-
     metric: Literal["train_acc", "test_acc", "train_loss", "test_loss"] = "train_acc"  # watched
     value: float  # accuracies: reached when >= value; losses: reached when <= value
 
@@ -336,8 +327,6 @@ class BatchStatNoiseConfig(Strict):
 
 
 class MeasureConfig(Strict):
-    """What a run measures besides its metrics: the target, probes, ICS, BN noise."""
-
     target: TargetConfig | None = None  # speed-up = steps until it is first met
     # Evaluation off the critical path: between the whole-set evaluations (metrics.csv: the first,
     # the last, and each one whose estimate is near the target until the whole training set
@@ -367,10 +356,10 @@ class RunConfig(Strict):
 
     # the results folder's name: a file name, so at most NAME_MAX (255) bytes; 128 leaves room
     name: str = Field("experiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=128)
-    data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    measure: MeasureConfig = Field(default_factory=MeasureConfig)
+    data: DataConfig = Field(default_factory=DataConfig)  # the data set, its split and subsets
+    model: ModelConfig = Field(default_factory=ModelConfig)  # the network and its normalization
+    train: TrainConfig = Field(default_factory=TrainConfig)  # optimizer, budget, seed, device
+    measure: MeasureConfig = Field(default_factory=MeasureConfig)  # target, probes, ICS, BN noise
 
     @model_validator(mode="after")
     def _probed_layers_exist(self) -> RunConfig:
@@ -417,8 +406,6 @@ class RunConfig(Strict):
 
 
 class MlflowTrackConfig(Strict):
-    """MLflow logging: where its store is and the experiment's name there."""
-
     tracking_uri: str | None = None  # None: sqlite:///<out>/<name>/mlflow.db, beside the results
     experiment: str | None = None  # the MLflow experiment; None: the experiment's name
 
