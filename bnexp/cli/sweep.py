@@ -135,7 +135,7 @@ def run(
 ) -> None:
     """Run an experiment: every run of its sweep, then summary.csv and the report.
 
-    Results go to OUT/<name>/ (see the README for the layout). A rerun of the same command skips
+    Results go to OUT/<name>/ (docs/usage.md describes it). A rerun of the same command skips
     finished runs, resumes interrupted ones from their last checkpoint, and shares the work with
     any other `bnexp run` on the same folder (each run is claimed with a lock). Ctrl-C or SIGTERM
     stops within seconds and prints the command that resumes (exit 130 or 143). Exits 1 if any
