@@ -23,7 +23,7 @@ seeds_set = $(if $(strip $(SEEDS)),--set 'sweep.train.seed=$(call yaml_list,$(SE
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install quickstart test test-fast lint bench bench-gpu clean sweep-batch sweep-lr report reproduce reproduce-check
+.PHONY: help install quickstart test test-fast lint docs bench bench-gpu clean sweep-batch sweep-lr report reproduce reproduce-check
 
 help: ## List the targets and what they do
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -83,6 +83,9 @@ bench-gpu: $(STAMP) ## The same comparisons on a CUDA GPU (section gpu and the B
 
 lint: $(STAMP) ## Check style with ruff
 	$(BIN)/ruff check bnexp tests benchmarks
+
+docs: $(STAMP) ## Regenerate docs/config.md (the config reference) from the schema
+	$(BIN)/python -m bnexp.config.reference > docs/config.md.tmp && mv docs/config.md.tmp docs/config.md
 
 clean: ## Remove caches and results (keeps .venv; `rm -rf .venv` for a full reset)
 	rm -rf .pytest_cache .ruff_cache bnexp.egg-info

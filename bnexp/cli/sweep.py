@@ -113,6 +113,14 @@ def run(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Log data shapes and per-run notes.")
     ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            help="Print only the claims (no progress, no tables); errors still go to stderr.",
+        ),
+    ] = False,
     track: Annotated[
         list[str] | None,
         typer.Option(
@@ -127,7 +135,7 @@ def run(
 ) -> None:
     """Run an experiment: every run of its sweep, then summary.csv and the report.
 
-    Results go to OUT/<name>/ (see the README for the layout). A rerun of the same command skips
+    Results go to OUT/<name>/ (docs/usage.md describes it). A rerun of the same command skips
     finished runs, resumes interrupted ones from their last checkpoint, and shares the work with
     any other `bnexp run` on the same folder (each run is claimed with a lock). Ctrl-C or SIGTERM
     stops within seconds and prints the command that resumes (exit 130 or 143). Exits 1 if any
@@ -158,6 +166,7 @@ def run(
             TimeElapsedColumn(),
             console=err_console,
             transient=False,
+            disable=quiet,
         ) as progress:
             tasks: dict[str, int] = {}
             counts = {"done": 0, "todo": 0}  # finished runs, for the lines of a log file
@@ -180,7 +189,7 @@ def run(
             def on_outcome(o: Outcome) -> None:
                 progress.advance(tasks["runs"])
                 trackers.log_run(o.run_id)
-                if not err_console.is_terminal:  # a log file: rich draws no bar there, so a line
+                if not err_console.is_terminal and not quiet:  # a log file gets a line, no bar
                     counts["done"] += 1
                     line = f"run {counts['done']}/{counts['todo']}: {o.run_id} {o.status}"
                     err_console.print(f"{line} ({o.seconds:.0f} s)", highlight=False)
@@ -218,24 +227,26 @@ def run(
 
         err_console.print("[yellow]interrupted[/] before any run started", highlight=False)
         raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
-    if result.skipped:
+    if result.skipped and not quiet:
         console.print(f"skipped {len(result.skipped)} run(s) already finished")
     if not result.summary.empty:
         from bnexp.report import build_report, print_report
 
         try:
-            print_report(build_report(result.results_dir), console)
+            report = build_report(result.results_dir)
+            print_report(report, console, detail="claims" if quiet else "summary")
         except BnexpError as e:
             raise _fail(e) from None
     trackers.close(interrupted=result.interrupted)
-    for line in trackers.where():
+    for line in [] if quiet else trackers.where():
         console.print(f"tracked: {line}", highlight=False, soft_wrap=True)
-    if result.diverged:
-        console.print(
+    if result.diverged:  # a warning: with --quiet on stderr, stdout holding only the claims
+        (err_console if quiet else console).print(
             f"[yellow]diverged[/]: {len(result.diverged)} run(s) stopped early on a NaN/inf "
             f"or too-large loss: {', '.join(result.diverged)}"
         )
-    console.print(f"results: {result.results_dir}")
+    if not quiet:
+        console.print(f"results: {result.results_dir}")
     if result.interrupted:
         done = sum(o.status in ("complete", "diverged") for o in result.outcomes.values())
         by = "SIGTERM" if result.stop_signal == signal.SIGTERM else "Ctrl-C"
@@ -270,23 +281,31 @@ _STATE_STYLES = {
 
 
 def _status_table(results: Path):
-    """The status of a sweep (bnexp.sweep.status) as a table: one row per cell, one column per
-    state; returns (table, every run done or failed, notes on damaged files)."""
+    """The status of a sweep (bnexp.sweep.status) as a table that reads at 80 columns: one row
+    per cell, the swept keys by their last part (the whole key where two share it), and a
+    column per state that some run is in (done and missing always); returns (table, every run
+    done or failed, notes on damaged files)."""
+    from rich import box
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
     from bnexp.sweep.status import COLUMNS, sweep_status
 
     st = sweep_status(results)
     counts = ", ".join(f"{v} {k}" for k, v in st.totals.items() if v)
-    table = Table(title=f"{results}: {st.runs} run(s) — {counts}")
-    for key in st.keys:
-        table.add_column(key, justify="right")
-    shown = [c for c in COLUMNS if c != "damaged" or st.totals["damaged"]]
+    title = Text(f"{results}: {st.runs} run(s) — {counts}", style="italic")
+    table = Table(box=box.SIMPLE_HEAD)
+    last = [k.split(".")[-1] for k in st.keys]
+    for key, short in zip(st.keys, last, strict=True):
+        table.add_column(short if last.count(short) == 1 else key, justify="right")
+    shown = [c for c in COLUMNS if c in ("done", "missing") or st.totals[c]]
     for state in shown:
         table.add_column(state, justify="right", style=_STATE_STYLES[state])
     for cell, c in st.cells.items():
-        table.add_row(*(str(v) for v in cell), *(str(c[s]) if c[s] else "·" for s in shown))
-    return table, st.finished, st.notes
+        values = ("null" if v is None or str(v) in ("", "nan", "None") else str(v) for v in cell)
+        table.add_row(*values, *(str(c[s]) if c[s] else "·" for s in shown))
+    return Group(title, table), st.finished, st.notes
 
 
 @app.command()

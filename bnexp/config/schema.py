@@ -42,7 +42,7 @@ class BinaryConfig(Strict):
 
 
 class DataConfig(Strict):
-    dataset: DatasetName = "digits"
+    dataset: DatasetName = "digits"  # digits: no download
     # the folder holding the dataset's files (ROOT_HOLDS; docs/datasets.md). Relative to the cwd.
     root: str | None = None
     train: str | None = None  # npz: training file with x (N, H, W, C) or (N, D) and y (N,)
@@ -59,7 +59,7 @@ class DataConfig(Strict):
     # images per class, drawn by `seed` (None: all). With `binary`: positives, and
     # negatives_per_positive times as many negatives spread evenly over the other classes.
     train_per_class: PositiveInt | None = None
-    test_per_class: PositiveInt | None = None
+    test_per_class: PositiveInt | None = None  # the same for the test set
     # fixes the train/test split and any subset, independent of train.seed
     seed: int = Field(0, ge=0, lt=SEED_BOUND)
     test_fraction: float = Field(0.25, gt=0, lt=1)  # digits: share held out, stratified
@@ -132,14 +132,14 @@ class NoisyBNConfig(Strict):
 
 
 class ModelConfig(Strict):
-    arch: Literal["mlp", "cnn"] = "mlp"
+    arch: Literal["mlp", "cnn"] = "mlp"  # mlp: Linear layers; cnn: 3x3 conv blocks
     hidden: list[PositiveInt] = Field(default_factory=lambda: [100, 100, 100])  # MLP widths
     channels: list[PositiveInt] = Field(default_factory=lambda: [32, 64, 128])  # CNN blocks
-    activation: Literal["relu", "sigmoid", "tanh"] = "relu"
-    norm: Literal["none", "torch", "custom"] = "none"
+    activation: Literal["relu", "sigmoid", "tanh"] = "relu"  # the nonlinearity g
+    norm: Literal["none", "torch", "custom"] = "none"  # no BN, torch's BatchNorm or ours
     # pre_activation: z -> BN -> g (the lecture's z -> z~ -> g(z~)); post_activation: g(z) -> BN
     norm_position: Literal["pre_activation", "post_activation"] = "pre_activation"
-    bn_eps: PositiveFloat = 1e-5
+    bn_eps: PositiveFloat = 1e-5  # ε in (z − μ)/√(σ² + ε)
     bn_momentum: float | None = Field(0.1, ge=0, le=1)  # torch's convention; None = cumulative
     # The controls below separate BN's two effects; they exist only on our layer (norm: custom).
     # Statistics over virtual sub-batches of this size (Hoffer et al. 2017): changes the
@@ -187,28 +187,28 @@ class LrScalingConfig(Strict):
     lr_used = train.lr * (batch_size / base_batch_size) ** p, with p = 1 for linear (Goyal et al.
     2017) and 1/2 for sqrt (Hoffer et al. 2017); none keeps train.lr at every batch size."""
 
-    rule: Literal["none", "linear", "sqrt"] = "none"
+    rule: Literal["none", "linear", "sqrt"] = "none"  # p = 1 (linear), 1/2 (sqrt); none: lr as is
     base_batch_size: PositiveInt = 64  # the batch size at which train.lr is used as written
 
 
 class TrainConfig(Strict):
-    optimizer: Literal["sgd", "adam"] = "sgd"
+    optimizer: Literal["sgd", "adam"] = "sgd"  # sgd: bnexp's own (torch.optim.SGD's update)
     lr: PositiveFloat = 0.1  # at lr_scaling.base_batch_size when lr_scaling is set
     lr_scaling: LrScalingConfig | None = None  # null: train.lr at every batch size
     momentum: float = Field(0.0, ge=0, lt=1)  # SGD momentum (torch's convention)
-    nesterov: bool = False
-    weight_decay: NonNegativeFloat = 0.0
+    nesterov: bool = False  # Nesterov momentum (needs sgd and momentum > 0)
+    weight_decay: NonNegativeFloat = 0.0  # L2 penalty added to the gradient (torch's)
     weight_decay_norm: bool = False  # decay BN's gamma/beta too (false: all but them)
     lr_schedule: LrScheduleConfig | None = None  # the lr per step; null: lr_used throughout
-    batch_size: PositiveInt = 64
-    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 64  # examples per optimizer step (a last batch of 1 is dropped)
+    epochs: PositiveInt = 10  # passes over the training set
     # the budget in optimizer steps instead of epochs (the last epoch cut short), so that a
     # batch-size sweep can hold the number of updates fixed; null: train.epochs whole epochs
     steps: PositiveInt | None = None
     # initial weights and data order; shared by every norm variant (paired runs)
     seed: int = Field(0, ge=0, lt=SEED_BOUND)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    eval_batch_size: PositiveInt = 4096
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available, else cpu
+    eval_batch_size: PositiveInt = 4096  # examples per forward pass when evaluating
     eval_every_steps: PositiveInt | None = None  # extra evaluations between epoch ends
     # a resumable checkpoint every N epochs (model, optimizer, data order, metrics so far);
     # 0 = never.
@@ -278,7 +278,7 @@ class TrainConfig(Strict):
 
 
 class TargetConfig(Strict):
-    metric: Literal["train_acc", "test_acc", "train_loss", "test_loss"] = "train_acc"
+    metric: Literal["train_acc", "test_acc", "train_loss", "test_loss"] = "train_acc"  # watched
     value: float  # accuracies: reached when >= value; losses: reached when <= value
 
 
@@ -353,10 +353,10 @@ class RunConfig(Strict):
 
     # the results folder's name: a file name, so at most NAME_MAX (255) bytes; 128 leaves room
     name: str = Field("experiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=128)
-    data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    measure: MeasureConfig = Field(default_factory=MeasureConfig)
+    data: DataConfig = Field(default_factory=DataConfig)  # the data set, its split and subsets
+    model: ModelConfig = Field(default_factory=ModelConfig)  # the network and its normalization
+    train: TrainConfig = Field(default_factory=TrainConfig)  # optimizer, budget, seed, device
+    measure: MeasureConfig = Field(default_factory=MeasureConfig)  # target, probes, ICS, BN noise
 
     @model_validator(mode="after")
     def _probed_layers_exist(self) -> RunConfig:

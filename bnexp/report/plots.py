@@ -142,6 +142,11 @@ def plot_gen_gap(reg: pd.DataFrame, x: str, path: Path, xlabel: str) -> Path | N
     """gen_gap vs `x` (log2 axis) with 95% CI error bars; one line per norm x other cell keys."""
     if reg.empty or x not in reg.columns or "gen_gap_mean" not in reg.columns:
         return None
+    # sizes on a log axis: none finite (a sweep of ghost_batch_size: [null]) leaves no x to plot
+    xs_all = pd.to_numeric(reg[x], errors="coerce")
+    xs_all = xs_all[np.isfinite(xs_all) & (xs_all > 0)]
+    if xs_all.empty or reg.loc[xs_all.index, "gen_gap_mean"].isna().all():
+        return None
     others = [k for k in cell_keys(reg) if k != x and reg[k].nunique(dropna=False) > 1]
     fig, ax = _subplots(figsize=(7, 4.5))
     lines = sorted(
@@ -168,7 +173,6 @@ def plot_gen_gap(reg: pd.DataFrame, x: str, path: Path, xlabel: str) -> Path | N
             label=f"{key['norm']} {cell_label(other) if other else ''}".strip(),
         )
     ax.set_xscale("log", base=2)
-    xs_all = reg[x].dropna().astype(float)
     ax.set_xlim(
         xs_all.min() / 1.7, xs_all.max() * 1.7
     )  # room for the offsets, also with one batch size

@@ -16,11 +16,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from rich import box
 from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from .claims import Claim, sentences
 from .summary import comparison
@@ -106,10 +108,19 @@ def display_columns(name: str, keys: list[str]) -> list[str]:
 
 
 def cell_text(v) -> str:
-    """A table value as text: floats to 4 significant digits, NaN as '—'."""
-    if isinstance(v, float):
-        return "—" if not math.isfinite(v) else f"{v:.4g}"
-    return str(v)
+    """A value as the terminal, report.md and report.html show it: numbers to at most 4
+    significant digits, NaN as '—', and a zero never signed ('-0.000' in text reads '0.000')."""
+    if isinstance(v, float | np.floating):
+        if not math.isfinite(v):
+            return "—"
+        text = f"{float(v):.4g}"
+        text = f"{float(text):.0f}" if "e+" in text else text  # 12350, not 1.235e+04
+        return _UNSIGNED_ZERO.sub(r"\1", text)
+    return _UNSIGNED_ZERO.sub(r"\1", str(v))
+
+
+# "-0" or "-0.000" standing alone (not "-0.5", "-0.001" or "10-0"): a zero its rounding signed
+_UNSIGNED_ZERO = re.compile(r"(?<![\w.])[-−](0(?:\.0+)?)(?![\d.])")
 
 
 # --------------------------------------------------------------------------- report.md
@@ -370,16 +381,41 @@ def slopes_frame(bn_noise: pd.DataFrame) -> pd.DataFrame:
     return bn_noise.drop_duplicates(["norm", "layer"])[cols]
 
 
-def print_report(report: Report, console: Console) -> None:
-    """The key tables and the claims, for the terminal (they read at 80 columns)."""
-    if not report.summary.empty:
+def claim_text(sentence: str) -> Text:
+    """A claim sentence for the terminal: its **bold** markdown as bold, the rest as written."""
+    text = Text()
+    for i, part in enumerate(re.split(r"\*\*(.+?)\*\*", sentence)):
+        text.append(cell_text(part) if part else "", style="bold" if i % 2 else "")
+    return text
+
+
+def print_claims(report: Report, console: Console) -> None:
+    """One bullet per claim sentence, wrapped to the console with a hanging indent."""
+    if not report.sentences:
+        console.print("no claim could be measured from these results", highlight=False)
+        return
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
+    for sentence in report.sentences:
+        grid.add_row("•", claim_text(sentence))
+    console.print(grid)
+
+
+def print_report(report: Report, console: Console, detail: str = "tables") -> None:
+    """The report for the terminal, at the console's width (80 columns in a CI log).
+
+    detail: "claims" (the claim sentences only), "summary" (the summary table, the claims and
+    where the report is: what `bnexp run` prints) or "tables" (every key table too).
+    """
+    if detail != "claims" and not report.summary.empty:
         print_table(
             console,
             comparison(report.summary),
             "Summary: mean ± std over seeds (steps: of the seeds that reached the target)",
         )
     names = ("speedup", "best_lr", "regularization", "trend", "equivalence", "bn_noise", "shift")
-    for name in (*names, "ics"):
+    for name in (*names, "ics") if detail == "tables" else ():
         frame = report.tables.get(name, pd.DataFrame())
         if frame.empty:
             continue
@@ -387,11 +423,12 @@ def print_report(report: Report, console: Console) -> None:
             print_table(console, slopes_frame(frame), TERMINAL_TITLES[name])
         else:
             print_table(console, frame, TERMINAL_TITLES[name], display_columns(name, report.keys))
-    for sentence in report.sentences:
-        console.print(f"• {sentence}", soft_wrap=True, highlight=False, markup=False)
+    print_claims(report, console)
+    if detail == "claims":
+        return
     where = report.results_dir
     console.print(
-        f"report: {where / 'report.md'}, {where / 'report.html'} "
-        f"({len(report.plots)} plots in {where / 'plots'}; verdicts in {where / 'claims.json'})",
+        f"report: {where / 'report.md'} (also report.html, claims.json, tables/ and "
+        f"{len(report.plots)} plots)",
         highlight=False,
     )

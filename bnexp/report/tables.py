@@ -41,9 +41,25 @@ def iv_cols(prefix: str, iv: Interval) -> dict:
     return {f"{prefix}_mean": iv.mean, f"{prefix}_ci_low": iv.low, f"{prefix}_ci_high": iv.high}
 
 
+# columns of the report's tables whose values are settings, not measurements: never rounded
+CSV_EXACT = ("batch_size", "lr", "best_lr", "x", "layer", "seed", "unit")
+
+
 def for_csv(frame: pd.DataFrame) -> pd.DataFrame:
-    """The table as tables/<name>.csv holds it: without the pair counts."""
-    return frame.drop(columns=[c for c in PAIR_COUNTS if c in frame.columns])
+    """The table as tables/<name>.csv holds it: without the pair counts, and each measured value
+    (a float column that is not a key and not all whole numbers: means, CIs, slopes, effects,
+    ratios) rounded to 4 significant digits, what seeds-level intervals support; -0.0 as 0.0.
+    Keys (batch_size, lr, x, layer, swept dotted keys) and counts are kept as they are."""
+    out = frame.drop(columns=[c for c in PAIR_COUNTS if c in frame.columns])
+    for col in out.columns:
+        values = out[col]
+        if col in CSV_EXACT or "." in str(col) or not pd.api.types.is_float_dtype(values):
+            continue
+        finite = values[np.isfinite(values)]
+        if (finite == finite.round()).all():  # counts and step numbers stored as floats
+            continue
+        out[col] = values.map(lambda v: float(f"{v:.4g}") + 0.0 if math.isfinite(v) else v)
+    return out
 
 
 # --------------------------------------------------------------------------- speed-up
