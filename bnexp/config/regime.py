@@ -27,8 +27,8 @@ class LrScheduleConfig(Strict):
     steps after the warmup: 0 would be the step after the run's last). Epochs are fractional:
     step t is at epoch t / steps per epoch, with a step budget too."""
 
-    rule: Literal["constant", "step", "cosine"] = "constant"
-    warmup_epochs: NonNegativeFloat = 0.0
+    rule: Literal["constant", "step", "cosine"] = "constant"  # the shape after the warmup
+    warmup_epochs: NonNegativeFloat = 0.0  # epochs of linear warmup (fractional; 0: none)
     milestones: list[PositiveFloat] = Field(default_factory=list)  # step: epochs, increasing
     gamma: float = Field(0.1, gt=0, le=1)  # step: the factor at each milestone
 

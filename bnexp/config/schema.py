@@ -43,7 +43,7 @@ class BinaryConfig(Strict):
 
 class DataConfig(Strict):
     dataset: DatasetName = "digits"  # digits: no download
-    # the folder holding the dataset's files (ROOT_HOLDS; docs/datasets.md). Relative to the cwd.
+    # the folder holding the dataset's files (docs/datasets.md names them). Relative to the cwd.
     root: str | None = None
     train: str | None = None  # npz: training file with x (N, H, W, C) or (N, D) and y (N,)
     test: str | None = None  # npz: test file, same layout as train
