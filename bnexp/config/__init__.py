@@ -337,15 +337,22 @@ class PlannedRun:
     config: RunConfig
 
 
-HASHED_WHEN_SET = (("train", "lr_scaling"), ("train", "steps"), ("measure", "eval_subset"))
+HASHED_WHEN_SET = (
+    ("train", "lr_scaling"),
+    ("train", "steps"),
+    ("measure", "eval_subset"),
+    ("data", "val_fraction"),
+)
 
 
 def run_id(cfg: RunConfig) -> str:
     """Short hash of the resolved run config; `name` (the output folder) is excluded."""
     # how a run is executed (vectorize_seeds, checkpoint_every) does not change what it
-    # computes: not hashed, so changing them keeps a sweep's run ids and resumes it
+    # computes, nor does how the report reads it (measure.fit): not hashed, so changing them
+    # keeps a sweep's run ids and resumes it
+    exclude = {"vectorize_seeds", "checkpoint_every"}
     dump = cfg.model_dump(
-        mode="json", exclude={"name": True, "train": {"vectorize_seeds", "checkpoint_every"}}
+        mode="json", exclude={"name": True, "train": exclude, "measure": {"fit"}}
     )
     # keys added after run ids were first written enter the hash only when set, so the runs of
     # configs written before them keep their ids (and their results) across the upgrade

@@ -68,6 +68,10 @@ class DataConfig(Strict):
     # fixes the train/test split and any subset, independent of train.seed
     seed: int = Field(0, ge=0, lt=SEED_BOUND)
     test_fraction: float = Field(0.25, gt=0, lt=1)  # digits: share held out, stratified
+    # a validation split: this share of the training set (after any subset), per class,
+    # drawn by `seed` and held out from training; evaluated with the other splits (val_loss,
+    # val_acc) and the one the choices are made on (best epoch, best lr). null: no split.
+    val_fraction: float | None = Field(None, gt=0, lt=1)
     # with training statistics: per feature (digits, npz vectors) or per channel (images)
     standardize: bool = True
 
@@ -339,6 +343,16 @@ class MeasureConfig(Strict):
     )
     ics: IcsConfig | None = None  # internal covariate shift -> runs/<id>/probes.csv (site ics)
     bn_noise: BatchStatNoiseConfig | None = None  # at the end of training -> runs/<id>/bn_noise.csv
+    # the training accuracy at which the report counts an arm as fitted (its regularization
+    # verdicts need final train acc >= fit). Read by the report only: not part of the run id.
+    fit: float = 0.97
+
+    @field_validator("fit")
+    @classmethod
+    def _fit_is_an_accuracy(cls, v: float) -> float:
+        if not 0 < v <= 1:
+            raise ValueError("expected a training accuracy 0 < fit <= 1, e.g. 0.97")
+        return v
 
     @model_validator(mode="after")
     def _subset_estimates_training_accuracy(self) -> MeasureConfig:
