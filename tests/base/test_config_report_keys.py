@@ -1,0 +1,51 @@
+"""Keys issue 21 added: data.val_fraction (part of the run id when set) and measure.fit (read by
+the report only: never part of the run id), with one-line errors for bad values."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from bnexp.cli import app
+from bnexp.config import ConfigError, RunConfig, experiment_from_dict, run_id
+
+
+def _id(**sections) -> str:
+    return run_id(RunConfig.model_validate({"train": {"lr": 0.1}, **sections}))
+
+
+def test_val_fraction_enters_the_run_id_only_when_set():
+    plain = _id()
+    assert _id(data={"val_fraction": None}) == plain
+    assert _id(data={"val_fraction": 0.1}) != plain != _id(data={"val_fraction": 0.2})
+
+
+def test_fit_is_not_part_of_the_run_id():
+    assert _id(measure={"fit": 0.9}) == _id(measure={"fit": 1.0}) == _id()
+    assert RunConfig().measure.fit == 0.97
+
+
+@pytest.mark.parametrize("value", [0, -0.5, 1.01, 97])
+def test_a_fit_outside_0_1_is_one_line_naming_the_key(value):
+    with pytest.raises(ConfigError) as info:
+        experiment_from_dict({"name": "x", "measure": {"fit": value}})
+    (line,) = info.value.problems
+    assert "measure.fit: expected a training accuracy 0 < fit <= 1" in line, line
+
+
+@pytest.mark.parametrize("value", [0, 1, 1.5, -0.1])
+def test_a_val_fraction_outside_0_1_is_an_error(value):
+    with pytest.raises(ConfigError) as info:
+        experiment_from_dict({"name": "x", "data": {"val_fraction": value}})
+    (line,) = info.value.problems
+    assert "data.val_fraction" in line and str(value) in line, line
+
+
+def test_bad_fit_from_the_cli_exits_2_without_a_traceback(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("name: x\nmeasure:\n  fit: 1.5\n")
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and len(errors) == 1, result.output
+    assert "exp.yaml:3: measure.fit: expected a training accuracy" in errors[0]
+    assert "Traceback" not in result.output
