@@ -351,9 +351,7 @@ def run_id(cfg: RunConfig) -> str:
     # computes, nor does how the report reads it (measure.fit): not hashed, so changing them
     # keeps a sweep's run ids and resumes it
     exclude = {"vectorize_seeds", "checkpoint_every"}
-    dump = cfg.model_dump(
-        mode="json", exclude={"name": True, "train": exclude, "measure": {"fit"}}
-    )
+    dump = cfg.model_dump(mode="json", exclude={"name": True, "train": exclude, "measure": {"fit"}})
     # keys added after run ids were first written enter the hash only when set, so the runs of
     # configs written before them keep their ids (and their results) across the upgrade
     for section, key in HASHED_WHEN_SET:

@@ -30,8 +30,16 @@ def _cfg(val: float | None = 0.2, seed: int = 0, measure: dict | None = None, **
         {
             "data": {"val_fraction": val},
             "model": {"hidden": [16], "activation": "relu", "norm": "torch"},
-            "train": {"lr": 0.05, "momentum": 0.9, "batch_size": 32, "seed": seed,
-                      "checkpoint_every": 1, "device": "cpu", **budget, **train},  # fmt: skip
+            "train": {
+                "lr": 0.05,
+                "momentum": 0.9,
+                "batch_size": 32,
+                "seed": seed,
+                "checkpoint_every": 1,
+                "device": "cpu",
+                **budget,
+                **train,
+            },  # fmt: skip
             "measure": measure or {},
         }
     )
