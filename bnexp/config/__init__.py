@@ -372,6 +372,8 @@ def run_id(cfg: RunConfig) -> str:
 # none or torch takes them at their defaults, so it is the same run whatever their swept value:
 # one run, planned in every cell it serves as the baseline (a ghost-BN sweep with its none and
 # full-batch-statistics baselines in one file). Set outside the sweep they still need custom.
+# Likewise a swept ghost_batch_size in a cell with bn_stats: population (which normalizes with
+# the running estimates, updated once per batch: the ghost size changes nothing there).
 BN_CONTROLS = {
     "model.ghost_batch_size": None,
     "model.bn_stats": "batch",
@@ -390,6 +392,10 @@ def sweep_cell(base: dict, assign: dict[str, Any]) -> dict:
     if isinstance(model, dict) and model.get("norm", "none") != "custom":
         for key in assign.keys() & BN_CONTROLS.keys():
             model[key.split(".")[1]] = BN_CONTROLS[key]
+    # population statistics never split a batch: a swept ghost size is the same run there
+    if isinstance(model, dict) and model.get("bn_stats") == "population":
+        if "model.ghost_batch_size" in assign:
+            model["ghost_batch_size"] = None
     return cell
 
 

@@ -30,7 +30,8 @@ def test_a_fit_outside_0_1_is_one_line_naming_the_key(value):
     with pytest.raises(ConfigError) as info:
         experiment_from_dict({"name": "x", "measure": {"fit": value}})
     (line,) = info.value.problems
-    assert "measure.fit: expected a training accuracy 0 < fit <= 1" in line, line
+    bound = "greater than 0" if value <= 0 else "less than or equal to 1"
+    assert f"measure.fit: Input should be {bound} (found {value})" in line, line
 
 
 @pytest.mark.parametrize("value", [0, 1, 1.5, -0.1])
@@ -47,5 +48,5 @@ def test_bad_fit_from_the_cli_exits_2_without_a_traceback(tmp_path):
     result = CliRunner().invoke(app, ["validate", str(path)])
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert result.exit_code == 2 and len(errors) == 1, result.output
-    assert "exp.yaml:3: measure.fit: expected a training accuracy" in errors[0]
+    assert "exp.yaml:3: measure.fit: Input should be less than or equal to 1" in errors[0]
     assert "Traceback" not in result.output
