@@ -57,7 +57,8 @@ def test_regularization_study_runs_two_steps(shared_data, tmp_path):
     assert df["final_val_acc"].between(0, 1).all() and df["best_val_epoch"].notna().all()
     pop = df[(df["model.norm"] == "custom") & (df["model.bn_stats"] == "population")]
     assert pop["run_id"].nunique() == 2  # the 3 ghost cells share each seed's run
-    metrics = pd.read_csv(tmp_path / "cifar10_regularization" / "runs" / df.run_id[0] / "metrics.csv")
+    run_dir = tmp_path / "cifar10_regularization" / "runs" / df.run_id[0]
+    metrics = pd.read_csv(run_dir / "metrics.csv")
     assert list(metrics.columns[-2:]) == ["val_loss", "val_acc"] and len(metrics) == 2
 
 
