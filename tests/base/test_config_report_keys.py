@@ -1,13 +1,16 @@
 """Keys issue 21 added: data.val_fraction (part of the run id when set) and measure.fit (read by
-the report only: never part of the run id), with one-line errors for bad values."""
+the report only: never part of the run id), with one-line errors for bad values; and one run
+for the cells of a swept ghost size under population statistics."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from bnexp.cli import app
-from bnexp.config import ConfigError, RunConfig, experiment_from_dict, run_id
+from bnexp.config import ConfigError, RunConfig, expand, experiment_from_dict, run_id
+from bnexp.nn.norm import BatchNorm1d
 
 
 def _id(**sections) -> str:
@@ -50,3 +53,32 @@ def test_bad_fit_from_the_cli_exits_2_without_a_traceback(tmp_path):
     assert result.exit_code == 2 and len(errors) == 1, result.output
     assert "exp.yaml:3: measure.fit: Input should be less than or equal to 1" in errors[0]
     assert "Traceback" not in result.output
+
+
+def test_a_swept_ghost_size_under_population_statistics_is_one_run():
+    raw = {
+        "name": "x",
+        "model": {"norm": "custom"},
+        "sweep": {
+            "model.norm": ["none", "custom"],
+            "model.bn_stats": ["batch", "population"],
+            "model.ghost_batch_size": [16, 32],
+        },
+    }
+    ids: dict[tuple, str] = {}
+    for r in expand(experiment_from_dict(raw)):
+        p = r.params
+        ids[p["model.norm"], p["model.bn_stats"], p["model.ghost_batch_size"]] = r.run_id
+    assert ids["custom", "population", 16] == ids["custom", "population", 32]
+    assert ids["custom", "batch", 16] != ids["custom", "batch", 32]
+    assert len(set(ids.values())) == 1 + 2 + 1  # none; batch at 16 and 32; population
+
+
+def test_population_statistics_ignore_the_ghost_size():
+    """The reason for the rule above: our layer with population statistics gives the same
+    outputs and running estimates whatever ghost_batch_size says."""
+    x = torch.randn(64, 5, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    layers = [BatchNorm1d(5, stats="population", ghost_batch_size=g) for g in (None, 16)]
+    outs = [layer(x) for layer in layers for _ in range(3)][2::3]  # after 3 training batches
+    torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=0)
+    torch.testing.assert_close(layers[1].running_var, layers[0].running_var, rtol=0, atol=0)
