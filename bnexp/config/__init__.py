@@ -347,16 +347,17 @@ HASHED_WHEN_SET = (
     ("measure", "eval_subset"),
     ("train", "lr_schedule"),
     ("data", "augment"),
+    ("data", "val_fraction"),
 )
 
 
 def run_id(cfg: RunConfig) -> str:
     """Short hash of the resolved run config; `name` (the output folder) is excluded."""
     # how a run is executed (vectorize_seeds, checkpoint_every) does not change what it
-    # computes: not hashed, so changing them keeps a sweep's run ids and resumes it
-    dump = cfg.model_dump(
-        mode="json", exclude={"name": True, "train": {"vectorize_seeds", "checkpoint_every"}}
-    )
+    # computes, nor does how the report reads it (measure.fit): not hashed, so changing them
+    # keeps a sweep's run ids and resumes it
+    exclude = {"vectorize_seeds", "checkpoint_every"}
+    dump = cfg.model_dump(mode="json", exclude={"name": True, "train": exclude, "measure": {"fit"}})
     # keys added after run ids were first written enter the hash only when set, so the runs of
     # configs written before them keep their ids (and their results) across the upgrade
     for section, key in HASHED_WHEN_SET:
@@ -389,6 +390,8 @@ def run_id(cfg: RunConfig) -> str:
 # none or torch takes them at their defaults, so it is the same run whatever their swept value:
 # one run, planned in every cell it serves as the baseline (a ghost-BN sweep with its none and
 # full-batch-statistics baselines in one file). Set outside the sweep they still need custom.
+# Likewise a swept ghost_batch_size in a cell with bn_stats: population (which normalizes with
+# the running estimates, updated once per batch: the ghost size changes nothing there).
 BN_CONTROLS = {
     "model.ghost_batch_size": None,
     "model.bn_stats": "batch",
@@ -407,6 +410,10 @@ def sweep_cell(base: dict, assign: dict[str, Any]) -> dict:
     if isinstance(model, dict) and model.get("norm", "none") != "custom":
         for key in assign.keys() & BN_CONTROLS.keys():
             model[key.split(".")[1]] = BN_CONTROLS[key]
+    # population statistics never split a batch: a swept ghost size is the same run there
+    if isinstance(model, dict) and model.get("bn_stats") == "population":
+        if "model.ghost_batch_size" in assign:
+            model["ghost_batch_size"] = None
     return cell
 
 

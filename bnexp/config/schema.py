@@ -63,6 +63,8 @@ class DataConfig(Strict):
     # fixes the train/test split and any subset, independent of train.seed
     seed: int = Field(0, ge=0, lt=SEED_BOUND)
     test_fraction: float = Field(0.25, gt=0, lt=1)  # digits: share held out, stratified
+    # share of each class held out of training (by seed) as the validation split; null: none
+    val_fraction: float | None = Field(None, gt=0, lt=1)
     # with training statistics: per feature (digits, npz vectors) or per channel (images)
     standardize: bool = True
     augment: AugmentConfig | None = None  # crop + flip of each training batch; null: off
@@ -288,12 +290,9 @@ class ShiftProbeConfig(Strict):
 
     layer: PositiveInt = 1  # hidden layer l, 1-based (model.blocks[l-1]); must exist in the model
     every_steps: PositiveInt = 10  # probe at step 0 and after every k optimizer steps
-    units: list[NonNegativeInt] = Field(
-        default_factory=lambda: [0, 1, 2]
-    )  # units (channels) kept one by one
-    probe_size: PositiveInt = (
-        256  # examples in the fixed probe batch (drawn once, the same for every run)
-    )
+    units: list[NonNegativeInt] = Field(default_factory=lambda: [0, 1, 2])  # kept one by one
+    # examples in the fixed probe batch (drawn once, the same for every run)
+    probe_size: PositiveInt = 256
 
 
 class IcsConfig(Strict):
@@ -308,9 +307,7 @@ class BatchStatNoiseConfig(Strict):
     """Spread of mini-batch means / variances around full-training-set statistics, at each BN
     layer."""
 
-    batch_sizes: list[int] = Field(
-        default_factory=lambda: [4, 8, 16, 32, 64, 128, 256]
-    )  # each >= 2
+    batch_sizes: list[int] = Field(default_factory=lambda: [4, 8, 16, 32, 64, 128, 256])  # >= 2
     samples: PositiveInt = 200  # random mini-batches (drawn without replacement) per batch size
 
     @model_validator(mode="after")
@@ -336,6 +333,8 @@ class MeasureConfig(Strict):
     )
     ics: IcsConfig | None = None  # internal covariate shift -> runs/<id>/probes.csv (site ics)
     bn_noise: BatchStatNoiseConfig | None = None  # at the end of training -> runs/<id>/bn_noise.csv
+    # final train acc at which the report counts an arm as fitted (report only: no run id)
+    fit: float = Field(0.97, gt=0, le=1)
 
     @model_validator(mode="after")
     def _subset_estimates_training_accuracy(self) -> MeasureConfig:

@@ -93,4 +93,5 @@ def load_digits(cfg: DataConfig) -> Dataset:
         x_test=torch.from_numpy(arrays["x_test"]),
         y_test=torch.from_numpy(arrays["y_test"]),
         classes=tuple(str(c) for c in range(10)),
+        standardize_per="pixel",  # as _split standardizes (data.val_fraction does it again)
     )

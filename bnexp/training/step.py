@@ -250,15 +250,22 @@ def estimate_on_subset(
 def evaluate_splits(
     forward: Callable[[Tensor], Tensor], module: nn.Module, data: Dataset, batch_size: int
 ) -> list[dict[str, float]]:
-    """Per model, the four numbers of a metrics.csv row, with `module` in eval mode."""
+    """Per model, the four numbers of a metrics.csv row, with `module` in eval mode; six with
+    a validation split (data.val_fraction): val_loss and val_acc too."""
     conv = is_convolutional(module)
     with eval_mode(module):
         train = evaluate(forward, data, data.x_train, data.y_train, batch_size, conv)
         test = evaluate(forward, data, data.x_test, data.y_test, batch_size, conv)
-    return [
+        val = None
+        if data.x_val is not None:
+            val = evaluate(forward, data, data.x_val, data.y_val, batch_size, conv)
+    rows = [
         {"train_loss": tl, "train_acc": ta, "test_loss": sl, "test_acc": sa}
         for (tl, ta), (sl, sa) in zip(train, test, strict=True)
     ]
+    for row, (vl, va) in zip(rows, val or [], strict=val is not None):
+        row |= {"val_loss": vl, "val_acc": va}
+    return rows
 
 
 def set_determinism(seed: int, deterministic: bool) -> None:
