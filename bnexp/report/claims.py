@@ -94,11 +94,13 @@ def _plain(v):
     return None if v is pd.NA or v is pd.NaT else v
 
 
-def _num(v) -> float | None:
+def as_float(v) -> float | None:
+    """v as a JSON number: None for None or NaN."""
     return None if v is None or pd.isna(v) else float(v)
 
 
-def _count(v) -> int | None:
+def as_int(v) -> int | None:
+    """v as a JSON integer: None for None or NaN."""
     return None if v is None or pd.isna(v) else int(v)
 
 
@@ -134,10 +136,10 @@ def best_lr(bl: pd.DataFrame) -> list[Claim]:
                 text=text,
                 norm=r["norm"],
                 cell=cell,
-                estimate=_num(r["speedup_at_best_lr"]),
-                ci_low=_num(r["speedup_at_best_lr_ci_low"]),
-                ci_high=_num(r["speedup_at_best_lr_ci_high"]),
-                n=_count(r.get("speedup_at_best_lr_pairs")),
+                estimate=as_float(r["speedup_at_best_lr"]),
+                ci_low=as_float(r["speedup_at_best_lr_ci_low"]),
+                ci_high=as_float(r["speedup_at_best_lr_ci_high"]),
+                n=as_int(r.get("speedup_at_best_lr_pairs")),
                 measure="steps(none at its best lr) / steps(BN at its best lr), paired by seed",
             )
         )
@@ -164,10 +166,10 @@ def ghost_batch(reg: pd.DataFrame) -> list[Claim]:
                 text=text,
                 norm=r["norm"],
                 cell=cell,
-                estimate=_num(m),
-                ci_low=_num(lo),
-                ci_high=_num(hi),
-                n=_count(r.get("effect_vs_full_stats_n")),
+                estimate=as_float(m),
+                ci_low=as_float(lo),
+                ci_high=as_float(hi),
+                n=as_int(r.get("effect_vs_full_stats_n")),
                 measure="gen gap(full-batch statistics) - gen gap(this ghost batch size), "
                 "paired by seed",
             )
@@ -212,10 +214,10 @@ def _per_variant(kind, text, judged, g, cell, col, measure) -> list[Claim]:
             text=text,
             norm=r["norm"],
             cell=cell,
-            estimate=_num(r[f"{col}_mean"]),
-            ci_low=_num(r[f"{col}_ci_low"]),
-            ci_high=_num(r[f"{col}_ci_high"]),
-            n=_count(r["runs"]),
+            estimate=as_float(r[f"{col}_mean"]),
+            ci_low=as_float(r[f"{col}_ci_low"]),
+            ci_high=as_float(r[f"{col}_ci_high"]),
+            n=as_int(r["runs"]),
             measure=measure,
         )
         for r, verdict in judged
@@ -285,7 +287,7 @@ def bn_noise(bn: pd.DataFrame) -> list[Claim]:
             text=text,
             norm=None,
             cell={},
-            estimate=_num(mean_slope.mean()),
+            estimate=as_float(mean_slope.mean()),
             n=len(slopes),
             measure="log-log slope of rms (batch mean - full mean) / σ vs batch size, "
             "mean over norm x layer (n = norm x layer pairs)",
