@@ -6,11 +6,13 @@ once per claim: torch's BatchNorm where the cell has it, else ours (effects.bn_v
 regularization, trend, equivalence) and all_claims live in bnexp.report.verdicts; this module
 holds Claim and the measurement claims.
 
-  speedup         BN reaches measure.target in fewer steps (paired ratio steps(none)/steps(BN));
-                  with several lrs: each variant at its own best lr
+  speedup         BN reaches measure.target in fewer steps (steps(none)/steps(BN), geometric
+                  mean over paired seeds); with several lrs: each variant at its own best lr
   best_lr         each variant at its own best lr (a measurement: verdict "measured")
-  regularization  BN's gen gap is smaller (effect = gap(none) - gap(BN), paired by seed), at
-                  matched fit when enough seeds reach the target in both variants, else final
+  regularization  BN's final test accuracy is higher (effect = acc(BN) - acc(none), paired by
+                  seed) after the fixed budget, between networks that fitted their training set
+                  (final train acc >= measure.fit); test NLL and the reading at the lowest train
+                  loss both arms reach stated beside it
   trend           the slope of that effect against log2 batch size (kind "batch") or log2 ghost
                   batch size (kind "ghost"): "fades" (slope CI < 0) supports the claim
   equivalence     ours ≡ torch's: paired custom - torch differences within tolerances
@@ -21,21 +23,25 @@ holds Claim and the measurement claims.
 
 Verdicts (VERDICTS, a fixed vocabulary):
 
-  supported       the 95% interval excludes "no effect", on BN's side
-  contradicted    the 95% interval excludes "no effect", on the other side
-  not supported   the interval includes "no effect" (or there are too few seeds for one)
-  not determined  these results cannot judge: both variants censored in some seeds, variants
-                  that fit the training set unequally, or no run without BN to compare with
+  supported       the test excludes "no effect", on BN's side: the 95% interval does, and with
+                  several cells of one claim so does Holm's correction (family-wise 5%)
+  contradicted    the same, on the other side
+  not supported   the interval includes "no effect", or Holm's correction does not reject it
+  not determined  these results cannot judge: no run reached the target, both variants
+                  censored in some seeds, or a network that did not fit its training set
   measured        a measurement reported with its numbers, with no verdict attached
   equivalent      (equivalence) the 95% interval lies inside the stated tolerance
   differs         (equivalence) the interval excludes 0 and leaves the tolerance
 
 Power (speedup, regularization, trend): `mde` = the smallest effect the seeds detect at 80%
-power, two-sided alpha 0.05 (bnexp.stats.power_analysis); `seeds_needed` (inconclusive verdicts
-only) = seeds that would detect the observed effect with that power.
+power, two-sided alpha 0.05 / (cells judged) (bnexp.stats.power_analysis, from the spread and t
+quantiles of the interval); `seeds_needed` (inconclusive verdicts only) = seeds that would
+detect the observed effect with that power.
 
-A sentence of report.md may state several verdicts (equivalence: steps and test accuracy); each
-verdict is one Claim, and they share the sentence as `text`.
+A sentence of report.md may state several verdicts (equivalence: steps and test accuracy; a
+claim judged in several cells: one sentence across the cells); each verdict is one Claim, and
+they share the sentence as `text`, the one source of the words report.md, report.html, the
+terminal and claims.json show.
 """
 
 from __future__ import annotations
@@ -76,8 +82,10 @@ class Claim:
     measure: str = ""  # what `estimate` is
     mde: float | None = None  # smallest effect these seeds detect (80% power), unit of estimate
     seeds_needed: int | None = None  # inconclusive only: seeds to detect the observed estimate
-    basis: str = ""  # which comparison the verdict used ("matched fit", "final", "best lr", ...)
-    details: dict = field(default_factory=dict)  # further numbers named in the sentence
+    basis: str = ""  # which comparison the verdict used ("final test acc", "best lr", ...)
+    # further numbers named in the sentence; speedup, regularization, trend: p (the cell's
+    # t-test) and p_holm (Holm-adjusted over the claim's cells)
+    details: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """JSON-ready: numpy scalars as Python numbers, NaN as None."""

@@ -1,7 +1,9 @@
-"""The inputs of the BN verdicts: matched fit, the one BN variant, each variant's best lr, the
-trend of the regularization effect across batch sizes, and the "ours ≡ torch's" check.
+"""The inputs of the BN verdicts: matched fit, the one BN variant, each variant's best lr (by
+steps for speed, by validation accuracy for regularization), the trend of the regularization
+effect across batch sizes, the trajectory read at a common train loss, and "ours ≡ torch's".
 
-Matched fit: a run's gaps at its first metrics.csv row that meets its own measure.target (read
+Matched fit (a column of the regularization table, not a verdict: networks there have not yet
+overfit): a run's gaps at its first metrics.csv row that meets its own measure.target (read
 from its config.yaml): gen gap = train_acc - test_acc, loss gap = test_loss - train_loss there.
 Runs that never meet it have no matched-fit gap (left out of matched-fit effects, and counted).
 
@@ -32,10 +34,6 @@ from bnexp.stats import mean_ci, seed_slopes
 from .cells import cell_keys, ghost_key, groups, in_cell
 
 FIT_COLUMNS = ("fit_step", "fit_gen_gap", "fit_loss_gap")
-# the regularization verdict uses matched fit when at least this many seeds have both variants
-# at the target, and at least this fraction of the seeds paired at the end
-MATCHED_MIN_PAIRS = 2
-MATCHED_MIN_FRACTION = 0.5
 # "ours ≡ torch's" is "equivalent" when the 95% CI of the paired difference lies inside
 # ± these tolerances: steps to target relative to torch's mean steps, final test accuracy absolute
 EQUIV_STEPS_REL = 0.10

@@ -279,7 +279,7 @@ TERMINAL_TITLES = {
     "speedup": "Speed-up to target (mean [95% CI]; censored runs shown as bounds)",
     "best_lr": "Learning rates: best lr per variant",
     "regularization": "Regularization: generalization gaps (mean [95% CI])",
-    "trend": "Trend: BN's effect vs batch size (slope per doubling, bootstrap CI)",
+    "trend": "Trend: BN's effect vs batch size (slope per doubling, t-CI over seeds)",
     "equivalence": "Ours ≡ torch's: custom − torch, paired by seed",
     "bn_noise": "BN noise: log-log slope vs batch size",
     "shift": "Covariate shift: drift between probes",
