@@ -37,7 +37,8 @@ Modules, in the order of the flow: cells (what a cell is), load (read the folder
 (matched fit, the one BN variant, best lr, trend, trajectory, ours ≡ torch's), tables (pure
 DataFrame -> DataFrame), summary (the terminal's summary), plots, claims (Claim, the
 measurement claims), verdicts (BN's verdicts with their power, Holm over cells; all_claims),
-render (markdown, HTML, terminal), build (build_report wires them). Imports the base modules only, never torch.
+render (markdown, HTML, terminal), build (build_report wires them). Imports the base modules
+only, never torch.
 """
 
 from .build import build_report, compute_tables, draw_plots
