@@ -319,3 +319,40 @@ def test_regularization_picks_each_arms_lr_on_validation_accuracy(tmp_path):
     assert reg.estimate == pytest.approx(np.mean([0.03, 0.02, 0.02]))
     assert "each arm at its best lr on validation accuracy" in reg.text
     assert "(lr 0.1 vs 0.5)" in reg.text and "no validation split" not in reg.text
+
+
+# --------------------------------------------------------------------------- one source of words
+
+
+def test_a_censored_speedup_reads_the_same_everywhere(tmp_path):
+    """No run reached the target: "not determined: no run reached the target", with no ratio,
+    in claims.json, report.md and the terminal alike (the Claim's text is the one source)."""
+    import json
+    import re
+
+    from rich.console import Console
+
+    from bnexp.report import print_report
+
+    runs = [
+        {"norm": n, "batch_size": 64, "seed": s, "gen_gap": 0.05, "steps_to_target": None}
+        for n in ("none", "torch") for s in range(3)
+    ]  # fmt: skip
+    res = write_results(tmp_path / "c", runs)
+    report = build_report(res)
+    (speed,) = of(report.claims, "speedup")
+    assert speed.verdict == "not determined" and speed.estimate is None
+    assert "not determined: no run reached the target" in speed.text and "×" not in speed.text
+    saved = json.loads((res / "claims.json").read_text(encoding="utf-8"))
+    assert [c["text"] for c in saved] == [c.text for c in report.claims]
+    md = (res / "report.md").read_text(encoding="utf-8")
+    console = Console(record=True, width=200, force_terminal=False)
+    print_report(report, console)
+
+    def words(text: str) -> str:
+        return " ".join(re.sub(r"\*\*", "", text).split())
+
+    shown = words(console.export_text())
+    for sentence in report.sentences:
+        assert f"- {sentence}\n" in md
+        assert words(sentence) in shown, sentence
