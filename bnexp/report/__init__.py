@@ -36,9 +36,9 @@ seed gives the same data order and initial weights. Written by `build_report(res
 Modules, in the order of the flow: cells (what a cell is), load (read the folder), effects
 (matched fit, the one BN variant, best lr, trend, trajectory, ours ≡ torch's), tables (pure
 DataFrame -> DataFrame), summary (the terminal's summary), plots, claims (Claim, the
-measurement claims), verdicts (BN's verdicts with their power, Holm over cells; all_claims),
-render (markdown, HTML, terminal), build (build_report wires them). Imports the base modules
-only, never torch.
+measurement claims), family (Holm over a claim's cells, one sentence), verdicts (BN's verdicts
+with their power; all_claims), render (markdown, HTML, terminal), build (build_report wires
+them). Imports the base modules only, never torch.
 """
 
 from .build import build_report, compute_tables, draw_plots

@@ -14,9 +14,8 @@ trend           the slope of that effect against log2 (ghost) batch size, fitted
 equivalence     ours ≡ torch's: custom - torch over every paired seed of every cell, steps to
                 target relative to torch's and final test accuracy, against stated tolerances
 
-Many cells, one answer: the cells of one claim are one family. A cell is supported or
-contradicted only when its Holm-adjusted p (bnexp.stats.holm) is below ALPHA, which keeps the
-chance of any false verdict in the family <= ALPHA; the cells share one sentence (`text`).
+Many cells, one answer: the cells of one claim are one family, judged with Holm's correction
+and stated in one sentence (bnexp.report.family).
 BN = effects.bn_variant of each cell (torch's where the cell has it). See bnexp.report.claims
 for the vocabulary and the Claim fields (mde, seeds_needed, basis, details).
 """
@@ -27,15 +26,23 @@ import math
 
 import pandas as pd
 
-from bnexp.stats import Power, holm, power_analysis
+from bnexp.stats import Power, power_analysis
 
 from . import claims as C
 from .cells import cell_keys, cell_label, groups
 from .claims import Claim, as_float, as_int
 from .effects import bn_variant
+from .family import (
+    BOTH,
+    family_alpha,
+    family_sentence,
+    judge_cells,
+    not_supported_why,
+    power_text,
+    shared,
+)
 from .tables import NOT_REACHED
 
-ALPHA = 0.05  # family-wise error rate of each claim's verdicts (Holm over its cells)
 DEFAULT_FIT = 0.97  # measure.fit's default: the train acc every compared run must reach
 
 
@@ -46,59 +53,6 @@ def _variant_rows(table: pd.DataFrame, keys: list[str]):
         base = g[g["norm"] == "none"]
         if variant is not None and len(base):
             yield cell, g[g["norm"] == variant].iloc[0], base.iloc[0]
-
-
-def judge_cells(
-    ps: list[float], signs: list[float], allowed: list[set]
-) -> tuple[list[str], list[float]]:
-    """(verdict, Holm-adjusted p) per cell of one claim. A cell with an empty `allowed` is not
-    judged ("not determined", NaN, outside the family). The others: "supported" (sign > 0) /
-    "contradicted" (sign < 0) where the adjusted p is below ALPHA and that direction is
-    allowed, else "not supported". sign: the estimate on BN's side (> 0 favours BN)."""
-    judged = [i for i, ok in enumerate(allowed) if ok]
-    adjusted = holm([ps[i] for i in judged])
-    verdicts, qs = ["not determined"] * len(ps), [math.nan] * len(ps)
-    for i, q in zip(judged, adjusted, strict=True):
-        verdict = "supported" if signs[i] > 0 else "contradicted"
-        verdicts[i] = verdict if q < ALPHA and verdict in allowed[i] else "not supported"
-        qs[i] = float(q)
-    return verdicts, qs
-
-
-def family_alpha(m: int) -> float:
-    """The α a family's power is stated at: ALPHA / m, Holm's strictest step (m cells judged)."""
-    return ALPHA / max(m, 1)
-
-
-def not_supported_why(p: float, q: float) -> str:
-    """Why an interval that excludes 0 can still be 'not supported': Holm's correction."""
-    if math.isfinite(p) and p < ALPHA <= q:
-        return f"not supported after Holm's correction (p {p:.3f}, adjusted {q:.3f})"
-    return "not supported at 95%"
-
-
-def family_sentence(title: str, head: str, parts: list[str], verdicts: list[str]) -> str:
-    """'**Title** (head): part — verdict.' for one cell; with several, the tally first and
-    the correction named: '**Title** (head; 3 cells, Holm-corrected ...): supported in 1, ...'."""
-    if len(parts) == 1:
-        return f"**{title}** ({head}): {parts[0]}."
-    order = ("supported", "contradicted", "not supported", "not determined")
-    tally = ", ".join(f"{v} in {verdicts.count(v)}" for v in order if v in verdicts)
-    return (
-        f"**{title}** ({head}; {len(parts)} cells, Holm-corrected for family-wise α {ALPHA}): "
-        f"{tally} of {len(parts)} — " + "; ".join(parts) + "."
-    )
-
-
-def _power_text(pw, inconclusive: bool, what: str, alpha: float = ALPHA) -> str:
-    """'; these seeds detect <what> (80% power, α ...), about N seeds would settle the observed
-    one' (N for inconclusive verdicts only), or '' without a power."""
-    if not math.isfinite(pw.mde):
-        return ""
-    text = f"; these seeds detect {what.format(mde=pw.mde)} (80% power, α {alpha:.3g})"
-    if inconclusive and pw.seeds_needed:
-        text += f", about {pw.seeds_needed} seeds would settle the observed one"
-    return text
 
 
 def _goal(target: dict) -> str:
@@ -118,7 +72,6 @@ def budget_text(cfg: dict, keys: list[str]) -> str:
 
 # --------------------------------------------------------------------------- speed-up
 
-BOTH = {"supported", "contradicted"}
 # the directions a censored ratio can show: a lower bound can only show BN faster
 RATIO_ALLOWED = {"exact": BOTH, "lower": {"supported"}, "upper": {"contradicted"}}
 SPEEDUP_WHY = {"supported": "supported", "contradicted": "contradicted (BN slower)"}
@@ -157,7 +110,7 @@ def speedup(sp: pd.DataFrame, best: pd.DataFrame, target: dict | None) -> list[C
         pw = Power(math.exp(pw.mde), pw.seeds_needed) if ok else Power(math.nan, None)
         no = verdict == "not supported"
         why = not_supported_why(r[f"{p}_p"], q) if no else SPEEDUP_WHY.get(verdict, "")
-        why += _power_text(pw, no, "×{mde:.2f} or more", alpha)
+        why += power_text(pw, no, "×{mde:.2f} or more", alpha)
         lrs = f" (lr {base['best_lr']:g} vs {r['best_lr']:g})" if at_best else ""
         parts.append(_speedup_part(cell_label(cell) + lrs, r, base, p, _steps_col(at_best), why))
         out.append(
@@ -182,20 +135,11 @@ def speedup(sp: pd.DataFrame, best: pd.DataFrame, target: dict | None) -> list[C
         )
     head = f"BN = {out[0].norm}, steps to {_goal(target)}" if out else ""
     head += ", each variant at its best lr" if at_best else ""
-    return _shared(out, family_sentence("Speed-up", head, parts, verdicts))
+    return shared(out, family_sentence("Speed-up", head, parts, verdicts))
 
 
 def _steps_col(at_best: bool) -> str:
     return "steps_at_best_lr" if at_best else "steps_to_target"
-
-
-def _shared(claims: list[Claim], text: str) -> list[Claim]:
-    """The claims of one family, each with the family's one sentence."""
-    return [_with_text(c, text) for c in claims]
-
-
-def _with_text(claim: Claim, text: str) -> Claim:
-    return Claim(**{**claim.__dict__, "text": text})
 
 
 # --------------------------------------------------------------------------- regularization
@@ -260,7 +204,7 @@ def regularization(
         pw = power_analysis(r["acc_effect_se"], int(r["acc_effect_n"]), r["acc_effect_mean"], alpha)
         no = verdict == "not supported"
         why = not_supported_why(r["acc_effect_p"], q) if no else REG_WHY.get(verdict, "")
-        why += _power_text(pw, no, "±{mde:.3f} or more", alpha)
+        why += power_text(pw, no, "±{mde:.3f} or more", alpha)
         parts.append(f"{label}: not determined: {note}" if note else _reg_part(label, r, base, why))
         out.append(_reg_claim(cell, r, verdict, pw if not note else Power(math.nan, None), q, fit))
     head = f"BN = {out[0].norm}; " if out else ""
@@ -268,7 +212,7 @@ def regularization(
     head += ", each arm at its best lr on validation accuracy" if best else ", paired by seed"
     if not best and any(k == "train.lr" for k in cell_keys(reg)) and reg["train.lr"].nunique() > 1:
         head += f"; {NO_VAL}"
-    return _shared(out, family_sentence("Regularization", head, parts, verdicts))
+    return shared(out, family_sentence("Regularization", head, parts, verdicts))
 
 
 def _reg_claim(cell: dict, r: pd.Series, verdict: str, pw, p_holm: float, fit: float) -> Claim:
@@ -368,7 +312,7 @@ def trend(tr: pd.DataFrame, fit: float = DEFAULT_FIT) -> list[Claim]:
         no = verdict == "not supported"
         if no and word.startswith("not supported"):
             word = not_supported_why(r["slope_p"], q)
-        power = _power_text(pw, no, "±{mde:.4f} per doubling", alpha)
+        power = power_text(pw, no, "±{mde:.4f} per doubling", alpha)
         if note:
             word, power, pw = f"not determined: {note}", "", Power(math.nan, None)
         parts.append(_trend_part(cell, group["kind"], h, word, power))
@@ -378,7 +322,7 @@ def trend(tr: pd.DataFrame, fit: float = DEFAULT_FIT) -> list[Claim]:
         return []
     head = "test acc(BN) − test acc(none) (ghost: ghost m − full-batch statistics) against log2 "
     head += "batch size; slope < 0: the effect fades as the batch grows"
-    return _shared(out, family_sentence("Trend", head, parts, [c.verdict for c in out]))
+    return shared(out, family_sentence("Trend", head, parts, [c.verdict for c in out]))
 
 
 def _trend_claim(cell, group, r, verdict, direction, pw, q) -> Claim:

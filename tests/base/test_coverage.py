@@ -7,8 +7,8 @@ where the effect is absent, must call it supported or contradicted at most 6% of
 nominal, +2 SE); the Holm-corrected decision over several cells must keep the chance of any
 false verdict in the family at most 6%, where uncorrected per-cell verdicts would not.
 
-The verdict functions decide with `verdicts.judge_cells` on the p-value of the very interval
-they print, so the checks call the same two steps. The generator is seeded: the figures are
+The verdict functions decide with `bnexp.report.family.judge_cells` on the p-value of the very
+interval they print, so the checks call the same two steps. The generator is seeded: the figures are
 reproducible, and docs/statistics.md quotes them.
 """
 
@@ -19,7 +19,8 @@ import math
 import numpy as np
 import pytest
 
-from bnexp.report.verdicts import BOTH, RATIO_ALLOWED, judge_cells
+from bnexp.report.family import BOTH, judge_cells
+from bnexp.report.verdicts import RATIO_ALLOWED
 from bnexp.stats import mean_ci, p_value, paired_difference_ci, paired_log_ratio, seed_slopes
 
 DRAWS = 2000
