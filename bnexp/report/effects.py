@@ -134,6 +134,17 @@ def best_val_lr(df: pd.DataFrame) -> pd.DataFrame:
     return best.rename(columns={"train.lr": "best_lr", "v": "best_val_acc"}).reset_index(drop=True)
 
 
+def val_choice(best: pd.DataFrame) -> dict:
+    """best_val_lr's frame as {cell items (sorted, without lr): {norm: lr}}."""
+    if best.empty:
+        return {}
+    keys = [k for k in cell_keys(best) if k != "train.lr"]
+    out: dict = {}
+    for _, b in best.iterrows():
+        out.setdefault(tuple(sorted((k, b[k]) for k in keys)), {})[b["norm"]] = b["best_lr"]
+    return out
+
+
 # --------------------------------------------------------------------------- trend
 
 

@@ -31,7 +31,7 @@ from bnexp.stats import Power, power_analysis
 from . import claims as C
 from .cells import cell_keys, cell_label, groups
 from .claims import Claim, as_float, as_int
-from .effects import bn_variant
+from .effects import bn_variant, val_choice
 from .family import (
     BOTH,
     family_alpha,
@@ -61,9 +61,12 @@ def _goal(target: dict) -> str:
 
 
 def budget_text(cfg: dict, keys: list[str]) -> str:
-    """'2400 steps, lr rule none': the budget every run of a regularization study had."""
+    """'2400 steps, lr rule none': the budget every run of a regularization study had ('' when
+    the config does not say)."""
     train = cfg.get("train") or {}
-    budget = f"{train['steps']} steps" if train.get("steps") else f"{train.get('epochs')} epochs"
+    if not (train.get("steps") or train.get("epochs")):
+        return ""
+    budget = f"{train['steps']} steps" if train.get("steps") else f"{train['epochs']} epochs"
     if any(k.endswith("lr_scaling.rule") for k in keys):
         return f"{budget}, lr rule per cell"
     rule = (train.get("lr_scaling") or {}).get("rule", "none")
@@ -411,17 +414,6 @@ def equivalence(eq: pd.DataFrame) -> list[Claim]:
         )
         for col, verdict, est, lo, hi, n, tol in out
     ]
-
-
-def val_choice(best: pd.DataFrame) -> dict:
-    """best_val_lr's frame as {cell items (sorted, without lr): {norm: lr}}."""
-    if best.empty:
-        return {}
-    keys = [k for k in cell_keys(best) if k != "train.lr"]
-    out: dict = {}
-    for _, b in best.iterrows():
-        out.setdefault(tuple(sorted((k, b[k]) for k in keys)), {})[b["norm"]] = b["best_lr"]
-    return out
 
 
 def all_claims(

@@ -104,6 +104,8 @@ def test_ghost_batch_sweep_gets_its_effect(tmp_path):
     # gap(32) - gap(16) = -0.01 in every seed, by construction
     assert small["effect_vs_full_stats_mean"] == pytest.approx(-0.01)
     assert small["effect_vs_full_stats_n"] == 3
+    # test acc = 0.99 - gap: acc(16) - acc(full-batch statistics, 32) = -0.01 in every seed
+    assert small["acc_effect_vs_full_stats_mean"] == pytest.approx(-0.01)
 
 
 def test_bn_noise_slopes(tables):

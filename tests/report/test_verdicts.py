@@ -356,3 +356,14 @@ def test_a_censored_speedup_reads_the_same_everywhere(tmp_path):
     for sentence in report.sentences:
         assert f"- {sentence}\n" in md
         assert words(sentence) in shown, sentence
+
+
+def test_the_budget_is_stated_from_the_config():
+    from bnexp.report.verdicts import budget_text
+
+    assert budget_text({"train": {"steps": 2400, "epochs": 10}}, []) == "2400 steps, lr rule none"
+    sqrt = {"train": {"epochs": 40, "lr_scaling": {"rule": "sqrt"}}}
+    assert budget_text(sqrt, ["batch_size"]) == "40 epochs, lr rule sqrt"
+    swept = ["batch_size", "train.lr_scaling.rule"]
+    assert budget_text(sqrt, swept) == "40 epochs, lr rule per cell"
+    assert budget_text({}, []) == ""
