@@ -45,6 +45,17 @@ LATE_COLUMNS = (
 )
 
 
+# the regularization verdict's columns (issue 21), after those: the CSV's older columns keep
+# their places
+LATER_PREFIXES = (
+    "test_loss_",
+    "train_acc_min",
+    "acc_effect",
+    "nll_effect",
+    "curve_",
+)
+
+
 def compute_tables(
     df: pd.DataFrame, probes: pd.DataFrame, noise: pd.DataFrame, target: dict | None
 ) -> dict[str, pd.DataFrame]:
@@ -82,7 +93,9 @@ def compute_tables(
     for name in ("speedup", "best_lr", "regularization"):  # columns added later come last
         frame = tables[name]
         late = [c for c in frame.columns if c.startswith("fit_") or c in LATE_COLUMNS]
-        tables[name] = frame[[c for c in frame.columns if c not in late] + late]
+        later = [c for c in frame.columns if c.startswith(LATER_PREFIXES) and c not in late]
+        first = [c for c in frame.columns if c not in late and c not in later]
+        tables[name] = frame[first + late + later]
     order = ["speedup", "best_lr", "regularization", "trend", "equivalence"]
     return {k: tables[k] for k in order} | {k: v for k, v in tables.items() if k not in order}
 
