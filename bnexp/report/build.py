@@ -14,10 +14,12 @@ from . import plots as P
 from .cells import cell_keys, ghost_key
 from .effects import (
     at_best_lr,
+    at_common_loss,
+    best_val_lr,
     equivalence_table,
-    lr_swept,
     matched_fit,
     trend_table,
+    with_common_loss,
     with_matched_fit,
 )
 from .load import load_summary, run_config, run_csvs, run_targets
@@ -31,10 +33,27 @@ from .tables import (
     shift_table,
     speedup_table,
 )
-from .verdicts import all_claims
+from .verdicts import DEFAULT_FIT, all_claims, budget_text
 
 # columns added after the tables' first layout: kept at the end of the CSV files
-LATE_COLUMNS = ("speedup_log_sd", "speedup_at_best_lr_bound", "speedup_at_best_lr_log_sd")
+LATE_COLUMNS = (
+    "speedup_log_sd",
+    "speedup_p",
+    "speedup_at_best_lr_bound",
+    "speedup_at_best_lr_log_sd",
+    "speedup_at_best_lr_p",
+)
+
+
+# the regularization verdict's columns (issue 21), after those: the CSV's older columns keep
+# their places
+LATER_PREFIXES = (
+    "test_loss_",
+    "train_acc_min",
+    "acc_effect",
+    "nll_effect",
+    "curve_",
+)
 
 
 def compute_tables(
@@ -44,7 +63,9 @@ def compute_tables(
 
     df: summary rows, with the matched-fit columns when the runs have them (effects.FIT_COLUMNS).
     Tables named with a leading "_" feed the claims only (never a CSV file nor the report):
-    `_regularization_best_lr` = the regularization table at each variant's best lr.
+    with train.lr swept and a validation split, `_best_val_lr` (effects.best_val_lr) and
+    `_regularization_best_val` = the regularization table at each arm's best lr on validation
+    accuracy (the trend then uses those runs too).
     """
     keys = cell_keys(df)
     tables = {
@@ -60,17 +81,21 @@ def compute_tables(
         on = [k for k in keys if k != "train.lr"] + ["norm"]
         lr_cols = tables["best_lr"][[*on, "best_lr", "diverged_at"]]
         tables["speedup"] = tables["speedup"].merge(lr_cols, on=on, how="left")
-        if lr_swept(df):  # the verdicts use each variant's best lr
-            best_runs = at_best_lr(df, tables["best_lr"])
-            tables["_regularization_best_lr"] = regularization_table(best_runs)
-            tables["trend"] = trend_table(best_runs)
-    if "trend" not in tables:
+    val = best_val_lr(df)
+    if not val.empty:  # regularization at each arm's best lr on validation, never on test
+        best_runs = at_best_lr(df, val)
+        tables["_best_val_lr"] = val
+        tables["_regularization_best_val"] = regularization_table(best_runs)
+        tables["trend"] = trend_table(best_runs)
+    else:
         tables["trend"] = trend_table(df)
     tables["equivalence"] = equivalence_table(df)
     for name in ("speedup", "best_lr", "regularization"):  # columns added later come last
         frame = tables[name]
         late = [c for c in frame.columns if c.startswith("fit_") or c in LATE_COLUMNS]
-        tables[name] = frame[[c for c in frame.columns if c not in late] + late]
+        later = [c for c in frame.columns if c.startswith(LATER_PREFIXES) and c not in late]
+        first = [c for c in frame.columns if c not in late and c not in later]
+        tables[name] = frame[first + late + later]
     order = ["speedup", "best_lr", "regularization", "trend", "equivalence"]
     return {k: tables[k] for k in order} | {k: v for k, v in tables.items() if k not in order}
 
@@ -107,11 +132,14 @@ def build_report(results_dir: str | Path) -> Report:
     """Read results_dir; write tables/*.csv, plots/*.png, claims.json, report.md, report.html."""
     results_dir = Path(results_dir)
     df = load_summary(results_dir)
-    target = (run_config(results_dir, df).get("measure") or {}).get("target")
+    target = (run_config(results_dir, df).get("measure") or {}).get("target")  # first run's
     probes = run_csvs(results_dir, df, "probes.csv")
     noise = run_csvs(results_dir, df, "bn_noise.csv")
     metrics = run_csvs(results_dir, df, "metrics.csv")
     df = with_matched_fit(df, matched_fit(metrics, run_targets(results_dir, df)))
+    df = with_common_loss(df, at_common_loss(metrics, df))
+    cfg = run_config(results_dir, df)
+    fit = float((cfg.get("measure") or {}).get("fit", DEFAULT_FIT))
 
     full = compute_tables(df, probes, noise, target)
     tables = {name: for_csv(f) for name, f in full.items() if not name.startswith("_")}
@@ -119,7 +147,7 @@ def build_report(results_dir: str | Path) -> Report:
         if not frame.empty:
             atomic_write_csv(results_dir / "tables" / f"{name}.csv", frame)
     plots = draw_plots(results_dir, df, tables, metrics, probes)
-    claims = all_claims(full, target)
+    claims = all_claims(full, target, fit, budget_text(cfg, cell_keys(df)))
     report = Report(results_dir, tables, plots, claims, cell_keys(df), df)
     atomic_write_text(
         results_dir / "claims.json",

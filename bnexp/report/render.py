@@ -28,21 +28,24 @@ from .claims import Claim, sentences
 from .summary import comparison
 
 INTRO = (
-    "Intervals are 95%: t-intervals over seeds; speed-ups are ratios of mean steps, paired by "
-    "seed, with a percentile bootstrap over seeds (with few seeds these intervals are rough). "
-    "Runs that never reached the target are censored (shown as bounds, never dropped)."
+    "Intervals are 95% t-intervals over seeds: speed-ups are geometric means of the per-seed "
+    "step ratios (exp of the t-interval of their logs), trends the mean of per-seed slopes. A "
+    "claim judged in several cells is Holm-corrected (family-wise error 5%). Runs that never "
+    "reached the target are censored (shown as one-sided bounds, never dropped)."
 )
 TITLES = {
     "speedup": "Speed-up: steps to target (mean [95% t-CI]; censored = never reached, shown as "
-    "a bound) and steps(none)/steps(BN) paired by seed [bootstrap CI]",
+    "a bound) and steps(none)/steps(BN), geometric mean over paired seeds [95% t-CI]",
     "best_lr": "Learning rates: best lr per variant, where it diverged, speed-up at each "
     "variant's best lr",
-    "regularization": "Regularization: gen gap = train acc − test acc, loss gap = test − train "
-    "loss (mean [95% CI]); effect = gap(none) − gap(BN), paired; fit_* = the same at matched fit "
-    "(each run's first evaluation meeting the target; fit_excluded: runs that never did)",
-    "trend": "Trend: BN's effect vs log₂ batch size (kind batch: gap(none) − gap(BN); kind "
-    "ghost: gap(full-batch stats) − gap(ghost m)), mean [95% CI] per size, least-squares slope "
-    "per doubling with a paired bootstrap CI over seeds (slope < 0: the effect fades)",
+    "regularization": "Regularization: acc effect = test acc(BN) − test acc(none) and NLL effect "
+    "= test loss(none) − test loss(BN) after the budget, paired by seed (> 0 favours BN; judged "
+    "only where every run reached measure.fit train acc, lowest in `min train`); curve = the acc "
+    "effect at the lowest train loss both reach; effect = gen gap(none) − gap(BN); fit_* = "
+    "gaps at matched fit (first evaluation meeting the target)",
+    "trend": "Trend: BN's effect vs log₂ batch size (kind batch: test acc(BN) − test acc(none); "
+    "kind ghost: test acc(ghost m) − test acc(full-batch stats)), mean [95% CI] per size, slope "
+    "per doubling = mean of per-seed least-squares slopes with its t-CI (< 0: the effect fades)",
     "equivalence": "Ours ≡ torch's: custom − torch paired by seed (steps to target, also relative "
     "to torch's; final test accuracy), mean [95% CI], with the tolerances of the check",
     "bn_noise": "BN noise: rms of (batch mean − full mean)/σ and of (batch var/full var − 1), "
@@ -83,8 +86,8 @@ def display_columns(name: str, keys: list[str]) -> list[str]:
             "speedup_at_best_lr_vs_none",
         ],
         "regularization": [
-            *keys, "norm", "runs", "gen_gap", "effect", "fit_gen_gap", "fit_effect",
-            "fit_excluded", "effect_vs_full_stats_mean",
+            *keys, "norm", "runs", "train_acc_min", "acc_effect", "nll_effect",
+            "curve_acc_effect", "effect", "fit_effect",
         ],
         "trend": [
             *[k for k in keys if k not in ("batch_size", "train.lr")], "kind", "norm", "basis",
@@ -243,18 +246,22 @@ SHORT = {
     "steps_to_target": ("steps", "optimizer steps to the target"),
     "reached": ("reached", "runs that reached the target"),
     "diverged": ("div", "runs that diverged"),
-    "speedup_vs_none": ("speed-up", "steps(none)/steps(BN), paired by seed [bootstrap CI]"),
+    "speedup_vs_none": ("speed-up", "steps(none)/steps(BN), geometric mean by seed [t-CI]"),
+    "acc_effect": ("acc effect", "test acc(BN) − test acc(none), paired by seed"),
+    "nll_effect": ("NLL effect", "test loss(none) − test loss(BN), paired by seed"),
+    "curve_acc_effect": ("curve", "acc effect at the lowest train loss both reach"),
+    "train_acc_min": ("min train", "lowest final train acc of the runs (the fit check)"),
     "effect": ("effect", "gap(none) − gap(BN), paired by seed"),
     "effect_vs_full_stats_mean": ("vs full", "gap(full-batch stats) − gap(this ghost size)"),
     "fit_gen_gap": ("fit gap", "gen gap at matched fit (first evaluation at the target)"),
     "fit_effect": ("fit effect", "gap(none) − gap(BN) at matched fit, paired by seed"),
     "fit_excluded": ("no fit", "runs that never reached the target (left out of fit)"),
-    "basis": ("basis", "gaps at matched fit or at the end"),
+    "basis": ("basis", "what the effect reads (final test acc)"),
     "x": ("size", "batch size (kind batch) or ghost batch size (kind ghost)"),
     "effect_mean": ("effect", "mean paired effect at that size"),
     "slope": ("slope", "effect change per doubling of the size (least squares)"),
-    "slope_ci_low": ("low", "slope's 95% paired bootstrap CI"),
-    "slope_ci_high": ("high", "slope's 95% paired bootstrap CI"),
+    "slope_ci_low": ("low", "slope's 95% t-CI over per-seed slopes"),
+    "slope_ci_high": ("high", "slope's 95% t-CI over per-seed slopes"),
     "steps_rel_diff_mean": ("Δsteps", "(custom − torch)/torch steps to target"),
     "steps_rel_diff_ci_low": ("low", "95% CI"),
     "steps_rel_diff_ci_high": ("high", "95% CI"),
@@ -283,7 +290,7 @@ TERMINAL_TITLES = {
     "speedup": "Speed-up to target (mean [95% CI]; censored runs shown as bounds)",
     "best_lr": "Learning rates: best lr per variant",
     "regularization": "Regularization: generalization gaps (mean [95% CI])",
-    "trend": "Trend: BN's effect vs batch size (slope per doubling, bootstrap CI)",
+    "trend": "Trend: BN's effect vs batch size (slope per doubling, t-CI over seeds)",
     "equivalence": "Ours ≡ torch's: custom − torch, paired by seed",
     "bn_noise": "BN noise: log-log slope vs batch size",
     "shift": "Covariate shift: drift between probes",
