@@ -37,6 +37,7 @@ from bnexp.config.schema import (
     TrackConfig,
     TrainConfig,
 )
+from bnexp.config.model import FACTORY, factory_parts
 from bnexp.config.yamlfile import parse_yaml, parse_yaml_value, read_yaml
 from bnexp.errors import ConfigError
 
@@ -235,7 +236,30 @@ def load_experiment(
     path = Path(path)
     raw, lines = read_yaml(path)
     touched, problems = apply_overrides(raw, list(overrides or []))
+    resolve_factory_files(raw, path.parent)
     return validate_experiment(raw, Source(str(path), lines, touched), problems), raw
+
+
+def resolve_factory_files(raw: dict, folder: Path) -> None:
+    """Make each relative `model.factory: path/file.py:function` (base value and sweep values)
+    absolute, relative to `folder` (the config file's), in place: the runs then find the file
+    from any working directory, and their config.yaml records where it was."""
+
+    def absolute(spec: Any) -> Any:
+        if not isinstance(spec, str) or not FACTORY.match(spec):
+            return spec
+        target, name, is_file = factory_parts(spec)
+        if not is_file or Path(target).is_absolute():
+            return spec
+        return f"{(folder / target).resolve()}:{name}"
+
+    model = raw.get("model")
+    if isinstance(model, dict) and "factory" in model:
+        model["factory"] = absolute(model["factory"])
+    sweep = raw.get("sweep")
+    values = sweep.get("model.factory") if isinstance(sweep, dict) else None
+    if isinstance(values, list):
+        sweep["model.factory"] = [absolute(v) for v in values]
 
 
 def experiment_from_dict(raw: dict, file: str = "<dict>") -> ExperimentConfig:
@@ -337,7 +361,14 @@ class PlannedRun:
     config: RunConfig
 
 
-HASHED_WHEN_SET = (("train", "lr_scaling"), ("train", "steps"), ("measure", "eval_subset"))
+HASHED_WHEN_SET = (
+    ("train", "lr_scaling"),
+    ("train", "steps"),
+    ("measure", "eval_subset"),
+    ("model", "depth"),
+    ("model", "factory"),
+    ("model", "factory_args"),
+)
 
 
 def run_id(cfg: RunConfig) -> str:

@@ -429,7 +429,7 @@ def noise_at_init(exp, results_dir: Path) -> pd.DataFrame:
             continue
         device = resolve_device(cfg.train.device)
         data = load_dataset(cfg.data).to(device)
-        model = build_model(cfg.model, data.input_shape, data.num_outputs)
+        model = build_model(cfg.model, data.input_shape, data.num_outputs, cfg.train.seed)
         init_weights(model, cfg.train.seed)
         model.to(device)
         noise = cfg.measure.bn_noise or BatchStatNoiseConfig()

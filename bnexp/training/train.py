@@ -120,10 +120,10 @@ def train_run(
     rec = RunRecorder(cfg, run_dir, clock)  # writes config.yaml
     set_determinism(tc.seed, tc.deterministic)
 
-    model = build_model(cfg.model, data.input_shape, data.num_outputs)
+    model = build_model(cfg.model, data.input_shape, data.num_outputs, tc.seed)
     init_weights(model, tc.seed)
     model.to(device).train()
-    conv = cfg.model.arch == "cnn"  # images channels_last (step.image_layout)
+    conv = cfg.model.kind in ("cnn", "resnet")  # images channels_last (step.image_layout)
     opt = make_optimizer(model.parameters(), tc)
     order = torch.Generator().manual_seed(tc.seed)  # data order, the same for every norm variant
     n_train = len(data.x_train)

@@ -122,7 +122,7 @@ def train_seeds(
 
     models = []
     for cfg in cfgs:
-        m = build_model(cfg.model, data.input_shape, data.num_outputs)
+        m = build_model(cfg.model, data.input_shape, data.num_outputs, cfg.train.seed)
         init_weights(m, cfg.train.seed)
         models.append(m.to(device).train())
     net = stack(models)
@@ -161,7 +161,7 @@ def train_seeds(
     def batch_losses(idx: Tensor) -> Tensor:
         """(S,) mean loss of each seed on its own batch; idx: (S, B) row indices."""
         # prepare sees (S*B, ...) as one batch
-        xb = image_layout(data.prepare(data.x_train[idx.reshape(-1)]), cfg0.model.arch == "cnn")
+        xb = image_layout(data.prepare(data.x_train[idx.reshape(-1)]), cfg0.model.kind in ("cnn", "resnet"))
         xb, yb = xb.reshape(S, -1, *xb.shape[1:]), data.y_train[idx]
         logits = net(xb)
         return seed_losses(logits, yb, data.binary)
