@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from bnexp.config.model import FACTORY, factory_parts
 from bnexp.config.schema import (
     BatchStatNoiseConfig,
     BinaryConfig,
@@ -37,7 +38,6 @@ from bnexp.config.schema import (
     TrackConfig,
     TrainConfig,
 )
-from bnexp.config.model import FACTORY, factory_parts
 from bnexp.config.yamlfile import parse_yaml, parse_yaml_value, read_yaml
 from bnexp.errors import ConfigError
 

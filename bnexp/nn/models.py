@@ -1,7 +1,7 @@
 """The networks a config names: bnexp's MLP and CNN, CIFAR ResNets (resnet.py), a factory's.
 
-MLP and CNN are `Net`s: a stack of `Block`s (hidden layer l = blocks[l-1]) and a linear head. A block is
-weight layer -> norm -> activation (pre_activation, the lecture's z -> z~ -> g(z~)) or
+MLP and CNN are `Net`s: a stack of `Block`s (hidden layer l = blocks[l-1]) and a linear head. A
+block is weight layer -> norm -> activation (pre_activation, the lecture's z -> z~ -> g(z~)) or
 weight layer -> activation -> norm (post_activation). A weight layer followed directly by BN has
 no bias: BN subtracts the mean, and beta takes the bias's place.
 """

@@ -161,7 +161,8 @@ def train_seeds(
     def batch_losses(idx: Tensor) -> Tensor:
         """(S,) mean loss of each seed on its own batch; idx: (S, B) row indices."""
         # prepare sees (S*B, ...) as one batch
-        xb = image_layout(data.prepare(data.x_train[idx.reshape(-1)]), cfg0.model.kind in ("cnn", "resnet"))
+        conv = cfg0.model.kind in ("cnn", "resnet")
+        xb = image_layout(data.prepare(data.x_train[idx.reshape(-1)]), conv)
         xb, yb = xb.reshape(S, -1, *xb.shape[1:]), data.y_train[idx]
         logits = net(xb)
         return seed_losses(logits, yb, data.binary)
