@@ -58,7 +58,8 @@ def validate(config: ConfigArg, set_: SetOpt = None) -> None:
 
 def _si(n: float) -> str:
     """1.23e15 -> '1.23 P' (decimal prefixes, as FLOP counts are quoted)."""
-    for prefix, scale in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+    prefixes = (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3))
+    for prefix, scale in prefixes:
         if n >= scale:
             return f"{n / scale:.3g} {prefix}"
     return f"{n:.3g} "
