@@ -41,11 +41,13 @@ def validate(config: ConfigArg, set_: SetOpt = None) -> None:
     try:
         exp, _ = load_experiment(config, set_)
         plan = expand(exp)
-        sizes = model_sizes(plan)  # builds each distinct model once: a bad factory fails here
+        sizes, notes = model_sizes(plan)  # builds each distinct model: a bad factory fails here
     except BnexpError as e:
         raise _fail(e) from None
     console.print(_plan_table(plan))
     console.print(_sizes_table(sizes))
+    for note in notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
     total = [s.train_flops for s in sizes]
     if all(t is not None for t in total):
         console.print(
@@ -73,7 +75,7 @@ def _sizes_table(sizes):
         table.add_column(col, justify="left" if col == "model" else "right")
     for s in sizes:
         if s.params is None:
-            table.add_row(s.label, "?", "?", str(s.runs), s.note)
+            table.add_row(s.label, "?", "?", str(s.runs), "?")
             continue
         table.add_row(s.label, f"{s.params:,}", f"{_si(s.forward_flops)}FLOPs", str(s.runs),
                       f"{_si(s.train_flops)}FLOPs")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bnexp.config import ModelConfig, PlannedRun
+from bnexp.config import DataConfig, ModelConfig, PlannedRun
 from bnexp.errors import BnexpError
 
 TRAIN_FACTOR = 3  # forward + backward ≈ 3 forwards
@@ -23,11 +23,10 @@ _SIZE_KEYS = {"arch", "hidden", "channels", "depth", "factory", "factory_args", 
 @dataclass
 class ModelSize:
     label: str  # e.g. "resnet-20, norm torch"
-    params: int | None  # None: the data could not be read to build it
+    params: int | None  # None: the data's shape is unknown (not on disk)
     forward_flops: int | None  # per example
     runs: int = 0
     examples: int = 0  # examples seen in training, summed over its runs
-    note: str = ""  # why the numbers are missing
 
     @property
     def train_flops(self) -> int | None:
@@ -59,38 +58,63 @@ def _measure(m: ModelConfig, input_shape: tuple[int, ...], outputs: int) -> tupl
     return sum(p.numel() for p in model.parameters()), counter.get_total_flops()
 
 
-def model_sizes(plan: list[PlannedRun]) -> list[ModelSize]:
-    """One row per distinct (model, data) of the plan's distinct runs, in plan order.
+# where the data are not on disk, datasets whose published sizes say what a model sees:
+# one example's shape, classes, training images per class
+_PUBLISHED = {"cifar10": ((3, 32, 32), 10, 5000)}
 
-    Builds each model once on one example (the data is loaded for its shape and size: a data
-    set that cannot be read leaves that row's numbers empty, with the reason in `note`). A
-    factory that cannot be imported or built raises its ConfigError.
-    """
+
+def _data_size(cfg: DataConfig) -> tuple[tuple[int, ...], int, int, str] | None:
+    """(one example's shape, outputs, training examples, note) of a data config: read from the
+    data, or from the published sizes where it is not on disk (note says so); None: unknown."""
     from bnexp.data import load_dataset
 
+    try:
+        data = load_dataset(cfg)
+        return data.input_shape, data.num_outputs, len(data.x_train), ""
+    except BnexpError:
+        pass
+    known = _PUBLISHED.get(cfg.dataset)
+    if known is None or cfg.binary is not None:
+        return None
+    shape, classes, per_class = known
+    classes = len(cfg.classes) if cfg.classes else classes
+    n = (cfg.train_per_class or per_class) * classes
+    return shape, classes, n, f"{cfg.dataset}: not on disk, sized from its published shape"
+
+
+def model_sizes(plan: list[PlannedRun]) -> tuple[list[ModelSize], list[str]]:
+    """One row per distinct (model, data) of the plan's distinct runs, in plan order, and the
+    notes on how the data were sized (data not on disk).
+
+    Builds each model once, on one example. A data set that is neither on disk nor of known
+    size leaves its rows' numbers empty (a note says why). A factory that cannot be imported
+    or built raises its ConfigError.
+    """
     rows: dict[str, ModelSize] = {}
+    sizes: dict[str, tuple | None] = {}
+    notes: list[str] = []
     seen: set[str] = set()
     for run in plan:
         if run.run_id in seen:
             continue
         seen.add(run.run_id)
         cfg = run.config
-        key = cfg.data.model_dump_json() + str(cfg.model.model_dump(include=_SIZE_KEYS))
+        data_key = cfg.data.model_dump_json()
+        if data_key not in sizes:
+            sizes[data_key] = _data_size(cfg.data)
+            if sizes[data_key] is None:
+                notes.append(f"{cfg.data.dataset}: not on disk, so its models are not sized")
+            elif sizes[data_key][3]:
+                notes.append(sizes[data_key][3])
+        size = sizes[data_key]
+        key = data_key + str(cfg.model.model_dump(include=_SIZE_KEYS))
         row = rows.get(key)
-        try:
-            data = load_dataset(cfg.data)
-        except BnexpError as e:
-            data, note = None, f"needs the data to size it ({str(e).splitlines()[0]})"
         if row is None:
-            if data is None:
-                row = ModelSize(_label(cfg.model), None, None, note=note)
-            else:
-                params, flops = _measure(cfg.model, data.input_shape, data.num_outputs)
-                row = ModelSize(_label(cfg.model), params, flops)
-            rows[key] = row
+            measured = (None, None) if size is None else _measure(cfg.model, *size[:2])
+            row = rows[key] = ModelSize(_label(cfg.model), *measured)
         row.runs += 1
-        if data is not None:
-            t, n = cfg.train, len(data.x_train)
+        if size is not None:
+            t, n = cfg.train, size[2]
             # a step budget: steps x batch (an epoch's last batch may be short); else epochs x n
             row.examples += t.steps * min(t.batch_size, n) if t.steps else t.epochs * n
-    return list(rows.values())
+    return list(rows.values()), list(dict.fromkeys(notes))

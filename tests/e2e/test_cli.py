@@ -175,6 +175,18 @@ def _tiny_images(root: Path, classes: int = 2) -> str:
     return f"data: {{dataset: npz, train: {root}/train.npz, test: {root}/test.npz}}\n"
 
 
+def resnet20_flops(side: int, classes: int) -> int:
+    """ResNet-20's forward FLOPs on one side x side image, by hand: 2 per multiply-add of each
+    3x3 conv (maps side, side/2, side/4) and of the linear head."""
+
+    def conv(c_in, c_out, s):
+        return 2 * c_in * c_out * 9 * s * s
+
+    return (conv(3, 16, side) + 6 * conv(16, 16, side) + conv(16, 32, side // 2)
+            + 5 * conv(32, 32, side // 2) + conv(32, 64, side // 4) + 5 * conv(64, 64, side // 4)
+            + 2 * 64 * classes)
+
+
 def test_validate_prints_parameters_and_flops_counted_by_hand(tmp_path: Path):
     cfg = tmp_path / "r.yaml"
     cfg.write_text(
@@ -185,11 +197,7 @@ def test_validate_prints_parameters_and_flops_counted_by_hand(tmp_path: Path):
     result = runner.invoke(app, ["validate", str(cfg)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
 
-    def conv(c_in, c_out, side):  # FLOPs: 2 per multiply-add of a 3x3 conv on a side x side map
-        return 2 * c_in * c_out * 9 * side * side
-
-    forward = (conv(3, 16, 8) + 6 * conv(16, 16, 8) + conv(16, 32, 4) + 5 * conv(32, 32, 4)
-               + conv(32, 64, 2) + 5 * conv(64, 64, 2) + 2 * 64 * 2)
+    forward = resnet20_flops(8, 2)
     params = 269_722 - 64 * 8 - 8  # the paper's ResNet-20 with a 2-class head
     assert "resnet-20, norm torch" in result.output and f"{params:,}" in result.output
     assert f"{forward / 1e6:.3g} MFLOPs" in result.output
@@ -251,3 +259,19 @@ def test_repro_and_report_import_no_code_named_in_a_results_folder(tmp_path: Pat
     result = runner.invoke(app, ["repro", str(out / "e"), rid, "--trust-code"])
     assert result.exit_code == 0, result.output
     assert marker.exists() and "reproduced" in result.output
+
+
+def test_validate_sizes_cifar10_from_its_published_shape_without_the_files(tmp_path: Path):
+    """A GPU study planned on a machine without CIFAR-10: 32x32x3 images, 10 classes, 5000
+    training images per class."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f"name: c\ndata: {{dataset: cifar10, root: {tmp_path}/none, train_per_class: 100}}\n"
+        "model: {arch: resnet, depth: 20, norm: torch}\ntrain: {batch_size: 100, epochs: 2}\n"
+    )
+    result = runner.invoke(app, ["validate", str(cfg)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "269,722" in result.output and "cifar10: not on disk, sized from" in result.output
+    forward = resnet20_flops(32, 10)
+    assert f"{forward / 1e6:.3g} MFLOPs" in result.output
+    assert f"about {3 * forward * 2 * 100 * 10 / 1e9:.3g} GFLOPs" in result.output
