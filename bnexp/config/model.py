@@ -130,14 +130,14 @@ class ModelConfig(Strict):
             return self
         unused = {"hidden": [100, 100, 100], "channels": [32, 64, 128], "activation": "relu",
                   "norm_position": "pre_activation"}
-        if self.factory is not None:
-            unused["arch"] = "mlp"
+        if self.factory is not None:  # the user's BN layers keep their own eps and momentum
+            unused.update({"arch": "mlp", "bn_eps": 1e-5, "bn_momentum": 0.1})
         for key, default in unused.items():
             if getattr(self, key) != default:
                 what = f"model.factory {self.factory}" if self.factory else "arch: resnet"
                 raise ValueError(
-                    f"model.{key}: {what} builds the whole network, so {key} does not apply "
-                    f"(found {getattr(self, key)!r}; remove it)"
+                    f"model.{key}: {what} builds the whole network with its own settings, so "
+                    f"{key} does not apply (found {getattr(self, key)!r}; remove it)"
                 )
         return self
 

@@ -146,6 +146,7 @@ def test_output_size_and_raising_factories_are_config_errors(project, monkeypatc
     ({"factory_args": {"classes": 2}}, "needs model.factory"),
     ({"factory": "m:f", "arch": "cnn"}, "model.arch: .*does not apply"),
     ({"factory": "m:f", "hidden": [3]}, "hidden does not apply"),
+    ({"factory": "m:f", "bn_eps": 1e-3}, "bn_eps does not apply"),
     ({"arch": "resnet"}, "arch resnet needs a depth 6n\\+2"),
     ({"arch": "resnet", "depth": 21}, "depth: 21 needs a depth 6n\\+2"),
     ({"arch": "cnn", "depth": 20}, "needs arch: resnet"),
