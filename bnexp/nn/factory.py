@@ -78,7 +78,7 @@ def call_factory(spec: str, args: dict[str, Any] | None, seed: int) -> nn.Module
             raise _fail(spec, f"calling it with factory_args {args or {}} raised "
                         f"{type(e).__name__}: {e}") from None
     if not isinstance(model, nn.Module):
-        raise _fail(spec, f"returned a {type(model).__name__}, expected a torch.nn.Module")
+        raise _fail(spec, f"returned type {type(model).__name__}, expected a torch.nn.Module")
     return model
 
 

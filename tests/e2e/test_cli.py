@@ -275,3 +275,16 @@ def test_validate_sizes_cifar10_from_its_published_shape_without_the_files(tmp_p
     forward = resnet20_flops(32, 10)
     assert f"{forward / 1e6:.3g} MFLOPs" in result.output
     assert f"about {3 * forward * 2 * 100 * 10 / 1e9:.3g} GFLOPs" in result.output
+
+
+def test_run_with_a_factory_that_returns_no_module_fails_before_training(tmp_path: Path):
+    (tmp_path / "bad.py").write_text("def make():\n    return 42\n")
+    cfg = tmp_path / "b.yaml"
+    cfg.write_text("name: b\n" + _tiny_images(tmp_path) + 'model: {factory: "bad.py:make"}\n')
+    out = tmp_path / "results"
+    result = runner.invoke(app, ["run", str(cfg), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert lines == [f"error: model.factory: {tmp_path / 'bad.py'}:make: returned type int, "
+                     "expected a torch.nn.Module"], lines
+    assert not list(out.glob("b/runs/*/metrics.csv"))

@@ -119,7 +119,7 @@ def test_a_model_that_views_its_input_trains(project, monkeypatch, tmp_path):
 @pytest.mark.parametrize("factory, message", [
     ("nets/missing.py:make", "no file"),
     ("nets/net.py:absent", "has no function absent"),
-    ("nets/net.py:not_a_module", "returned a str, expected a torch.nn.Module"),
+    ("nets/net.py:not_a_module", "returned type str, expected a torch.nn.Module"),
     ("no_such_module_bnexp:make", "cannot import module no_such_module_bnexp"),
 ])
 def test_a_bad_factory_is_one_config_error(project, monkeypatch, factory, message):
