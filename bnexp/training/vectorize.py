@@ -75,6 +75,10 @@ def why_not_vectorized(cfgs: list[RunConfig]) -> str | None:
     if measure.shift_probe or measure.ics or measure.bn_noise:
         return "measure.shift_probe / ics / bn_noise probe one model at a time"
     model = cfgs[0].model
+    if model.factory is not None:
+        # measured: a user's conv network batched by vmap (NCHW) rounds differently from its
+        # separate runs (1e-7 in the loss), and "equal to a separate run" is the promise
+        return "model.factory: a user's network trains one seed at a time"
     if model.bn_noise is not None:
         # the noise stream lives on the module (a generator per layer, seeded per run); the
         # stacked model calls one architecture, so the seeds would share one stream
