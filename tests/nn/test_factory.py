@@ -163,3 +163,13 @@ def test_bad_model_keys_are_config_errors(model, message):
 def test_layer_probes_refuse_resnet_and_factory_models(model, probe):
     with pytest.raises(ConfigError, match="probes hidden layers by index"):
         experiment_from_dict({"model": {**model, "norm": "torch"}, "measure": probe})
+
+
+def test_an_api_dict_config_takes_the_factory_file_from_the_working_directory(
+    project, monkeypatch
+):
+    import bnexp
+
+    monkeypatch.chdir(project)
+    plan = bnexp.validate({"model": {"factory": "nets/net.py:make"}})
+    assert plan[0].config.model.factory == f"{(project / 'nets' / 'net.py').resolve()}:make"
