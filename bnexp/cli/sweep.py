@@ -36,12 +36,50 @@ def validate(config: ConfigArg, set_: SetOpt = None) -> None:
 
     Exits 2 with one line per problem (file:line, dotted key, what was found and expected).
     """
+    from bnexp.sweep.sizes import model_sizes
+
     try:
         exp, _ = load_experiment(config, set_)
+        plan = expand(exp)
+        sizes, notes = model_sizes(plan)  # builds each distinct model: a bad factory fails here
     except BnexpError as e:
         raise _fail(e) from None
-    console.print(_plan_table(expand(exp)))
+    console.print(_plan_table(plan))
+    console.print(_sizes_table(sizes))
+    for note in notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    total = [s.train_flops for s in sizes]
+    if all(t is not None for t in total):
+        console.print(
+            f"training, all {len(plan)} planned run(s): about {_si(sum(total))}FLOPs "
+            "(3 x forward FLOPs x examples seen)",
+            highlight=False,
+        )
     console.print(f"[green]ok[/]: {config} is valid")
+
+
+def _si(n: float) -> str:
+    """1.23e15 -> '1.23 P' (decimal prefixes, as FLOP counts are quoted)."""
+    prefixes = (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3))
+    for prefix, scale in prefixes:
+        if n >= scale:
+            return f"{n / scale:.3g} {prefix}"
+    return f"{n:.3g} "
+
+
+def _sizes_table(sizes):
+    from rich.table import Table
+
+    table = Table(title="models (FLOPs: convolutions and matrix products, 2 per multiply-add)")
+    for col in ("model", "parameters", "forward FLOPs / example", "runs", "training FLOPs"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for s in sizes:
+        if s.params is None:
+            table.add_row(s.label, "?", "?", str(s.runs), "?")
+            continue
+        table.add_row(s.label, f"{s.params:,}", f"{_si(s.forward_flops)}FLOPs", str(s.runs),
+                      f"{_si(s.train_flops)}FLOPs")
+    return table
 
 
 @app.command()

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from bnexp.config.model import FACTORY, factory_parts
 from bnexp.config.schema import (
     AugmentConfig,
     BatchStatNoiseConfig,
@@ -239,7 +240,30 @@ def load_experiment(
     path = Path(path)
     raw, lines = read_yaml(path)
     touched, problems = apply_overrides(raw, list(overrides or []))
+    resolve_factory_files(raw, path.parent)
     return validate_experiment(raw, Source(str(path), lines, touched), problems), raw
+
+
+def resolve_factory_files(raw: dict, folder: Path) -> None:
+    """Make each relative `model.factory: path/file.py:function` (base value and sweep values)
+    absolute, relative to `folder` (the config file's), in place: the runs then find the file
+    from any working directory, and their config.yaml records where it was."""
+
+    def absolute(spec: Any) -> Any:
+        if not isinstance(spec, str) or not FACTORY.match(spec):
+            return spec
+        target, name, is_file = factory_parts(spec)
+        if not is_file or Path(target).is_absolute():
+            return spec
+        return f"{(folder / target).resolve()}:{name}"
+
+    model = raw.get("model")
+    if isinstance(model, dict) and "factory" in model:
+        model["factory"] = absolute(model["factory"])
+    sweep = raw.get("sweep")
+    values = sweep.get("model.factory") if isinstance(sweep, dict) else None
+    if isinstance(values, list):
+        sweep["model.factory"] = [absolute(v) for v in values]
 
 
 def experiment_from_dict(raw: dict, file: str = "<dict>") -> ExperimentConfig:
@@ -348,6 +372,9 @@ HASHED_WHEN_SET = (
     ("train", "lr_schedule"),
     ("data", "augment"),
     ("data", "val_fraction"),
+    ("model", "depth"),
+    ("model", "factory"),
+    ("model", "factory_args"),
 )
 
 

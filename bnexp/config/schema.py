@@ -17,6 +17,8 @@ from pydantic import (
 )
 
 from bnexp.config.datasets import DOWNLOADS, INPUT_SHAPES, ROOT_HOLDS, SUBSET_SETS, DatasetName
+from bnexp.config.model import ModelConfig, model_size_bound
+from bnexp.config.model import NoisyBNConfig as NoisyBNConfig  # re-exported
 from bnexp.config.regime import AugmentConfig, LrScheduleConfig, check_schedule
 from bnexp.config.strict import Strict
 
@@ -120,67 +122,6 @@ class DataConfig(Strict):
             )
         if problems:
             raise ValueError("; ".join(problems))
-        return self
-
-
-class NoisyBNConfig(Strict):
-    """Santurkar et al. (2018)'s noisy BN: each training forward multiplies every channel of the
-    BN output by (1 + scale_std·ε₁) and adds mean_std·ε₂, with ε ~ N(0, 1) redrawn per channel
-    every `every_steps` training forwards (so the distribution the next layer sees keeps moving)."""
-
-    mean_std: NonNegativeFloat = 0.0  # std of the random per-channel shift
-    scale_std: NonNegativeFloat = 0.0  # std of the random per-channel scale around 1
-    every_steps: PositiveInt = 1  # training forwards between redraws
-
-
-class ModelConfig(Strict):
-    arch: Literal["mlp", "cnn"] = "mlp"  # mlp: Linear layers; cnn: 3x3 conv blocks
-    hidden: list[PositiveInt] = Field(default_factory=lambda: [100, 100, 100])  # MLP widths
-    channels: list[PositiveInt] = Field(default_factory=lambda: [32, 64, 128])  # CNN blocks
-    activation: Literal["relu", "sigmoid", "tanh"] = "relu"  # the nonlinearity g
-    norm: Literal["none", "torch", "custom"] = "none"  # no BN, torch's BatchNorm or ours
-    # pre_activation: z -> BN -> g (the lecture's z -> z~ -> g(z~)); post_activation: g(z) -> BN
-    norm_position: Literal["pre_activation", "post_activation"] = "pre_activation"
-    bn_eps: PositiveFloat = 1e-5  # ε in (z − μ)/√(σ² + ε)
-    bn_momentum: float | None = Field(0.1, ge=0, le=1)  # torch's convention; None = cumulative
-    # The controls below separate BN's two effects; they exist only on our layer (norm: custom).
-    # Statistics over virtual sub-batches of this size (Hoffer et al. 2017): changes the
-    # normalization noise without changing the SGD batch. null: the whole mini-batch.
-    ghost_batch_size: int | None = Field(None, ge=2)
-    # batch: normalize with the mini-batch's statistics (BN); population: with the running
-    # estimates in training too (still updated from the batches) - BN without the batch noise.
-    bn_stats: Literal["batch", "population"] = "batch"
-    bn_noise: NoisyBNConfig | None = None  # noisy BN after the normalization; null: off
-    # What eval mode normalizes with: running (torch's way), batch (each eval batch's own
-    # statistics), recalibrate (running estimates recomputed over the whole training set,
-    # layer by layer, before every evaluation: one extra pass over it per BN layer).
-    eval_stats: Literal["running", "batch", "recalibrate"] = "running"
-
-    @model_validator(mode="after")
-    def _controls_need_custom_norm(self) -> ModelConfig:
-        on = [
-            f"{key}: {value}"
-            for key, value, off in [
-                ("ghost_batch_size", self.ghost_batch_size, None),
-                ("bn_stats", self.bn_stats, "batch"),
-                ("bn_noise", self.bn_noise, None),
-                ("eval_stats", self.eval_stats, "running"),
-            ]
-            if value != off
-        ]
-        key = "hidden" if self.arch == "mlp" else "channels"
-        if not getattr(self, key) and self.norm != "none":
-            raise ValueError(
-                f"model.{key}: [] has no hidden layer, so norm: {self.norm} has nothing to "
-                "normalize (the run would equal norm: none); give hidden widths or norm: none"
-            )
-        if on and self.norm != "custom":
-            raise ValueError(
-                f"{', '.join(on)}: "
-                f"{'this control needs' if len(on) == 1 else 'these controls need'} "
-                f"norm: custom (found norm: {self.norm}); the controls are features of bnexp's "
-                "own BN layer"
-            )
         return self
 
 
@@ -359,6 +300,12 @@ class RunConfig(Strict):
 
     @model_validator(mode="after")
     def _probed_layers_exist(self) -> RunConfig:
+        probes = [k for k in ("shift_probe", "ics", "bn_noise") if getattr(self.measure, k)]
+        if probes and self.model.kind not in ("mlp", "cnn"):
+            raise ValueError(
+                f"measure.{probes[0]}: probes hidden layers by index (model.blocks), which only "
+                f"arch mlp and cnn have (found {self.model.kind}); remove it"
+            )
         widths = self.model.hidden if self.model.arch == "mlp" else self.model.channels
         probe, ics = self.measure.shift_probe, self.measure.ics
         if probe is not None and probe.layer > len(widths):
@@ -392,7 +339,7 @@ class RunConfig(Strict):
     def _fits_in_memory(self) -> RunConfig:
         need, limit = memory_lower_bound(self), physical_memory()
         if limit is not None and need > limit:
-            key = "model.hidden" if self.model.arch == "mlp" else "model.channels"
+            key = {"mlp": "model.hidden", "cnn": "model.channels"}.get(self.model.kind, "model")
             raise ValueError(
                 f"{key}: this model needs at least {need / 2**30:,.1f} GiB (float32 weights, "
                 f"gradients, optimizer state and one batch of its widest layer), more than this "
@@ -429,15 +376,7 @@ def memory_lower_bound(cfg: RunConfig) -> int:
     plus the widest layer's activations for one (training or evaluation) batch. A lower bound
     (one output, no other activations): what it refuses can never fit."""
     c, h, w = INPUT_SHAPES.get(cfg.data.dataset, (1, 1, 1))
-    m = cfg.model
-    if m.arch == "mlp":
-        sizes = [c * h * w, *m.hidden, 1]
-        params = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
-        widest = max(m.hidden, default=1)
-    else:
-        sizes = [c, *m.channels]
-        params = sum(9 * a * b + b for a, b in zip(sizes, sizes[1:])) + sizes[-1]
-        widest = max(m.channels, default=1)
+    params, widest = model_size_bound(cfg.model, (c, h, w))
     t = cfg.train
     state = 2 if t.optimizer == "adam" else 1 if t.momentum > 0 else 0
     batch = max(t.batch_size, t.eval_batch_size)

@@ -134,6 +134,9 @@ def image_layout(x: Tensor, conv: bool = True) -> Tensor:
 
 
 def is_convolutional(module: nn.Module) -> bool:
+    """bnexp's conv networks (channels_last images); a factory's network takes NCHW as given."""
+    if getattr(module, "_bnexp_factory", False):
+        return False
     return any(isinstance(m, nn.Conv2d) for m in module.modules())
 
 

@@ -117,7 +117,7 @@ def train_run(
     rec = RunRecorder(cfg, run_dir, clock)  # writes config.yaml
     set_determinism(tc.seed, tc.deterministic)
 
-    model = build_model(cfg.model, data.input_shape, data.num_outputs)
+    model = build_model(cfg.model, data.input_shape, data.num_outputs, tc.seed)
     init_weights(model, tc.seed)
     model.to(device).train()
     opt = make_optimizer(model.named_parameters(), tc, norm_parameter_names(model))
@@ -157,7 +157,7 @@ class _OneRun:
     ):
         self.cfg, self.tc, self.data, self.model, self.opt = cfg, cfg.train, data, model, opt
         self.order, self.rec, self.probes = order, rec, probes
-        self.conv = cfg.model.arch == "cnn"  # images channels_last (step.image_layout)
+        self.conv = cfg.model.kind in ("cnn", "resnet")  # images channels_last (step.image_layout)
         self.per_epoch = steps_per_epoch(len(data.x_train), cfg.train.batch_size)
         self.schedule = LrSchedule(cfg.train, self.per_epoch)
         self.schedule.apply(opt, rec.prog.step)  # the next step's lr (the first, or a resume's)

@@ -356,3 +356,64 @@ def test_a_python_tag_in_a_config_runs_nothing(tmp_path):
     found = problems(path)
     assert len(found) == 1 and found[0].startswith(f"{path}:1"), found
     assert "python/object/apply:os.system" in found[0] and not marker.exists()
+
+# --------------------------------------------------------------------------- model keys
+
+
+def test_model_keys_enter_the_run_id_only_when_set():
+    """model.depth / factory / factory_args are hashed only when set: older configs keep their
+    ids; a resnet's depth and a factory's arguments make different runs."""
+    plain = run_id(RunConfig.model_validate({"model": {"arch": "cnn", "norm": "torch"}}))
+    dump = RunConfig.model_validate({"model": {"arch": "cnn"}}).model_dump(mode="json")
+    assert dump["model"]["depth"] is None and dump["model"]["factory"] is None
+    again = RunConfig.model_validate(
+        {"model": {"arch": "cnn", "norm": "torch", "depth": None, "factory_args": None}}
+    )
+    assert run_id(again) == plain
+    ids = {
+        run_id(RunConfig.model_validate({"model": m}))
+        for m in [
+            {"arch": "resnet", "depth": 20},
+            {"arch": "resnet", "depth": 32},
+            {"factory": "m:f"},
+            {"factory": "m:f", "factory_args": {"width": 2}},
+            {"factory": "m:f", "factory_args": {"width": 3}},
+        ]
+    }
+    assert len(ids) == 5 and plain not in ids
+
+
+def test_a_relative_factory_file_is_made_absolute_from_the_config_folder(tmp_path, monkeypatch):
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "exp.yaml"
+    path.write_text(
+        "model: {factory: nets/a.py:make}\n"
+        "sweep: {model.factory: [nets/a.py:make, /abs/b.py:make, pkg.mod:make]}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    exp, raw = load_experiment(path)
+    want = f"{tmp_path / 'sub' / 'nets' / 'a.py'}:make"
+    assert exp.model.factory == want
+    assert [r.config.model.factory for r in expand(exp)] == [want, "/abs/b.py:make",
+                                                                "pkg.mod:make"]
+
+
+@pytest.mark.parametrize(
+    "model, at_least",
+    [
+        # the conv weights (counted from the built models) + a 64 -> 1 head; 16 x 32 x 32 values
+        # per example after the first conv
+        ({"arch": "resnet", "depth": 20}, (267_696 + 64, 16 * 32 * 32)),
+        ({"arch": "resnet", "depth": 110}, (1_719_216 + 64, 16 * 32 * 32)),
+        ({"factory": "m:f"}, (0, 3 * 32 * 32)),  # unknown until built: its input alone
+    ],
+)
+def test_memory_bound_of_resnets_and_factories(model, at_least):
+    from bnexp.config.schema import memory_lower_bound
+
+    cfg = RunConfig.model_validate(
+        {"data": {"dataset": "cifar10", "root": "x"}, "model": model,
+         "train": {"batch_size": 8, "eval_batch_size": 100}}
+    )
+    params, widest = at_least
+    assert memory_lower_bound(cfg) == 4 * (params * 2 + 100 * widest)
