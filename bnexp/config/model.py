@@ -41,7 +41,7 @@ class ModelConfig(Strict):
     arch: Literal["mlp", "cnn", "resnet"] = "mlp"
     hidden: list[PositiveInt] = Field(default_factory=lambda: [100, 100, 100])  # MLP widths
     channels: list[PositiveInt] = Field(default_factory=lambda: [32, 64, 128])  # CNN blocks
-    activation: Literal["relu", "sigmoid", "tanh"] = "relu"
+    activation: Literal["relu", "sigmoid", "tanh"] = "relu"  # the nonlinearity g
     # resnet: 6n+2 layers (20, 32, 44, 56, 110): stages of 16/32/64 channels, n blocks each,
     # option-A shortcuts (parameter-free: strided and zero-padded)
     depth: int | None = Field(None, ge=8)
@@ -53,10 +53,10 @@ class ModelConfig(Strict):
     # the factory's keyword arguments (bnexp passes nothing else: give it the input shape and
     # class count it needs); its output for one example must have the data's number of outputs
     factory_args: dict[str, Any] | None = None
-    norm: Literal["none", "torch", "custom"] = "none"
+    norm: Literal["none", "torch", "custom"] = "none"  # no BN, torch's BatchNorm or ours
     # pre_activation: z -> BN -> g (the lecture's z -> z~ -> g(z~)); post_activation: g(z) -> BN
     norm_position: Literal["pre_activation", "post_activation"] = "pre_activation"
-    bn_eps: PositiveFloat = 1e-5
+    bn_eps: PositiveFloat = 1e-5  # ε in (z − μ)/√(σ² + ε)
     bn_momentum: float | None = Field(0.1, ge=0, le=1)  # torch's convention; None = cumulative
     # The controls below separate BN's two effects; they exist only on our layer (norm: custom).
     # Statistics over virtual sub-batches of this size (Hoffer et al. 2017): changes the
@@ -122,14 +122,20 @@ class ModelConfig(Strict):
         if self.kind == "resnet" and self.depth is None:
             raise ValueError("model.depth: arch resnet needs a depth 6n+2 (20, 32, 44, 56, 110)")
         if self.depth is not None and (self.kind != "resnet" or (self.depth - 2) % 6):
-            expected = "a depth 6n+2 (20, 32, 44, 56, 110)" if self.kind == "resnet" else (
-                "arch: resnet (the other networks take hidden or channels)"
+            expected = (
+                "a depth 6n+2 (20, 32, 44, 56, 110)"
+                if self.kind == "resnet"
+                else ("arch: resnet (the other networks take hidden or channels)")
             )
             raise ValueError(f"model.depth: {self.depth} needs {expected}")
         if self.kind in ("mlp", "cnn"):
             return self
-        unused = {"hidden": [100, 100, 100], "channels": [32, 64, 128], "activation": "relu",
-                  "norm_position": "pre_activation"}
+        unused = {
+            "hidden": [100, 100, 100],
+            "channels": [32, 64, 128],
+            "activation": "relu",
+            "norm_position": "pre_activation",
+        }
         if self.factory is not None:  # the user's BN layers keep their own eps and momentum
             unused.update({"arch": "mlp", "bn_eps": 1e-5, "bn_momentum": 0.1})
         for key, default in unused.items():
