@@ -58,6 +58,10 @@ reproduce: $(STAMP) ## Rerun every study the README quotes (configs/studies/*, D
 	$(BIN)/bnexp run configs/studies/catvnoncat_standardized.yaml --set data.root=$(DATA)/catvnoncat $(RUN_ARGS)
 	$(BIN)/bnexp run configs/studies/cifar10_batch.yaml $(CIFAR_DATA) $(RUN_ARGS)
 	$(BIN)/bnexp run configs/studies/cifar10_ghost.yaml $(CIFAR_DATA) $(RUN_ARGS)
+	$(BIN)/bnexp run configs/studies/catvnoncat_course_val.yaml --set data.root=$(DATA)/catvnoncat $(RUN_ARGS)
+	$(BIN)/bnexp run configs/studies/catvnoncat_standardized_val.yaml --set data.root=$(DATA)/catvnoncat $(RUN_ARGS)
+	$(BIN)/bnexp run configs/studies/cifar10_regularization.yaml $(CIFAR_DATA) $(RUN_ARGS)
+	$(BIN)/bnexp run configs/studies/cifar10_batch_fixed_steps.yaml $(CIFAR_DATA) $(RUN_ARGS)
 
 # the reduced versions a reviewer reruns: other seeds, fewer cells, another CIFAR-10 subset
 CIFAR_DATA = --set data.train=$(DATA)/cifar10-subset/train.npz --set data.test=$(DATA)/cifar10-subset/test.npz
