@@ -36,7 +36,7 @@ from bnexp.config import (
     validate_experiment,
 )
 from bnexp.errors import BnexpError
-from bnexp.results import METRICS
+from bnexp.results import METRICS, ResultsFolder
 
 log = logging.getLogger("bnexp")
 
@@ -101,24 +101,28 @@ class Results:
     path: Path
 
     @property
+    def folder(self) -> ResultsFolder:
+        return ResultsFolder(self.path)
+
+    @property
     def name(self) -> str:
         return self.path.name
 
     @property
     def plan(self) -> pd.DataFrame:
         """plan.csv: run_id and every swept key, one row per planned run."""
-        return _read_csv(self.path / "plan.csv")
+        return self.folder.read_plan()
 
     @property
     def summary(self) -> pd.DataFrame:
         """summary.csv: one row per complete run (bnexp.results.SUMMARY_COLUMNS + swept keys)."""
-        path = self.path / "summary.csv"
-        return _read_csv(path) if path.exists() else pd.DataFrame(columns=["run_id"])
+        summary = self.folder.read_summary()
+        return summary if summary is not None else pd.DataFrame(columns=["run_id"])
 
     @property
     def tables(self) -> dict[str, pd.DataFrame]:
         """The report's tables by name (speedup, regularization, ...): tables/<name>.csv."""
-        return {p.stem: _read_csv(p) for p in sorted((self.path / "tables").glob("*.csv"))}
+        return self.folder.read_tables()
 
     def metrics(self, run_id: str | Iterable[str] | None = None) -> pd.DataFrame:
         """Every evaluation row (metrics.csv) of the given runs (default: all with a metrics.csv,
@@ -131,7 +135,7 @@ class Results:
         frames = []
         for planned in plan.to_dict("records"):  # one block per plan row (per cell it serves)
             rid = planned["run_id"]
-            path = self.path / "runs" / rid / METRICS
+            path = self.folder.run_file(rid, METRICS)
             if rid not in wanted or not path.exists():
                 continue
             frame = pd.read_csv(path)
@@ -146,18 +150,14 @@ class Results:
     @property
     def report_path(self) -> Path | None:
         """report.md, written by the report after every sweep (None before that)."""
-        path = self.path / "report.md"
+        path = self.folder.report_md
         return path if path.exists() else None
 
     @property
     def claims(self) -> pd.DataFrame:
         """The report's verdicts (claims.json), one row per claim: claim, verdict, text, norm,
         cell (dict of the cell's keys), estimate, ci_low, ci_high, n. Empty before a report."""
-        import json
-
-        path = self.path / "claims.json"
-        records = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
-        frame = pd.DataFrame(records)
+        frame = pd.DataFrame(self.folder.read_claims())
         extra = [c for c in frame.columns if c not in CLAIM_COLUMNS]
         return frame.reindex(columns=CLAIM_COLUMNS + extra)
 
@@ -178,12 +178,6 @@ class Results:
         return f"Results({str(self.path)!r}: {len(self.summary)} of {len(self.plan)} runs complete)"
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
-    # run ids are hex strings ("0123e45678" must not become a number); "none" (a norm) and
-    # "None" stay strings, only empty cells are missing
-    return pd.read_csv(path, dtype={"run_id": str}, keep_default_na=False, na_values=[""])
-
-
 def _ids(run_id: str | Iterable[str], known: list[str]) -> list[str]:
     """Run ids, each given whole or as a unique prefix (as `bnexp repro` takes them)."""
     out = []
@@ -199,11 +193,7 @@ def _ids(run_id: str | Iterable[str], known: list[str]) -> list[str]:
 def load(results_dir: str | Path) -> Results:
     """The results folder written by `bnexp run` / `bnexp.run` (e.g. results/quickstart)."""
     path = Path(results_dir)
-    if not (path / "plan.csv").exists():
-        raise BnexpError(
-            f"{path}: no plan.csv here (expected a results folder written by `bnexp run`, "
-            "e.g. results/quickstart)"
-        )
+    ResultsFolder(path).read_plan()  # BnexpError (one line) when it is not a results folder
     return Results(path)
 
 

@@ -21,6 +21,7 @@ from bnexp.cli.common import (
 )
 from bnexp.config import expand, load_experiment
 from bnexp.errors import BnexpError
+from bnexp.results import ResultsFolder
 
 
 @app.command()
@@ -160,7 +161,6 @@ def noise(
     plots/bn_noise_init.png. For the noise at the end of training, set measure.bn_noise and use
     `bnexp run`.
     """
-    from bnexp.io import atomic_write_csv
     from bnexp.report import bn_noise_table, plot_bn_noise, print_table, slopes_frame
     from bnexp.training.probes import noise_at_init
 
@@ -176,8 +176,9 @@ def noise(
         )
         return
     table = bn_noise_table(frame)
-    atomic_write_csv(results_dir / "tables" / "bn_noise_init.csv", table)
-    plot_bn_noise(table, results_dir / "plots" / "bn_noise_init.png")
+    folder = ResultsFolder(results_dir)
+    folder.write_table("bn_noise_init", table)
+    plot_bn_noise(table, folder.plot("bn_noise_init"))
     print_table(
         console, slopes_frame(table), "BN noise at initialization: log-log slope vs batch size"
     )

@@ -25,6 +25,7 @@ from bnexp.cli.common import (
 )
 from bnexp.config import PlannedRun, expand, load_experiment
 from bnexp.errors import BnexpError
+from bnexp.results import is_blank
 
 if TYPE_CHECKING:
     from bnexp.sweep.store import Outcome
@@ -269,6 +270,15 @@ _STATE_STYLES = {
 }
 
 
+def _cell_text(value: object) -> str:
+    """A plan cell as status shows it: blank when the run does not sweep the key, 32 not 32.0."""
+    if is_blank(value):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _status_table(results: Path):
     """The status of a sweep (bnexp.sweep.status) as a table: one row per cell, one column per
     state; returns (table, every run done or failed, notes on damaged files)."""
@@ -285,7 +295,7 @@ def _status_table(results: Path):
     for state in shown:
         table.add_column(state, justify="right", style=_STATE_STYLES[state])
     for cell, c in st.cells.items():
-        table.add_row(*(str(v) for v in cell), *(str(c[s]) if c[s] else "·" for s in shown))
+        table.add_row(*(_cell_text(v) for v in cell), *(str(c[s]) if c[s] else "·" for s in shown))
     return table, st.finished, st.notes
 
 

@@ -3,12 +3,11 @@ report.html, in that order (each file written atomically), and the Report that s
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
-from bnexp.io import atomic_write_csv, atomic_write_text
+from bnexp.results import BN_NOISE, METRICS, PROBES, ResultsFolder
 
 from . import plots as P
 from .cells import cell_keys, ghost_key
@@ -33,8 +32,9 @@ from .tables import (
 )
 from .verdicts import all_claims
 
-# columns added after the tables' first layout: kept at the end of the CSV files
-LATE_COLUMNS = ("speedup_log_sd", "speedup_at_best_lr_bound", "speedup_at_best_lr_log_sd")
+# the spreads and bounds behind a table's headline columns (and the fit_* columns, secondary
+# measurements): kept at the end of the CSV files, after the columns a reader looks at first
+SECONDARY_COLUMNS = ("speedup_log_sd", "speedup_at_best_lr_bound", "speedup_at_best_lr_log_sd")
 
 
 def compute_tables(
@@ -67,10 +67,10 @@ def compute_tables(
     if "trend" not in tables:
         tables["trend"] = trend_table(df)
     tables["equivalence"] = equivalence_table(df)
-    for name in ("speedup", "best_lr", "regularization"):  # columns added later come last
+    for name in ("speedup", "best_lr", "regularization"):  # secondary columns last
         frame = tables[name]
-        late = [c for c in frame.columns if c.startswith("fit_") or c in LATE_COLUMNS]
-        tables[name] = frame[[c for c in frame.columns if c not in late] + late]
+        later = [c for c in frame.columns if c.startswith("fit_") or c in SECONDARY_COLUMNS]
+        tables[name] = frame[[c for c in frame.columns if c not in later] + later]
     order = ["speedup", "best_lr", "regularization", "trend", "equivalence"]
     return {k: tables[k] for k in order} | {k: v for k, v in tables.items() if k not in order}
 
@@ -83,7 +83,7 @@ def draw_plots(
     probes: pd.DataFrame,
 ) -> list[Path]:
     """plots/*.png for the measurements these results have."""
-    out = results_dir / "plots"
+    out = ResultsFolder(results_dir).plots
     keys = cell_keys(df)
     ghost = ghost_key(df)
     reg = tables["regularization"]
@@ -106,25 +106,22 @@ def draw_plots(
 def build_report(results_dir: str | Path) -> Report:
     """Read results_dir; write tables/*.csv, plots/*.png, claims.json, report.md, report.html."""
     results_dir = Path(results_dir)
+    folder = ResultsFolder(results_dir)
     df = load_summary(results_dir)
     target = (run_config(results_dir, df).get("measure") or {}).get("target")
-    probes = run_csvs(results_dir, df, "probes.csv")
-    noise = run_csvs(results_dir, df, "bn_noise.csv")
-    metrics = run_csvs(results_dir, df, "metrics.csv")
+    probes = run_csvs(results_dir, df, PROBES)
+    noise = run_csvs(results_dir, df, BN_NOISE)
+    metrics = run_csvs(results_dir, df, METRICS)
     df = with_matched_fit(df, matched_fit(metrics, run_targets(results_dir, df)))
 
     full = compute_tables(df, probes, noise, target)
     tables = {name: for_csv(f) for name, f in full.items() if not name.startswith("_")}
     for name, frame in tables.items():
         if not frame.empty:
-            atomic_write_csv(results_dir / "tables" / f"{name}.csv", frame)
+            folder.write_table(name, frame)
     plots = draw_plots(results_dir, df, tables, metrics, probes)
     claims = all_claims(full, target)
     report = Report(results_dir, tables, plots, claims, cell_keys(df), df)
-    atomic_write_text(
-        results_dir / "claims.json",
-        json.dumps([c.to_dict() for c in claims], indent=2, ensure_ascii=False) + "\n",
-    )
-    atomic_write_text(results_dir / "report.md", report_markdown(report))
-    atomic_write_text(results_dir / "report.html", report_html(report))
+    folder.write_claims([c.to_dict() for c in claims])
+    folder.write_report(report_markdown(report), report_html(report))
     return report

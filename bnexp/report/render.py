@@ -22,6 +22,8 @@ from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 
+from bnexp.results import ResultsFolder
+
 from .claims import Claim, sentences
 from .summary import comparison
 
@@ -389,9 +391,9 @@ def print_report(report: Report, console: Console) -> None:
             print_table(console, frame, TERMINAL_TITLES[name], display_columns(name, report.keys))
     for sentence in report.sentences:
         console.print(f"• {sentence}", soft_wrap=True, highlight=False, markup=False)
-    where = report.results_dir
+    where = ResultsFolder(report.results_dir)
     console.print(
-        f"report: {where / 'report.md'}, {where / 'report.html'} "
-        f"({len(report.plots)} plots in {where / 'plots'}; verdicts in {where / 'claims.json'})",
+        f"report: {where.report_md}, {where.report_html} "
+        f"({len(report.plots)} plots in {where.plots}; verdicts in {where.claims_json})",
         highlight=False,
     )

@@ -23,7 +23,7 @@ import yaml
 
 from bnexp.config import PlannedRun
 from bnexp.errors import BnexpError
-from bnexp.io import atomic_write_csv, atomic_write_text
+from bnexp.results import ResultsFolder
 from bnexp.sweep.store import STORAGE_ERRNOS
 
 
@@ -99,14 +99,13 @@ def plan_frame(plan: list[PlannedRun]) -> pd.DataFrame:
 
 def _recorded_plan(results_dir: Path) -> pd.DataFrame | None:
     """The plan already in the folder: plan.csv, or where it is damaged or gone, the run folders."""
-    from bnexp.sweep.status import read_plan
-
-    if (results_dir / "plan.csv").exists():
+    folder = ResultsFolder(results_dir)
+    if folder.has_plan():
         try:
-            return read_plan(results_dir)
+            return folder.read_plan()
         except BnexpError:
             pass
-    runs = sorted(p.name for p in (results_dir / "runs").glob("*") if p.is_dir())
+    runs = folder.run_ids_on_disk()
     return pd.DataFrame({"run_id": runs}) if runs else None
 
 
@@ -139,10 +138,7 @@ def write_plan(
             )
         if missing:
             new = pd.concat([recorded[recorded["run_id"].isin(missing)], new], ignore_index=True)
-            try:
-                text += "---\n" + (results_dir / "experiment.yaml").read_text()
-            except (OSError, UnicodeDecodeError):
-                pass
-    atomic_write_text(results_dir / "experiment.yaml", text)
-    atomic_write_csv(results_dir / "plan.csv", new)
+            earlier = ResultsFolder(results_dir).read_experiment()
+            text += "---\n" + earlier if earlier is not None else ""
+    ResultsFolder(results_dir).write_plan(new, text)
     return new

@@ -34,8 +34,7 @@ import pandas as pd
 
 from bnexp.config import ExperimentConfig, PlannedRun, expand
 from bnexp.errors import BnexpError
-from bnexp.io import atomic_write_csv
-from bnexp.results import SUMMARY_COLUMNS
+from bnexp.results import SUMMARY_COLUMNS, ResultsFolder, is_blank
 from bnexp.sweep.executors import PoolExecutor, RayExecutor, SerialExecutor, Task, cpu_cores
 from bnexp.sweep.folder import (
     is_storage_error,
@@ -86,11 +85,6 @@ class SweepResult:
         return list(self.summary.loc[self.summary["diverged"].fillna(False).astype(bool), "run_id"])
 
 
-def _blank(value: object) -> bool:
-    """A plan.csv cell with no value (a run of an extended plan that does not sweep this key)."""
-    return value is None or (isinstance(value, float) and value != value)
-
-
 def collect_summary(results_dir: Path, plan: pd.DataFrame) -> pd.DataFrame:
     """summary.csv's table: one row per complete run of `plan` (plan.csv's table), swept keys as
     extra columns.
@@ -107,7 +101,7 @@ def collect_summary(results_dir: Path, plan: pd.DataFrame) -> pd.DataFrame:
         row = {k: s.get(k) for k in SUMMARY_COLUMNS}
         # the swept values of this plan row (a run serving several cells has one row per cell),
         # else (a plan.csv without them) those the run recorded
-        swept = {k: planned[k] for k in extra if not _blank(planned[k])} or s.get("params") or {}
+        swept = {k: planned[k] for k in extra if not is_blank(planned[k])} or s.get("params") or {}
         row.update({k: v for k, v in swept.items() if k not in row})
         rows.append(row)
     columns = SUMMARY_COLUMNS + [k for k in extra if k not in SUMMARY_COLUMNS]
@@ -246,7 +240,7 @@ def run_experiment(
         skipped += [r for r, o in outcomes.items() if o.status == "skipped"]
         try:
             df = collect_summary(results_dir, folder_plan)
-            atomic_write_csv(results_dir / "summary.csv", df)
+            ResultsFolder(results_dir).write_summary(df)
         except OSError as e:
             if not is_storage_error(e):
                 raise
