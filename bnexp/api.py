@@ -35,7 +35,7 @@ from bnexp.config import (
     parse_yaml,
     validate_experiment,
 )
-from bnexp.errors import BnexpError
+from bnexp.errors import BnexpError, RunsFailed
 from bnexp.results import METRICS, ResultsFolder
 
 log = logging.getLogger("bnexp")
@@ -209,8 +209,10 @@ def run(
     track: Iterable[str] | None = None,
     progress: bool = False,
     executor: str = "local",
+    address: str | None = None,
     retry_failed: bool = False,
     force: bool = False,
+    extend: bool = False,
 ) -> Results:
     """Run an experiment (every run of its sweep not finished yet), write summary.csv and the
     report, and return the results folder: `bnexp run` without the terminal.
@@ -218,15 +220,17 @@ def run(
     overrides: `dotted.key=value` strings (`train.lr=0.1`, `sweep.train.seed=[0,1]`).
     track: extra trackers to log to ("mlflow", "tensorboard"), besides the config's `track:`.
     progress: one line per finished run on stderr. A rerun resumes, as the CLI's does.
-    Raises ConfigError for a bad config, BnexpError for other bad input, KeyboardInterrupt when
-    interrupted (finished runs are kept); failed runs are logged and listed in `.failed`.
+    executor, address: "local" or "ray", and the Ray cluster to join. extend: the results folder
+    may hold another plan of this name; add this plan's runs to it (as `--extend`).
+    Works from a notebook, `python -c`, `python -` and a script without a main guard (its runs
+    then train one by one in this process: workers would run the script again).
+    Raises ConfigError for a bad config, BnexpError for other bad input, RunsFailed (with the
+    first run's error) when every run of this call failed, KeyboardInterrupt when interrupted
+    (finished runs are kept); when only some fail, they are logged and listed in `.failed`.
     """
-    from bnexp.sweep.runner import run_experiment
-    from bnexp.track import Trackers, with_trackers
+    from bnexp.flow import Display, SweepOptions, run_and_report
 
     exp, raw, source = load_config(config, overrides)
-    results_dir = Path(out) / exp.name
-    trackers = Trackers(results_dir, with_trackers(exp.track, track), exp.name)
     done = 0
 
     def on_outcome(o) -> None:
@@ -234,30 +238,31 @@ def run(
         done += 1
         if progress:
             print(f"[{done}] {o.run_id} {o.status}", file=sys.stderr, flush=True)
-        trackers.log_run(o.run_id)
 
-    result = run_experiment(
+    options = SweepOptions(
+        workers, executor, address, retry_failed, force, extend, track=list(track or [])
+    )
+    flow = run_and_report(
         exp,
         raw,
         Path(out),
         source=source,
-        overrides=list(overrides or []),
-        workers=workers,
-        executor=executor,
-        retry_failed=retry_failed,
-        force=force,
-        on_outcome=on_outcome,
+        overrides=overrides,
+        options=options,
+        display=Display(on_outcome=on_outcome),
     )
-    if not result.summary.empty:
-        from bnexp.report import build_report  # after the runs: not on the first step's path
-
-        build_report(result.results_dir)
-    trackers.close(interrupted=result.interrupted)
+    result = flow.sweep
     if result.interrupted:
-        raise KeyboardInterrupt(f"{results_dir}: interrupted; finished runs are kept")
+        raise KeyboardInterrupt(f"{result.results_dir}: interrupted; finished runs are kept")
+    failed = result.failed_here
+    if failed and not result.ran:
+        rid, error = next(iter(failed.items()))
+        raise RunsFailed(
+            f"{result.results_dir}: every run failed ({len(failed)}); the first, {rid}: {error}"
+        )
     if result.failed:
         log.warning("%d run(s) failed: %s", len(result.failed), ", ".join(result.failed))
     return Results(result.results_dir)
 
 
-__all__ = ["ConfigError", "Results", "load", "load_config", "run", "validate"]
+__all__ = ["ConfigError", "Results", "RunsFailed", "load", "load_config", "run", "validate"]

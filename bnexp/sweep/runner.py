@@ -35,7 +35,14 @@ import pandas as pd
 from bnexp.config import ExperimentConfig, PlannedRun, expand
 from bnexp.errors import BnexpError
 from bnexp.results import SUMMARY_COLUMNS, ResultsFolder, is_blank
-from bnexp.sweep.executors import PoolExecutor, RayExecutor, SerialExecutor, Task, cpu_cores
+from bnexp.sweep.executors import (
+    PoolExecutor,
+    RayExecutor,
+    SerialExecutor,
+    Task,
+    cpu_cores,
+    main_not_reimportable,
+)
 from bnexp.sweep.folder import (
     is_storage_error,
     plan_frame,  # noqa: F401 - re-exported: plan.csv's table
@@ -79,6 +86,11 @@ class SweepResult:
             elif (o := self.outcomes.get(run.run_id)) is not None and o.status == "lost":
                 out[run.run_id] = o.error or ""
         return out
+
+    @property
+    def failed_here(self) -> dict[str, str]:
+        """Run id -> error, for the runs that failed in this call, in the order they ended."""
+        return {r: o.error or "" for r, o in self.outcomes.items() if o.status == "failed"}
 
     @property
     def diverged(self) -> list[str]:
@@ -193,23 +205,10 @@ def run_experiment(
     `on_start(to_run, workers)` once, `on_outcome` per finished run (in this process),
     `on_wait(run_ids)` while waiting for runs another process has claimed.
     """
-    if executor not in EXECUTORS:
-        raise BnexpError(
-            f"--executor {executor}: unknown executor (expected one of: {', '.join(EXECUTORS)})"
-        )
-    if workers is not None and workers < 1:
-        raise BnexpError(f"--workers {workers}: expected a whole number >= 1")
+    _check_options(executor, workers)
     results_dir = Path(out_root) / exp.name
     plan = expand(exp)
-    prepare_results_dir(results_dir)
-    try:
-        folder_plan = write_plan(
-            results_dir, raw, source, list(overrides or []), plan, extend=extend
-        )
-    except OSError as e:
-        if is_storage_error(e):
-            raise storage_error(results_dir, e) from None
-        raise
+    folder_plan = _write_plan(results_dir, raw, source, overrides, plan, extend)
     store = RunStore(results_dir)
     redo = frozenset({"done", "failed"} if force else {"failed"} if retry_failed else set())
     todo, skipped = runs_to_do(store, plan, redo)
@@ -217,6 +216,9 @@ def run_experiment(
     uses_cuda = any(_may_use_cuda(r) for r in todo)
     # never more workers than tasks: each idle worker would cost a process with torch loaded
     n_workers = max(1, min(workers or default_workers(len(todo), uses_cuda), len(tasks)))
+    if executor == "local" and n_workers > 1 and (why := main_not_reimportable()):
+        log.warning("%s: training the runs one by one in this process", why)
+        n_workers = 1
     with _sigterm_as_interrupt():
         # the executor first: a pool's workers start (a fresh interpreter importing torch,
         # seconds) while this process checks the data and models
@@ -236,38 +238,60 @@ def run_experiment(
         if on_start:
             on_start(len(todo), n_workers)
         outcomes: dict[str, Outcome] = {}
-        stop_signal, full = _sweep(pool, tasks, todo, redo, outcomes, on_outcome, on_wait)
+        stop_signal, full = _run_until_stopped(
+            pool, tasks, todo, redo, outcomes, on_outcome, on_wait
+        )
         skipped += [r for r, o in outcomes.items() if o.status == "skipped"]
-        try:
-            df = collect_summary(results_dir, folder_plan)
-            ResultsFolder(results_dir).write_summary(df)
-        except OSError as e:
-            if not is_storage_error(e):
-                raise
-            full = full or e
-        if full is not None:
-            raise storage_error(results_dir, full, "; the sweep stopped")
+        df = _write_summary(results_dir, folder_plan, full)
     return SweepResult(
-        results_dir,
-        plan,
-        outcomes,
-        skipped,
-        df,
-        stop_signal is not None,
-        n_workers,
-        stop_signal,
+        results_dir, plan, outcomes, skipped, df, stop_signal is not None, n_workers, stop_signal
     )
 
 
-def _sweep(pool, tasks, todo, redo, outcomes, on_outcome, on_wait):
-    """Drive the executor to the end, or until a signal or a full disk stops it; returns
-    (the signal that stopped it or None, the storage OSError that stopped it or None)."""
+def _check_options(executor: str, workers: int | None) -> None:
+    if executor not in EXECUTORS:
+        raise BnexpError(
+            f"--executor {executor}: unknown executor (expected one of: {', '.join(EXECUTORS)})"
+        )
+    if workers is not None and workers < 1:
+        raise BnexpError(f"--workers {workers}: expected a whole number >= 1")
+
+
+def _write_plan(results_dir, raw, source, overrides, plan, extend) -> pd.DataFrame:
+    """experiment.yaml and plan.csv (bnexp.sweep.folder.write_plan); the plan the folder holds."""
+    prepare_results_dir(results_dir)
+    try:
+        return write_plan(results_dir, raw, source, list(overrides or []), plan, extend=extend)
+    except OSError as e:
+        if is_storage_error(e):
+            raise storage_error(results_dir, e) from None
+        raise
+
+
+def _write_summary(results_dir: Path, folder_plan: pd.DataFrame, full: OSError | None):
+    """summary.csv from the runs on disk; StorageError when the folder could not be written
+    (during the sweep: `full`, or now)."""
+    df = collect_summary(results_dir, folder_plan)
+    try:
+        ResultsFolder(results_dir).write_summary(df)
+    except OSError as e:
+        if not is_storage_error(e):
+            raise
+        full = full or e
+    if full is not None:
+        raise storage_error(results_dir, full, "; the sweep stopped")
+    return df
+
+
+def _run_until_stopped(pool, tasks, todo, redo, outcomes, on_outcome, on_wait):
+    """Hand out every task, until the end or until a signal or a full disk stops the sweep;
+    returns (the signal that stopped it or None, the storage OSError that stopped it or None)."""
     if pool is None:
         return None, None
     stop_signal = full = None
     ignored: dict = {}
     try:
-        _drive(pool, tasks, todo, redo, outcomes, on_outcome, on_wait)
+        _hand_out(pool, tasks, todo, redo, outcomes, on_outcome, on_wait)
     except KeyboardInterrupt as e:
         stop_signal = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
         # One Ctrl-C may arrive as several SIGINTs (`timeout` signals the process and then its
@@ -300,6 +324,7 @@ def preflight(todo: list[PlannedRun]) -> None:
     """
     from bnexp.data import load_dataset
     from bnexp.nn.models import build_model
+    from bnexp.training.device import resolve_device
 
     checked: set[str] = set()
     for run in todo:
@@ -307,6 +332,7 @@ def preflight(todo: list[PlannedRun]) -> None:
         if key in checked:
             continue
         checked.add(key)
+        resolve_device(run.config.train.device)  # cuda without CUDA: one line, no run started
         data = load_dataset(run.config.data)
         build_model(run.config.model, data.input_shape, data.num_outputs)
 
@@ -348,7 +374,7 @@ def make_tasks(todo: list[PlannedRun]) -> list[Task]:
     return tasks
 
 
-def _drive(
+def _hand_out(
     pool, tasks: list[Task], todo: list[PlannedRun], redo, outcomes: dict, on_outcome, on_wait
 ) -> None:
     """Hand tasks to the executor; runs claimed by another process come back "busy" and are
@@ -363,6 +389,8 @@ def _drive(
                 continue
             if outcome.status == "storage":
                 raise _StorageStop(outcome.exception or OSError(outcome.error))
+            if outcome.status == "lost":  # recorded as failed: a rerun does not call it missing
+                outcome = RunStore(pool.results_dir).record_lost(by_id[outcome.run_id], outcome)
             outcomes[outcome.run_id] = outcome
             if on_outcome:
                 on_outcome(outcome)

@@ -245,6 +245,28 @@ class RunStore:
         )
         return error
 
+    def record_lost(self, run: PlannedRun, outcome: Outcome) -> Outcome:
+        """A run whose worker died ("lost"): recorded as failed when it left nothing to resume
+        (no checkpoint, no summary), so `status` and a rerun see a failure, not a missing run;
+        one with a checkpoint stays partial and a rerun resumes it."""
+        rid = run.run_id
+        with self.claim(rid) as claimed:
+            if (
+                not claimed
+                or (self.run_dir(rid) / CHECKPOINT).exists()
+                or self.state(rid)
+                in (
+                    "done",
+                    "failed",
+                )
+            ):
+                return outcome
+            try:
+                error = self.record_failure(run, RuntimeError(outcome.error or "worker died"))
+            except OSError:
+                return outcome
+        return Outcome(rid, "failed", error, outcome.seconds)
+
 
 def _alive(pid: int) -> bool:
     """A process with this pid exists and has not exited (a zombie, killed but not yet reaped
