@@ -237,7 +237,8 @@ def run(
         nonlocal done
         done += 1
         if progress:
-            print(f"[{done}] {o.run_id} {o.status}", file=sys.stderr, flush=True)
+            resumed = f" (resumed from epoch {o.resumed_from_epoch})" if o.resumed_from_epoch else ""
+            print(f"[{done}] {o.run_id} {o.status}{resumed}", file=sys.stderr, flush=True)
 
     options = SweepOptions(
         workers, executor, address, retry_failed, force, extend, track=list(track or [])

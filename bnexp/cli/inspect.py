@@ -128,7 +128,18 @@ def data_info(config: ConfigArg, set_: SetOpt = None) -> None:
 
 
 @app.command()
-def report(results: ResultsArg) -> None:
+def report(
+    results: ResultsArg,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Write the tables, plots, claims and report here instead of in RESULTS (e.g. "
+            "when RESULTS is read-only).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
     """Write tables, plots, claims and the report for a results folder; print the key tables.
 
     Writes RESULTS/tables/{speedup,best_lr,regularization,bn_noise,shift,ics}.csv (each where
@@ -140,7 +151,7 @@ def report(results: ResultsArg) -> None:
     try:
         from bnexp.report import build_report, print_report
 
-        print_report(build_report(results), console)
+        print_report(build_report(results, out), console)
     except BnexpError as e:
         raise _fail(e) from None
 

@@ -238,6 +238,9 @@ class _SweepDisplay:
             self.done += 1
             line = f"run {self.done}/{self.todo}: {o.run_id} {o.status}"
             err_console.print(f"{line} ({o.seconds:.0f} s)", highlight=False)
+        if o.resumed_from_epoch is not None:
+            where = f"run {o.run_id}: resumed from epoch {o.resumed_from_epoch}"
+            self.progress.console.print(where, highlight=False)
         if o.status == "failed":
             self.progress.console.print(f"[red]failed[/] {o.run_id}: {o.error}", highlight=False)
 

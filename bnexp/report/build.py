@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bnexp.errors import BnexpError
 from bnexp.results import BN_NOISE, METRICS, PROBES, ResultsFolder
 
 from . import plots as P
@@ -103,10 +104,12 @@ def draw_plots(
     return [p for p in made if p is not None]
 
 
-def build_report(results_dir: str | Path) -> Report:
-    """Read results_dir; write tables/*.csv, plots/*.png, claims.json, report.md, report.html."""
+def build_report(results_dir: str | Path, out: str | Path | None = None) -> Report:
+    """Read results_dir; write tables/*.csv, plots/*.png, claims.json, report.md, report.html
+    there, or in `out` (a folder of the same layout) when given. A folder that cannot be written
+    is one BnexpError line naming it."""
     results_dir = Path(results_dir)
-    folder = ResultsFolder(results_dir)
+    folder = ResultsFolder(results_dir if out is None else out)
     df = load_summary(results_dir)
     target = (run_config(results_dir, df).get("measure") or {}).get("target")
     probes = run_csvs(results_dir, df, PROBES)
@@ -116,12 +119,19 @@ def build_report(results_dir: str | Path) -> Report:
 
     full = compute_tables(df, probes, noise, target)
     tables = {name: for_csv(f) for name, f in full.items() if not name.startswith("_")}
-    for name, frame in tables.items():
-        if not frame.empty:
-            folder.write_table(name, frame)
-    plots = draw_plots(results_dir, df, tables, metrics, probes)
     claims = all_claims(full, target)
-    report = Report(results_dir, tables, plots, claims, cell_keys(df), df)
-    folder.write_claims([c.to_dict() for c in claims])
-    folder.write_report(report_markdown(report), report_html(report))
+    try:
+        for name, frame in tables.items():
+            if not frame.empty:
+                folder.write_table(name, frame)
+        plots = draw_plots(folder.root, df, tables, metrics, probes)
+        report = Report(folder.root, tables, plots, claims, cell_keys(df), df)
+        folder.write_claims([c.to_dict() for c in claims])
+        folder.write_report(report_markdown(report), report_html(report))
+    except OSError as e:
+        where = e.filename or folder.root
+        raise BnexpError(
+            f"{where}: cannot write the report ({e.strerror or e}); expected a writable "
+            "folder (bnexp report RESULTS --out DIR writes it elsewhere)"
+        ) from None
     return report

@@ -49,6 +49,7 @@ def execute_run(
             run.run_id,
             "diverged" if summary.diverged else "complete",
             seconds=time.perf_counter() - t0,
+            resumed_from_epoch=summary.resumed_from_epoch,
         )
 
 

@@ -78,6 +78,7 @@ class Outcome:
     error: str | None = None  # failed: "ExceptionType: message"
     seconds: float = 0.0
     exception: OSError | None = field(default=None, compare=False)  # storage: the OSError
+    resumed_from_epoch: int | None = None  # complete: the checkpoint's epoch it resumed from
 
 
 class RunStore:
