@@ -237,7 +237,9 @@ def run(
         nonlocal done
         done += 1
         if progress:
-            resumed = f" (resumed from epoch {o.resumed_from_epoch})" if o.resumed_from_epoch else ""
+            resumed = (
+                f" (resumed from epoch {o.resumed_from_epoch})" if o.resumed_from_epoch else ""
+            )
             print(f"[{done}] {o.run_id} {o.status}{resumed}", file=sys.stderr, flush=True)
 
     options = SweepOptions(

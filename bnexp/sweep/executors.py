@@ -22,8 +22,8 @@ from pathlib import Path
 
 from bnexp.config import PlannedRun
 from bnexp.errors import BnexpError
-from bnexp.sweep.execute import execute_task
 from bnexp.sweep.store import Outcome
+from bnexp.sweep.worker import execute_task
 
 # runs trained by one call: one run, or the seeds of a cell trained together
 Task = list[PlannedRun]
@@ -185,7 +185,7 @@ class PoolExecutor:
             ctx = mp.get_context("forkserver")
             # what a run imports, once for every worker (torch._dynamo is not: bnexp's SGD
             # never imports it; Adam runs import it at their first step)
-            ctx.set_forkserver_preload(["bnexp.sweep.execute", "bnexp.data.digits"])
+            ctx.set_forkserver_preload(["bnexp.sweep.worker", "bnexp.data.digits"])
         else:
             ctx = mp.get_context("spawn")
         self.results_dir = str(results_dir)

@@ -1,17 +1,12 @@
-"""Plan -> executor -> run store.
+"""Plan -> executor -> run store: `run_experiment` trains every run of a plan not finished yet
+and rebuilds summary.csv (the folder's layout: bnexp.results.folder), after every sweep, even an
+interrupted one.
 
-results/<name>/
-  experiment.yaml            the file as given, plus overrides
-  plan.csv                   run_id + every swept key, one row per run
-  runs/<run_id>/...          written by run.train.train_run via sweep.execute; summary.json last
-  summary.csv                one row per complete run, rebuilt from the summary.json files
-                             (never appended to by workers), after every sweep, even interrupted
-
-Resume, skip and claims live in the run store (`bnexp.sweep.store`); executors only decide
-where `execute_task` is called (bnexp.sweep.executors): in this process (one worker), in a local
-process pool, or as Ray tasks. A rerun skips runs whose summary.json exists (failed ones too,
-unless retry_failed), resumes partial runs from their checkpoint, retrains damaged ones, and
-waits for runs another process is training.
+Resume, skip and claims live in the run store (`bnexp.sweep.store`) and the worker
+(`bnexp.sweep.worker`); executors only decide where a worker runs (bnexp.sweep.executors): in
+this process, in a local process pool, or as Ray tasks. A rerun skips runs whose summary.json
+exists (failed ones too, unless retry_failed), resumes partial runs from their checkpoint,
+retrains damaged ones, and waits for runs another process is training.
 
 Stopping: Ctrl-C (SIGINT) and SIGTERM (timeout, systemd, Slurm, docker stop) both stop the runs
 in progress within a step, keep finished ones and return `interrupted=True` with the signal. A

@@ -17,7 +17,7 @@ A run's state, read from these files:
   partial   checkpoint.pt and nobody running it: the next run resumes from there
   missing   nothing usable yet
 
-Executors call `bnexp.sweep.execute.execute_run` in whatever process trains the run; it claims,
+Executors call `bnexp.sweep.worker.execute_run` in whatever process trains the run; it claims,
 re-checks the state under the claim, trains or skips, and records failures. So resume, skip and
 claims behave the same in-process, in a process pool or as a Ray task. This module imports no
 torch: `bnexp status` reads a folder in a fraction of a second.

@@ -8,7 +8,6 @@ import sys
 import textwrap
 
 import pytest
-
 from sweep_helpers import bnexp_env, tiny_experiment, write_yaml
 
 # the README's Python example, on a tiny sweep of 4 runs with 2 workers (a pool, when it can)
@@ -76,12 +75,12 @@ def test_every_run_failing_raises_the_first_error_and_records_failed_runs(tmp_pa
     script = textwrap.dedent(
         """\
         import bnexp
-        import bnexp.sweep.execute as execute
+        import bnexp.sweep.worker as worker
 
         def broken(*args, **kwargs):
             raise ValueError("the loss is broken")
 
-        execute.train_run = broken
+        worker.train_run = broken
         try:
             bnexp.run("exp.yaml", out="results", workers=1)
         except bnexp.RunsFailed as e:

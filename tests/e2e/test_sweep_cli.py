@@ -32,7 +32,7 @@ from bnexp.sweep.runner import run_experiment
 from bnexp.sweep.status import sweep_status
 
 FAIL_SEED_1 = """
-import bnexp.sweep.execute as _st
+import bnexp.sweep.worker as _st
 _real = _st.train_run
 def _flaky(cfg, *a, **kw):
     if cfg.train.seed == 1:
@@ -55,7 +55,7 @@ os.replace = _replace
 def log_trainings(log: Path) -> str:
     return f"""
 import os
-import bnexp.sweep.execute as _st
+import bnexp.sweep.worker as _st
 _real = _st.train_run
 def _logged(cfg, run_dir, *a, **kw):
     with open({str(log)!r}, "a") as f:
