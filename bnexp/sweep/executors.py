@@ -226,7 +226,7 @@ class PoolExecutor:
                         yield Outcome(
                             run.run_id,
                             "lost",
-                            "a worker process died (killed, or out of memory?); rerun to resume",
+                            "a worker process died (killed, or out of memory?)",
                         )
 
     def stop(self) -> None:

@@ -66,6 +66,10 @@ STATES = ("done", "failed", "damaged", "running", "partial", "missing")
 COMPLETE_FILES = (CONFIG, METRICS, TIMING)
 
 
+class WorkerDied(RuntimeError):
+    """The process training a run died before the run saved anything to resume from."""
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What happened to one run in this call."""
@@ -263,7 +267,7 @@ class RunStore:
             ):
                 return outcome
             try:
-                error = self.record_failure(run, RuntimeError(outcome.error or "worker died"))
+                error = self.record_failure(run, WorkerDied(outcome.error or "its worker died"))
             except OSError:
                 return outcome
         return Outcome(rid, "failed", error, outcome.seconds)
