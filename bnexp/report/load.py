@@ -16,6 +16,7 @@ import yaml
 
 from bnexp.errors import BnexpError
 from bnexp.results import CONFIG, ResultsFolder
+from bnexp.results.folder import CELL_RULE
 
 from .cells import cell_keys
 
@@ -23,7 +24,7 @@ REQUIRED = ("run_id", "norm", "seed", "batch_size")
 STRING_COLUMNS = {"run_id": str}  # never numbers: see the module docstring
 
 
-def read_csv(path: Path, what: str) -> pd.DataFrame:
+def read_csv(path: Path, what: str, **options) -> pd.DataFrame:
     """A CSV written whole by bnexp (header, one record per line, a final newline).
 
     A file cut short (no final newline, or a record with fewer fields than the header) or one
@@ -51,7 +52,7 @@ def read_csv(path: Path, what: str) -> pd.DataFrame:
                 f"truncated or damaged ({expected})"
             )
     try:
-        return pd.read_csv(io.StringIO(text), dtype=STRING_COLUMNS)
+        return pd.read_csv(io.StringIO(text), **(options or {"dtype": STRING_COLUMNS}))
     except (pd.errors.ParserError, ValueError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise BnexpError(f"{path}: not a readable CSV: {first} ({expected})") from None
@@ -64,7 +65,7 @@ def load_summary(results_dir: Path) -> pd.DataFrame:
         raise BnexpError(
             f"{results_dir}: no {path.name} (expected a results folder written by `bnexp run`)"
         )
-    df = read_csv(path, path.name)
+    df = read_csv(path, path.name, **CELL_RULE)
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise BnexpError(

@@ -72,11 +72,16 @@ _REWRITE = "rerun `bnexp run` with the experiment file to rewrite it"
 _NOT_RESULTS = "expected a results folder written by `bnexp run`, e.g. results/quickstart"
 
 
+# pandas.read_csv's options for the folder's one rule for cells (run ids as text, only an empty
+# cell missing); for tables bnexp writes itself, where a missing number is an empty cell
+CELL_RULE: dict[str, Any] = {"dtype": {"run_id": str}, "keep_default_na": False, "na_values": [""]}
+
+
 def read_table(path: Path) -> pd.DataFrame:
     """plan.csv, summary.csv or a report table, under the folder's one rule for cells."""
     import pandas as pd
 
-    return pd.read_csv(path, dtype={"run_id": str}, keep_default_na=False, na_values=[""])
+    return pd.read_csv(path, **CELL_RULE)
 
 
 def is_blank(value: object) -> bool:
