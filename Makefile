@@ -25,7 +25,7 @@ seeds_set = $(if $(strip $(SEEDS)),--set 'sweep.train.seed=$(call yaml_list,$(SE
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install quickstart test test-fast lint bench bench-gpu clean sweep-batch sweep-lr report reproduce reproduce-check
+.PHONY: help install quickstart test test-fast lint docs bench bench-gpu clean sweep-batch sweep-lr report reproduce reproduce-check
 
 help: ## List the targets and what they do
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -78,13 +78,16 @@ test-fast: $(STAMP) ## Run the tests not marked slow
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: $(STAMP) ## Time bnexp's training loop against hand-written ones, vectorized seeds, workers, memory (table + benchmarks/results.csv)
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python -m benchmarks.run
 
 bench-gpu: $(STAMP) ## The same comparisons on a CUDA GPU (section gpu and the BN layer; benchmarks/gpu_check.sh without make)
-	$(BIN)/python benchmarks/run.py --device cuda --out benchmarks/results-gpu.csv
+	$(BIN)/python -m benchmarks.run --device cuda --out benchmarks/results-gpu.csv
 
 lint: $(STAMP) ## Check style with ruff
 	$(BIN)/ruff check bnexp tests benchmarks
+
+docs: $(STAMP) ## Regenerate docs/config.md (the config reference) from the schema
+	$(BIN)/python -m bnexp.config.reference > docs/config.md.tmp && mv docs/config.md.tmp docs/config.md
 
 clean: ## Remove caches and results (keeps .venv; `rm -rf .venv` for a full reset)
 	rm -rf .pytest_cache .ruff_cache bnexp.egg-info

@@ -1,13 +1,15 @@
-"""`make bench`: the training-loop benchmark (bnexp.bench.train: every row of issue 14's goal
+"""`make bench`: the training-loop benchmark (benchmarks.sections: every row of issue 14's goal
 table, each beside its goal) and the BN layer benchmark (bnexp.bench.bn), as one table on the
 terminal and in benchmarks/results.csv (git-ignored). Ratios are measured side by side in this
 one process.
 
-  python benchmarks/run.py                      # everything, full sizes (several minutes)
-  python benchmarks/run.py --tiny               # seconds: the code paths, not the figures
-  python benchmarks/run.py --section loops --section vectorize --repeats 7
-  python benchmarks/run.py --device cuda        # `make bench-gpu`: the gpu section and the BN
-                                                # layer on the GPU (bnexp.bench.gpu)
+  python -m benchmarks.run                  # everything, full sizes (several minutes)
+  python -m benchmarks.run --tiny           # seconds: the code paths, not the figures
+  python -m benchmarks.run --section loops --section vectorize --repeats 7
+  python -m benchmarks.run --device cuda    # `make bench-gpu`: the gpu section and the BN
+                                            # layer on the GPU (benchmarks.gpu)
+
+Run it from the checkout's root (`benchmarks` is a folder of it, not part of the bnexp package).
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ import pandas as pd
 import torch
 from rich.console import Console
 
+from benchmarks.common import TABLE_WIDTH, row
+from benchmarks.gpu import bench_gpu
+from benchmarks.sections import COLUMNS, SECTIONS, STUDY, bench_train, rich_table
 from bnexp.bench.bn import STEP_RATIO_GOAL, bench_bn
-from bnexp.bench.common import row
-from bnexp.bench.gpu import bench_gpu
-from bnexp.bench.train import COLUMNS, SECTIONS, STUDY, bench_train, rich_table
 from bnexp.io import atomic_write_csv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,10 +34,13 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("BNEXP_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
-def bn_rows(repeats: int | None, log, device: str = "cpu") -> pd.DataFrame:
-    """bnexp.bench.bn's table in the long format."""
+BN_REPEATS = 30  # `bnexp bench bn --repeats 30 --layer-only`: more than its quick default
+
+
+def bn_rows(repeats: int, log, device: str = "cpu") -> pd.DataFrame:
+    """bnexp.bench.bn's table (every shape, the layer alone too) in the long format."""
     log(f"bn: custom BN vs torch BN, one training step, {device}")
-    df = bench_bn(**({"repeats": repeats} if repeats else {}), device=device)
+    df = bench_bn(repeats=repeats, device=device, layer_only=True)
     rows = []
     for r in df.to_dict("records"):
         case = f"{r.get('shape', '')} {r.get('scope', '')}".strip()
@@ -59,9 +64,11 @@ def bn_rows(repeats: int | None, log, device: str = "cpu") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m benchmarks.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument(
         "--tiny",
@@ -96,7 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--out", type=Path, default=REPO / "benchmarks" / "results.csv", help="CSV to write"
     )
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     console = Console(stderr=True)
     log = lambda msg: console.print(f"[dim]{msg}[/]")  # noqa: E731
     on_cpu = torch.device(args.device).type == "cpu"
@@ -119,9 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     if "gpu" in sections:
         parts.append(bench_gpu(args.device, args.tiny, repeats, data_root, log))
     if "bn" in sections:
-        parts.append(
-            bn_rows(1 if args.tiny and not args.repeats else args.repeats, log, args.device)
-        )
+        bn_repeats = args.repeats or (1 if args.tiny else BN_REPEATS)
+        parts.append(bn_rows(bn_repeats, log, args.device))
     parts = [p for p in parts if p is not None and not p.empty]
     df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
     atomic_write_csv(args.out, df)
@@ -130,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.threads or torch.get_num_threads()} torch thread(s), "
         f"{'tiny sizes' if args.tiny else 'full sizes'}, {time.perf_counter() - t0:.0f} s"
     )
-    Console(width=max(Console().width, 160)).print(rich_table(df, title))
-    console.print(f"written: {args.out}")
+    Console(width=TABLE_WIDTH).print(rich_table(df, title))
+    console.print(f"written: {args.out} (with a note per row)")
     return 0
 
 

@@ -33,6 +33,7 @@ from bnexp.config import (
     expand,
     load_experiment,
     parse_yaml,
+    resolve_factory_files,
     validate_experiment,
 )
 from bnexp.errors import BnexpError, RunsFailed
@@ -69,6 +70,7 @@ def load_config(
             f"config: expected a path, YAML text or a dict, found {type(config).__name__}"
         )
     touched, problems = apply_overrides(raw, overrides)
+    resolve_factory_files(raw, Path.cwd())  # no file to be relative to: the working directory
     return validate_experiment(raw, Source(source, lines, touched), problems), raw, source
 
 

@@ -1,9 +1,9 @@
 """The package's shape: imports only point down the flow, and read-only commands import no torch.
 
-Layers, top to bottom: cli -> api -> flow (sweep, then report and trackers) -> bench -> sweep ->
-training -> nn, data -> base (config, errors, io, stats, results: the results folder's owner).
-report and track are side branches that read files: they may import the base only. Every import
-counts, those inside functions too.
+Layers, top to bottom: cli -> api -> flow (sweep, then report and trackers) -> sweep ->
+training -> nn, data -> base (config, errors, io, stats, results: the results folder's owner);
+bench (`bnexp bench bn`) sits under cli and needs nn only. report and track are side branches
+that read files: they may import the base only. Every import counts, those inside functions too.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ ALLOWED = {
     "report": {"base"},
     "track": {"base"},
     "sweep": {"training", "nn", "data", "track", "base"},
-    "bench": {"sweep", "training", "nn", "data", "base"},
+    "bench": {"nn", "base"},  # `bnexp bench bn`: our BN against torch's, nothing of a run
     "flow": {"sweep", "training", "nn", "data", "report", "track", "base"},
     "api": {"flow", "sweep", "training", "nn", "data", "report", "track", "base"},
     "cli": {"api", "flow", "bench", "sweep", "training", "nn", "data", "report", "track", "base"},
@@ -55,14 +55,14 @@ def modules() -> dict[str, Path]:
     return out
 
 
-def imports_of(path: Path, module: str) -> list[tuple[str, int]]:
-    """Every bnexp module `path` imports (at any depth), with the line."""
+def imports_of(path: Path, module: str, prefix: str = "bnexp") -> list[tuple[str, int]]:
+    """Every module under `prefix` that `path` imports (at any depth), with the line."""
     tree = ast.parse(path.read_text())
     package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found += [(a.name, node.lineno) for a in node.names if a.name.startswith("bnexp")]
+            found += [(a.name, node.lineno) for a in node.names if a.name.startswith(prefix)]
         elif isinstance(node, ast.ImportFrom):
             if node.level:  # relative
                 base = package.split(".")
@@ -70,7 +70,7 @@ def imports_of(path: Path, module: str) -> list[tuple[str, int]]:
                 name = ".".join(base + ([node.module] if node.module else []))
             else:
                 name = node.module or ""
-            if name.startswith("bnexp"):
+            if name.startswith(prefix):
                 found.append((name, node.lineno))
                 # `from bnexp.nn import norm`: the submodule is what is imported
                 found += [(f"{name}.{a.name}", node.lineno) for a in node.names]
@@ -91,6 +91,24 @@ def test_every_import_points_down_the_flow():
                     f"{path.relative_to(PACKAGE.parent)}:{line}: {src} imports {dst} ({target})"
                 )
     assert not bad, "upward or sideways imports:\n" + "\n".join(bad)
+
+
+def test_the_package_never_imports_the_benchmarks():
+    """benchmarks/ (`make bench`) sits outside the package and imports bnexp, never the reverse:
+    an installed bnexp has no benchmarks folder."""
+    bad = [
+        f"{path.relative_to(PACKAGE.parent)}:{line}: imports {name}"
+        for module, path in modules().items()
+        for name, line in imports_of(path, module, prefix="benchmarks")
+    ]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_shipped_benchmark_stays_small():
+    """bnexp/bench holds what a user runs to check a machine (`bnexp bench bn`), <= 400 lines;
+    the goal tables live in benchmarks/."""
+    lines = sum(len(p.read_text().splitlines()) for p in (PACKAGE / "bench").rglob("*.py"))
+    assert lines <= 400, f"bnexp/bench is {lines} lines"
 
 
 def test_no_import_cycles():

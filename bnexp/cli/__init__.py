@@ -3,7 +3,7 @@ the modules below it. One module per group of commands:
 
   cli/sweep.py    validate, run, status
   cli/inspect.py  repro, data info, report, noise
-  cli/bench.py    bench bn, bench train
+  cli/bench.py    bench bn
 
 The modules that import torch, pandas and matplotlib are imported inside the commands that use
 them, so `bnexp --help`, `bnexp validate` and `bnexp status` answer in a fraction of a second.

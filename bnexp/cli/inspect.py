@@ -42,12 +42,21 @@ def repro(
             show_default=False,
         ),
     ] = None,
+    trust_code: Annotated[
+        bool,
+        typer.Option(
+            "--trust-code",
+            help="Import and run the Python code the run's config.yaml names (model.factory). "
+            "Without it such a run is refused: a results folder may come from anyone.",
+        ),
+    ] = False,
 ) -> None:
     """Rerun one finished run and report any difference from the recorded one.
 
     The run is redone from its config.yaml in a scratch folder; metrics.csv is compared byte
     for byte and summary.json without its timings. Exits 0 when identical, 1 when anything
-    differs. The results folder is not modified (a --keep folder inside it is refused).
+    differs. The results folder is not modified (a --keep folder inside it is refused). Code
+    named in config.yaml (model.factory) runs only with --trust-code.
     """
     from bnexp.training.repro import reproduce
 
@@ -60,7 +69,7 @@ def repro(
 
     try:
         with console.status("checking the recorded run") as status:
-            done = reproduce(results, run_id, keep, on_start)
+            done = reproduce(results, run_id, keep, on_start, trust_code)
     except BnexpError as e:
         raise _fail(e) from None
     if done.diffs:

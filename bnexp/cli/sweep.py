@@ -37,12 +37,50 @@ def validate(config: ConfigArg, set_: SetOpt = None) -> None:
 
     Exits 2 with one line per problem (file:line, dotted key, what was found and expected).
     """
+    from bnexp.sweep.sizes import model_sizes
+
     try:
         exp, _ = load_experiment(config, set_)
+        plan = expand(exp)
+        sizes, notes = model_sizes(plan)  # builds each distinct model: a bad factory fails here
     except BnexpError as e:
         raise _fail(e) from None
-    console.print(_plan_table(expand(exp)))
+    console.print(_plan_table(plan))
+    console.print(_sizes_table(sizes))
+    for note in notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    total = [s.train_flops for s in sizes]
+    if all(t is not None for t in total):
+        console.print(
+            f"training, all {len(plan)} planned run(s): about {_si(sum(total))}FLOPs "
+            "(3 x forward FLOPs x examples seen)",
+            highlight=False,
+        )
     console.print(f"[green]ok[/]: {config} is valid")
+
+
+def _si(n: float) -> str:
+    """1.23e15 -> '1.23 P' (decimal prefixes, as FLOP counts are quoted)."""
+    prefixes = (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3))
+    for prefix, scale in prefixes:
+        if n >= scale:
+            return f"{n / scale:.3g} {prefix}"
+    return f"{n:.3g} "
+
+
+def _sizes_table(sizes):
+    from rich.table import Table
+
+    table = Table(title="models (FLOPs: convolutions and matrix products, 2 per multiply-add)")
+    for col in ("model", "parameters", "forward FLOPs / example", "runs", "training FLOPs"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for s in sizes:
+        if s.params is None:
+            table.add_row(s.label, "?", "?", str(s.runs), "?")
+            continue
+        table.add_row(s.label, f"{s.params:,}", f"{_si(s.forward_flops)}FLOPs", str(s.runs),
+                      f"{_si(s.train_flops)}FLOPs")
+    return table
 
 
 DryRunOpt = Annotated[
@@ -108,6 +146,14 @@ AddressOpt = Annotated[
 VerboseOpt = Annotated[
     bool, typer.Option("--verbose", "-v", help="Log data shapes and per-run notes.")
 ]
+QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet",
+        "-q",
+        help="Print only the claims (no progress, no tables); errors still go to stderr.",
+    ),
+]
 TrackOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -134,6 +180,7 @@ def run(
     executor: ExecutorOpt = "local",
     address: AddressOpt = None,
     verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
     track: TrackOpt = None,
 ) -> None:
     """Run an experiment: every run of its sweep, then summary.csv and the report.
@@ -163,7 +210,7 @@ def run(
             check_plan(out / exp.name, plan, str(config), extend)
             console.print(_plan_table(plan, out / exp.name))
             return
-        with _SweepDisplay(executor) as display:
+        with _SweepDisplay(executor, quiet) as display:
             flow = run_and_report(
                 exp,
                 raw,
@@ -176,7 +223,7 @@ def run(
         if flow.report is not None:
             from bnexp.report import print_report
 
-            print_report(flow.report, console)
+            print_report(flow.report, console, detail="claims" if quiet else "summary")
     except BnexpError as e:
         raise _fail(e) from None
     except KeyboardInterrupt as e:  # before any run started (while checking data and models)
@@ -184,15 +231,15 @@ def run(
 
         err_console.print("[yellow]interrupted[/] before any run started", highlight=False)
         raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
-    _print_ending(flow)
+    _print_ending(flow, quiet)
 
 
 class _SweepDisplay:
     """The progress bars of a sweep (a line per finished run where stderr is a log file, since
     rich draws no bar there) and a line per failed run."""
 
-    def __init__(self, executor: str):
-        self.executor = executor
+    def __init__(self, executor: str, quiet: bool = False):
+        self.executor, self.quiet = executor, quiet
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -200,6 +247,7 @@ class _SweepDisplay:
             TimeElapsedColumn(),
             console=err_console,
             transient=False,
+            disable=quiet,
         )
         self.tasks: dict[str, int] = {}
         self.done = self.todo = 0
@@ -234,7 +282,7 @@ class _SweepDisplay:
 
     def on_outcome(self, o: Outcome) -> None:
         self.progress.advance(self.tasks["runs"])
-        if not err_console.is_terminal:
+        if not err_console.is_terminal and not self.quiet:  # a log file gets a line, no bar
             self.done += 1
             line = f"run {self.done}/{self.todo}: {o.run_id} {o.status}"
             err_console.print(f"{line} ({o.seconds:.0f} s)", highlight=False)
@@ -249,23 +297,24 @@ class _SweepDisplay:
         self.progress.update(self.tasks["runs"], description=description)
 
 
-def _print_ending(flow) -> None:
-    """What a sweep left: skipped, tracked, diverged, where; then an interrupt (exit 130/143)
-    or the failed runs (exit 1)."""
+def _print_ending(flow, quiet: bool) -> None:
+    """What a sweep left: skipped, tracked, diverged, where (with --quiet, diverged only, on
+    stderr); then an interrupt (exit 130/143) or the failed runs (exit 1)."""
     from bnexp.sweep.runner import resume_command
     from bnexp.sweep.status import sweep_status
 
     result = flow.sweep
-    if result.skipped:
+    if result.skipped and not quiet:
         console.print(f"skipped {len(result.skipped)} run(s) already finished")
-    for line in flow.tracked:
+    for line in [] if quiet else flow.tracked:
         console.print(f"tracked: {line}", highlight=False, soft_wrap=True)
-    if result.diverged:
-        console.print(
+    if result.diverged:  # a warning: with --quiet on stderr, stdout holding only the claims
+        (err_console if quiet else console).print(
             f"[yellow]diverged[/]: {len(result.diverged)} run(s) stopped early on a NaN/inf "
             f"or too-large loss: {', '.join(result.diverged)}"
         )
-    console.print(f"results: {result.results_dir}")
+    if not quiet:
+        console.print(f"results: {result.results_dir}")
     if result.interrupted:
         st = sweep_status(result.results_dir)  # what `bnexp status` will show
         by = "SIGTERM" if result.stop_signal == signal.SIGTERM else "Ctrl-C"
@@ -300,32 +349,40 @@ _STATE_STYLES = {
 
 
 def _cell_text(value: object) -> str:
-    """A plan cell as status shows it: blank when the run does not sweep the key, 32 not 32.0."""
-    if is_blank(value):
-        return ""
+    """A plan cell as status shows it: null where the run does not sweep the key (or sweeps it
+    to null), 32 not 32.0."""
+    if is_blank(value) or str(value) == "None":
+        return "null"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
 
 
 def _status_table(results: Path):
-    """The status of a sweep (bnexp.sweep.status) as a table: one row per cell, one column per
-    state; returns (table, every run done or failed, notes on damaged files)."""
+    """The status of a sweep (bnexp.sweep.status) as a table that reads at 80 columns: one row
+    per cell, the swept keys by their last part (the whole key where two share it), and a
+    column per state that some run is in (done and missing always); returns (table, every run
+    done or failed, notes on damaged files)."""
+    from rich import box
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
     from bnexp.sweep.status import COLUMNS, sweep_status
 
     st = sweep_status(results)
     counts = ", ".join(f"{v} {k}" for k, v in st.totals.items() if v)
-    table = Table(title=f"{results}: {st.runs} run(s) — {counts}")
-    for key in st.keys:
-        table.add_column(key, justify="right")
-    shown = [c for c in COLUMNS if c != "damaged" or st.totals["damaged"]]
+    title = Text(f"{results}: {st.runs} run(s) — {counts}", style="italic")
+    table = Table(box=box.SIMPLE_HEAD)
+    last = [k.split(".")[-1] for k in st.keys]
+    for key, short in zip(st.keys, last, strict=True):
+        table.add_column(short if last.count(short) == 1 else key, justify="right")
+    shown = [c for c in COLUMNS if c in ("done", "missing") or st.totals[c]]
     for state in shown:
         table.add_column(state, justify="right", style=_STATE_STYLES[state])
     for cell, c in st.cells.items():
         table.add_row(*(_cell_text(v) for v in cell), *(str(c[s]) if c[s] else "·" for s in shown))
-    return table, st.finished, st.notes
+    return Group(title, table), st.finished, st.notes
 
 
 @app.command()

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
-import hashlib
 import itertools
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -21,12 +19,16 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from bnexp.config.identity import run_id
+from bnexp.config.model import FACTORY, factory_parts
 from bnexp.config.schema import (
+    AugmentConfig,
     BatchStatNoiseConfig,
     BinaryConfig,
     DataConfig,
     ExperimentConfig,
     IcsConfig,
+    LrScheduleConfig,
     MeasureConfig,
     MlflowTrackConfig,
     ModelConfig,
@@ -41,12 +43,14 @@ from bnexp.config.yamlfile import parse_yaml, parse_yaml_value, read_yaml
 from bnexp.errors import ConfigError
 
 __all__ = [
+    "AugmentConfig",
     "BatchStatNoiseConfig",
     "BinaryConfig",
     "ConfigError",
     "DataConfig",
     "ExperimentConfig",
     "IcsConfig",
+    "LrScheduleConfig",
     "MeasureConfig",
     "MlflowTrackConfig",
     "ModelConfig",
@@ -248,7 +252,30 @@ def load_experiment(
     path = Path(path)
     raw, lines = read_yaml(path)
     touched, problems = apply_overrides(raw, list(overrides or []))
+    resolve_factory_files(raw, path.parent)
     return validate_experiment(raw, Source(str(path), lines, touched), problems), raw
+
+
+def resolve_factory_files(raw: dict, folder: Path) -> None:
+    """Make each relative `model.factory: path/file.py:function` (base value and sweep values)
+    absolute, relative to `folder` (the config file's), in place: the runs then find the file
+    from any working directory, and their config.yaml records where it was."""
+
+    def absolute(spec: Any) -> Any:
+        if not isinstance(spec, str) or not FACTORY.match(spec):
+            return spec
+        target, name, is_file = factory_parts(spec)
+        if not is_file or Path(target).is_absolute():
+            return spec
+        return f"{(folder / target).resolve()}:{name}"
+
+    model = raw.get("model")
+    if isinstance(model, dict) and "factory" in model:
+        model["factory"] = absolute(model["factory"])
+    sweep = raw.get("sweep")
+    values = sweep.get("model.factory") if isinstance(sweep, dict) else None
+    if isinstance(values, list):
+        sweep["model.factory"] = [absolute(v) for v in values]
 
 
 def experiment_from_dict(raw: dict, file: str = "<dict>") -> ExperimentConfig:
@@ -350,36 +377,12 @@ class PlannedRun:
     config: RunConfig
 
 
-HASHED_WHEN_SET = (("train", "lr_scaling"), ("train", "steps"), ("measure", "eval_subset"))
-
-
-def run_id(cfg: RunConfig) -> str:
-    """Short hash of the resolved run config; `name` (the output folder) is excluded."""
-    # how a run is executed (vectorize_seeds, checkpoint_every) does not change what it
-    # computes: not hashed, so changing them keeps a sweep's run ids and resumes it
-    dump = cfg.model_dump(
-        mode="json", exclude={"name": True, "train": {"vectorize_seeds", "checkpoint_every"}}
-    )
-    # keys added after run ids were first written enter the hash only when set, so the runs of
-    # configs written before them keep their ids (and their results) across the upgrade
-    for section, key in HASHED_WHEN_SET:
-        if dump[section].get(key) is None:
-            dump[section].pop(key, None)
-    # an lr_scaling that leaves the lr as written (rule none, or the base batch size itself) is
-    # the same run as none: rule none and linear at the base batch share one run, not two
-    scaling = cfg.train.lr_scaling
-    if scaling is not None and (
-        scaling.rule == "none" or cfg.train.batch_size == scaling.base_batch_size
-    ):
-        dump["train"].pop("lr_scaling", None)
-    payload = json.dumps(dump, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:10]
-
-
 # Our BN layer's controls. Swept, they apply to the cells with norm: custom; a cell with norm
 # none or torch takes them at their defaults, so it is the same run whatever their swept value:
 # one run, planned in every cell it serves as the baseline (a ghost-BN sweep with its none and
 # full-batch-statistics baselines in one file). Set outside the sweep they still need custom.
+# Likewise a swept ghost_batch_size in a cell with bn_stats: population (which normalizes with
+# the running estimates, updated once per batch: the ghost size changes nothing there).
 BN_CONTROLS = {
     "model.ghost_batch_size": None,
     "model.bn_stats": "batch",
@@ -398,6 +401,10 @@ def sweep_cell(base: dict, assign: dict[str, Any]) -> dict:
     if isinstance(model, dict) and model.get("norm", "none") != "custom":
         for key in assign.keys() & BN_CONTROLS.keys():
             model[key.split(".")[1]] = BN_CONTROLS[key]
+    # population statistics never split a batch: a swept ghost size is the same run there
+    if isinstance(model, dict) and model.get("bn_stats") == "population":
+        if "model.ghost_batch_size" in assign:
+            model["ghost_batch_size"] = None
     return cell
 
 

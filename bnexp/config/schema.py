@@ -7,8 +7,6 @@ import os
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     NonNegativeFloat,
     NonNegativeInt,
@@ -18,17 +16,18 @@ from pydantic import (
     model_validator,
 )
 
+from bnexp.config.datasets import DOWNLOADS, INPUT_SHAPES, ROOT_HOLDS, SUBSET_SETS, DatasetName
+from bnexp.config.model import ModelConfig, model_size_bound
+from bnexp.config.model import NoisyBNConfig as NoisyBNConfig  # re-exported
+from bnexp.config.regime import AugmentConfig, LrScheduleConfig, check_schedule
+from bnexp.config.strict import Strict
+
 # --------------------------------------------------------------------------- schema
 
 
 # Seeds are whole numbers 0..2^32-1: scikit-learn's random_state and NumPy's legacy seeding take
 # no more, and torch's generators overflow on weight-init seeds derived from larger ones
 SEED_BOUND = 2**32
-
-
-class Strict(BaseModel):
-    # inf and nan are never a meaningful setting (lr: .inf trains nothing and reports numbers)
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class BinaryConfig(Strict):
@@ -45,31 +44,32 @@ class BinaryConfig(Strict):
 
 
 class DataConfig(Strict):
-    dataset: Literal["digits", "catvnoncat", "cifar10", "npz"] = "digits"
-    # catvnoncat: the folder holding train_catvnoncat.h5 and test_catvnoncat.h5;
-    # cifar10: the folder holding cifar-10-batches-py/ (torchvision's layout). Relative to the cwd.
+    dataset: DatasetName = "digits"  # digits: no download
+    # the folder holding the dataset's files (docs/datasets.md names them). Relative to the cwd.
     root: str | None = None
     train: str | None = None  # npz: training file with x (N, H, W, C) or (N, D) and y (N,)
     test: str | None = None  # npz: test file, same layout as train
-    download: bool = (
-        False  # cifar10: download into root when the files are missing (needs the internet)
-    )
+    # cifar10, cifar100, mnist, fashion_mnist, svhn: download into root with torchvision when the
+    # files are missing (needs the internet)
+    download: bool = False
     class_names: list[str] | None = (
         None  # npz: names of labels 0..K-1 (default: the file's `classes`, else "0".."K-1")
     )
-    classes: list[str] | None = (
-        None  # cifar10/npz: keep only these classes, relabelled 0..k-1 in this order
-    )
-    binary: BinaryConfig | None = None  # cifar10/npz: positive class vs the rest; one logit + BCE
-    # cifar10/npz: images per class, drawn by `seed` (None: all). With `binary`: positives, and
+    # the subset keys apply to every dataset but digits and catvnoncat (SUBSET_SETS):
+    classes: list[str] | None = None  # keep only these classes, relabelled 0..k-1 in this order
+    binary: BinaryConfig | None = None  # positive class vs the rest; one logit + BCE
+    # images per class, drawn by `seed` (None: all). With `binary`: positives, and
     # negatives_per_positive times as many negatives spread evenly over the other classes.
     train_per_class: PositiveInt | None = None
-    test_per_class: PositiveInt | None = None
+    test_per_class: PositiveInt | None = None  # the same for the test set
     # fixes the train/test split and any subset, independent of train.seed
     seed: int = Field(0, ge=0, lt=SEED_BOUND)
     test_fraction: float = Field(0.25, gt=0, lt=1)  # digits: share held out, stratified
+    # share of each class held out of training (by seed) as the validation split; null: none
+    val_fraction: float | None = Field(None, gt=0, lt=1)
     # with training statistics: per feature (digits, npz vectors) or per channel (images)
     standardize: bool = True
+    augment: AugmentConfig | None = None  # crop + flip of each training batch; null: off
 
     @field_validator("classes", "class_names", mode="before")
     @classmethod
@@ -79,31 +79,29 @@ class DataConfig(Strict):
     @model_validator(mode="after")
     def _keys_fit_dataset(self) -> DataConfig:
         applies_to = {  # key -> the datasets it applies to
-            "root": ("catvnoncat", "cifar10"),
+            "root": tuple(ROOT_HOLDS),
             "train": ("npz",),
             "test": ("npz",),
-            "download": ("cifar10",),
+            "download": DOWNLOADS,
             "class_names": ("npz",),
-            "classes": ("cifar10", "npz"),
-            "binary": ("cifar10", "npz"),
-            "train_per_class": ("cifar10", "npz"),
-            "test_per_class": ("cifar10", "npz"),
+            "classes": SUBSET_SETS,
+            "binary": SUBSET_SETS,
+            "train_per_class": SUBSET_SETS,
+            "test_per_class": SUBSET_SETS,
         }
         problems = []
         for key, datasets in applies_to.items():
             value = getattr(self, key)
             if value not in (None, False) and self.dataset not in datasets:
+                names = ", ".join(datasets[:-1]) + " or " * (len(datasets) > 1) + datasets[-1]
                 problems.append(
-                    f"data.{key} applies only to dataset {' or '.join(datasets)} (dataset is "
-                    f"{self.dataset})"
+                    f"data.{key} applies only to dataset {names} (dataset is {self.dataset})"
                 )
-        if self.dataset in ("catvnoncat", "cifar10") and not self.root:
-            held = (
-                "train_catvnoncat.h5 and test_catvnoncat.h5"
-                if self.dataset == "catvnoncat"
-                else "cifar-10-batches-py/"
+        if self.dataset in ROOT_HOLDS and not self.root:
+            problems.append(
+                f"dataset {self.dataset} needs data.root (the folder holding "
+                f"{ROOT_HOLDS[self.dataset]})"
             )
-            problems.append(f"dataset {self.dataset} needs data.root (the folder holding {held})")
         if self.dataset == "npz":
             for key in ("train", "test"):
                 if not getattr(self, key):
@@ -127,92 +125,33 @@ class DataConfig(Strict):
         return self
 
 
-class NoisyBNConfig(Strict):
-    """Santurkar et al. (2018)'s noisy BN: each training forward multiplies every channel of the
-    BN output by (1 + scale_std·ε₁) and adds mean_std·ε₂, with ε ~ N(0, 1) redrawn per channel
-    every `every_steps` training forwards (so the distribution the next layer sees keeps moving)."""
-
-    mean_std: NonNegativeFloat = 0.0  # std of the random per-channel shift
-    scale_std: NonNegativeFloat = 0.0  # std of the random per-channel scale around 1
-    every_steps: PositiveInt = 1  # training forwards between redraws
-
-
-class ModelConfig(Strict):
-    arch: Literal["mlp", "cnn"] = "mlp"
-    hidden: list[PositiveInt] = Field(default_factory=lambda: [100, 100, 100])  # MLP widths
-    channels: list[PositiveInt] = Field(default_factory=lambda: [32, 64, 128])  # CNN blocks
-    activation: Literal["relu", "sigmoid", "tanh"] = "relu"
-    norm: Literal["none", "torch", "custom"] = "none"
-    # pre_activation: z -> BN -> g (the lecture's z -> z~ -> g(z~)); post_activation: g(z) -> BN
-    norm_position: Literal["pre_activation", "post_activation"] = "pre_activation"
-    bn_eps: PositiveFloat = 1e-5
-    bn_momentum: float | None = Field(0.1, ge=0, le=1)  # torch's convention; None = cumulative
-    # The controls below separate BN's two effects; they exist only on our layer (norm: custom).
-    # Statistics over virtual sub-batches of this size (Hoffer et al. 2017): changes the
-    # normalization noise without changing the SGD batch. null: the whole mini-batch.
-    ghost_batch_size: int | None = Field(None, ge=2)
-    # batch: normalize with the mini-batch's statistics (BN); population: with the running
-    # estimates in training too (still updated from the batches) - BN without the batch noise.
-    bn_stats: Literal["batch", "population"] = "batch"
-    bn_noise: NoisyBNConfig | None = None  # noisy BN after the normalization; null: off
-    # What eval mode normalizes with: running (torch's way), batch (each eval batch's own
-    # statistics), recalibrate (running estimates recomputed over the whole training set,
-    # layer by layer, before every evaluation: one extra pass over it per BN layer).
-    eval_stats: Literal["running", "batch", "recalibrate"] = "running"
-
-    @model_validator(mode="after")
-    def _controls_need_custom_norm(self) -> ModelConfig:
-        on = [
-            f"{key}: {value}"
-            for key, value, off in [
-                ("ghost_batch_size", self.ghost_batch_size, None),
-                ("bn_stats", self.bn_stats, "batch"),
-                ("bn_noise", self.bn_noise, None),
-                ("eval_stats", self.eval_stats, "running"),
-            ]
-            if value != off
-        ]
-        key = "hidden" if self.arch == "mlp" else "channels"
-        if not getattr(self, key) and self.norm != "none":
-            raise ValueError(
-                f"model.{key}: [] has no hidden layer, so norm: {self.norm} has nothing to "
-                "normalize (the run would equal norm: none); give hidden widths or norm: none"
-            )
-        if on and self.norm != "custom":
-            raise ValueError(
-                f"{', '.join(on)}: "
-                f"{'this control needs' if len(on) == 1 else 'these controls need'} "
-                f"norm: custom (found norm: {self.norm}); the controls are features of bnexp's "
-                "own BN layer"
-            )
-        return self
-
-
 class LrScalingConfig(Strict):
     """The learning rate as a function of the mini-batch size, for batch-size studies:
     lr_used = train.lr * (batch_size / base_batch_size) ** p, with p = 1 for linear (Goyal et al.
     2017) and 1/2 for sqrt (Hoffer et al. 2017); none keeps train.lr at every batch size."""
 
-    rule: Literal["none", "linear", "sqrt"] = "none"
+    rule: Literal["none", "linear", "sqrt"] = "none"  # p = 1 (linear), 1/2 (sqrt); none: lr as is
     base_batch_size: PositiveInt = 64  # the batch size at which train.lr is used as written
 
 
 class TrainConfig(Strict):
-    optimizer: Literal["sgd", "adam"] = "sgd"
+    optimizer: Literal["sgd", "adam"] = "sgd"  # sgd: bnexp's own (torch.optim.SGD's update)
     lr: PositiveFloat = 0.1  # at lr_scaling.base_batch_size when lr_scaling is set
     lr_scaling: LrScalingConfig | None = None  # null: train.lr at every batch size
     momentum: float = Field(0.0, ge=0, lt=1)  # SGD momentum (torch's convention)
-    nesterov: bool = False
-    weight_decay: NonNegativeFloat = 0.0
-    batch_size: PositiveInt = 64
-    epochs: PositiveInt = 10
+    nesterov: bool = False  # Nesterov momentum (needs sgd and momentum > 0)
+    weight_decay: NonNegativeFloat = 0.0  # L2 penalty added to the gradient (torch's)
+    weight_decay_norm: bool = False  # decay BN's gamma/beta too (false: all but them)
+    lr_schedule: LrScheduleConfig | None = None  # the lr per step; null: lr_used throughout
+    batch_size: PositiveInt = 64  # examples per optimizer step (a last batch of 1 is dropped)
+    epochs: PositiveInt = 10  # passes over the training set
     # the budget in optimizer steps instead of epochs (the last epoch cut short), so that a
     # batch-size sweep can hold the number of updates fixed; null: train.epochs whole epochs
     steps: PositiveInt | None = None
     # initial weights and data order; shared by every norm variant (paired runs)
     seed: int = Field(0, ge=0, lt=SEED_BOUND)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    eval_batch_size: PositiveInt = 4096
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available, else cpu
+    eval_batch_size: PositiveInt = 4096  # examples per forward pass when evaluating
     eval_every_steps: PositiveInt | None = None  # extra evaluations between epoch ends
     # a resumable checkpoint every N epochs (model, optimizer, data order, metrics so far);
     # 0 = never.
@@ -257,6 +196,7 @@ class TrainConfig(Strict):
                 f"epochs: {self.epochs} and steps: {self.steps} are two budgets; give one "
                 "(steps counts optimizer steps, epochs whole passes over the training set)"
             )
+        check_schedule(self.lr_schedule, self.epochs, self.steps)
         return self
 
     def epochs_for(self, steps_per_epoch: int) -> int:
@@ -281,7 +221,7 @@ class TrainConfig(Strict):
 
 
 class TargetConfig(Strict):
-    metric: Literal["train_acc", "test_acc", "train_loss", "test_loss"] = "train_acc"
+    metric: Literal["train_acc", "test_acc", "train_loss", "test_loss"] = "train_acc"  # watched
     value: float  # accuracies: reached when >= value; losses: reached when <= value
 
 
@@ -291,12 +231,9 @@ class ShiftProbeConfig(Strict):
 
     layer: PositiveInt = 1  # hidden layer l, 1-based (model.blocks[l-1]); must exist in the model
     every_steps: PositiveInt = 10  # probe at step 0 and after every k optimizer steps
-    units: list[NonNegativeInt] = Field(
-        default_factory=lambda: [0, 1, 2]
-    )  # units (channels) kept one by one
-    probe_size: PositiveInt = (
-        256  # examples in the fixed probe batch (drawn once, the same for every run)
-    )
+    units: list[NonNegativeInt] = Field(default_factory=lambda: [0, 1, 2])  # kept one by one
+    # examples in the fixed probe batch (drawn once, the same for every run)
+    probe_size: PositiveInt = 256
 
 
 class IcsConfig(Strict):
@@ -311,9 +248,7 @@ class BatchStatNoiseConfig(Strict):
     """Spread of mini-batch means / variances around full-training-set statistics, at each BN
     layer."""
 
-    batch_sizes: list[int] = Field(
-        default_factory=lambda: [4, 8, 16, 32, 64, 128, 256]
-    )  # each >= 2
+    batch_sizes: list[int] = Field(default_factory=lambda: [4, 8, 16, 32, 64, 128, 256])  # >= 2
     samples: PositiveInt = 200  # random mini-batches (drawn without replacement) per batch size
 
     @model_validator(mode="after")
@@ -339,6 +274,8 @@ class MeasureConfig(Strict):
     )
     ics: IcsConfig | None = None  # internal covariate shift -> runs/<id>/probes.csv (site ics)
     bn_noise: BatchStatNoiseConfig | None = None  # at the end of training -> runs/<id>/bn_noise.csv
+    # final train acc at which the report counts an arm as fitted (report only: no run id)
+    fit: float = Field(0.97, gt=0, le=1)
 
     @model_validator(mode="after")
     def _subset_estimates_training_accuracy(self) -> MeasureConfig:
@@ -356,13 +293,19 @@ class RunConfig(Strict):
 
     # the results folder's name: a file name, so at most NAME_MAX (255) bytes; 128 leaves room
     name: str = Field("experiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=128)
-    data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    measure: MeasureConfig = Field(default_factory=MeasureConfig)
+    data: DataConfig = Field(default_factory=DataConfig)  # the data set, its split and subsets
+    model: ModelConfig = Field(default_factory=ModelConfig)  # the network and its normalization
+    train: TrainConfig = Field(default_factory=TrainConfig)  # optimizer, budget, seed, device
+    measure: MeasureConfig = Field(default_factory=MeasureConfig)  # target, probes, ICS, BN noise
 
     @model_validator(mode="after")
     def _probed_layers_exist(self) -> RunConfig:
+        probes = [k for k in ("shift_probe", "ics", "bn_noise") if getattr(self.measure, k)]
+        if probes and self.model.kind not in ("mlp", "cnn"):
+            raise ValueError(
+                f"measure.{probes[0]}: probes hidden layers by index (model.blocks), which only "
+                f"arch mlp and cnn have (found {self.model.kind}); remove it"
+            )
         widths = self.model.hidden if self.model.arch == "mlp" else self.model.channels
         probe, ics = self.measure.shift_probe, self.measure.ics
         if probe is not None and probe.layer > len(widths):
@@ -396,7 +339,7 @@ class RunConfig(Strict):
     def _fits_in_memory(self) -> RunConfig:
         need, limit = memory_lower_bound(self), physical_memory()
         if limit is not None and need > limit:
-            key = "model.hidden" if self.model.arch == "mlp" else "model.channels"
+            key = {"mlp": "model.hidden", "cnn": "model.channels"}.get(self.model.kind, "model")
             raise ValueError(
                 f"{key}: this model needs at least {need / 2**30:,.1f} GiB (float32 weights, "
                 f"gradients, optimizer state and one batch of its widest layer), more than this "
@@ -428,24 +371,12 @@ class ExperimentConfig(RunConfig):
     track: TrackConfig = Field(default_factory=TrackConfig)
 
 
-# one example's (C, H, W) per dataset, for the memory estimate (npz: unknown, taken as 1 value)
-_INPUT_SHAPES = {"digits": (1, 8, 8), "catvnoncat": (3, 64, 64), "cifar10": (3, 32, 32)}
-
-
 def memory_lower_bound(cfg: RunConfig) -> int:
     """Bytes a run needs at least: float32 parameters with their gradients and optimizer state,
     plus the widest layer's activations for one (training or evaluation) batch. A lower bound
     (one output, no other activations): what it refuses can never fit."""
-    c, h, w = _INPUT_SHAPES.get(cfg.data.dataset, (1, 1, 1))
-    m = cfg.model
-    if m.arch == "mlp":
-        sizes = [c * h * w, *m.hidden, 1]
-        params = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
-        widest = max(m.hidden, default=1)
-    else:
-        sizes = [c, *m.channels]
-        params = sum(9 * a * b + b for a, b in zip(sizes, sizes[1:])) + sizes[-1]
-        widest = max(m.channels, default=1)
+    c, h, w = INPUT_SHAPES.get(cfg.data.dataset, (1, 1, 1))
+    params, widest = model_size_bound(cfg.model, (c, h, w))
     t = cfg.train
     state = 2 if t.optimizer == "adam" else 1 if t.momentum > 0 else 0
     batch = max(t.batch_size, t.eval_batch_size)

@@ -1,7 +1,10 @@
 """Datasets as in-memory tensors: one module per dataset, one `Dataset` shape for all.
 
-digits (embedded), catvnoncat (the course's HDF5 files), cifar10 (torchvision's folder) and npz
-(users' own arrays); `subsets` draws classes / binary / n-per-class subsets of the last two.
+digits (embedded), catvnoncat (the course's HDF5 files), cifar10, cifar100, mnist (and
+fashion_mnist) and svhn (torchvision's files, read here), imagefolder (a folder per class) and
+npz (users' own arrays); `subsets` draws classes / binary / n-per-class subsets of all but the
+first two. No file read as data runs code (`pickles`; docs/datasets.md).
+With data.val_fraction, `validation` carves a stratified validation split from any of them.
 `load_dataset(cfg, device)` is cached per process by the data config, so a sweep reads its
 files once and keeps them as tensors on the run's device.
 """
@@ -40,6 +43,12 @@ class Dataset:
     binary: bool = False  # one logit + BCE-with-logits (the course's setting) instead of softmax
     mean: Tensor | None = None  # per-channel, applied per batch to uint8 pixels scaled to [0, 1]
     std: Tensor | None = None
+    # data.val_fraction's split, carved from the training set (bnexp.data.validation); None: none
+    x_val: Tensor | None = None
+    y_val: Tensor | None = None
+    # how float inputs are standardized: per "channel" (images; features of (N, D) vectors),
+    # or per "pixel" (digits: each input value its own mean and std)
+    standardize_per: str = "channel"
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -65,12 +74,13 @@ class Dataset:
         same floats). Larger sets stay uint8 and are converted per batch, for memory."""
         if self.x_train.dtype != torch.uint8:
             return self
-        if 4 * (self.x_train.numel() + self.x_test.numel()) > max_bytes:
+        if 4 * sum(x.numel() for x in self._inputs()) > max_bytes:
             return self
         return replace(
             self,
             x_train=self.prepare(self.x_train),
             x_test=self.prepare(self.x_test),
+            x_val=None if self.x_val is None else self.prepare(self.x_val),
             mean=None,
             std=None,
         )
@@ -83,6 +93,8 @@ class Dataset:
             y_train=move(self.y_train),
             x_test=move(self.x_test),
             y_test=move(self.y_test),
+            x_val=move(self.x_val),
+            y_val=move(self.y_val),
             mean=move(self.mean),
             std=move(self.std),
         )
@@ -95,16 +107,19 @@ class Dataset:
             torch.bincount(self.y_test.cpu(), minlength=k).tolist(),
         )
 
+    def _inputs(self) -> list[Tensor]:
+        return [x for x in (self.x_train, self.x_test, self.x_val) if x is not None]
+
     def nbytes(self) -> int:
-        return sum(
-            t.numel() * t.element_size()
-            for t in (self.x_train, self.y_train, self.x_test, self.y_test)
-        )
+        tensors = (self.x_train, self.y_train, self.x_test, self.y_test, self.x_val, self.y_val)
+        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
     def describe(self) -> str:
         return (
             f"{self.name}: train {tuple(self.x_train.shape)} {self.x_train.dtype}, "
-            f"test {tuple(self.x_test.shape)}, {len(self.classes)} classes"
+            f"test {tuple(self.x_test.shape)}, "
+            f"{'' if self.x_val is None else f'val {tuple(self.x_val.shape)}, '}"
+            f"{len(self.classes)} classes"
             f"{' (binary, one logit)' if self.binary else ''}, {self.nbytes() / 2**20:.1f} MiB"
         )
 
@@ -137,9 +152,23 @@ def _load_cached(cfg_json: str) -> Dataset:
         from bnexp.data.catvnoncat import load_catvnoncat as load
     elif cfg.dataset == "cifar10":
         from bnexp.data.cifar10 import load_cifar10 as load
+    elif cfg.dataset == "cifar100":
+        from bnexp.data.cifar100 import load_cifar100 as load
+    elif cfg.dataset in ("mnist", "fashion_mnist"):
+        from bnexp.data.mnist import load_mnist as load
+    elif cfg.dataset == "svhn":
+        from bnexp.data.svhn import load_svhn as load
+    elif cfg.dataset == "imagefolder":
+        from bnexp.data.imagefolder import load_imagefolder as load
     else:
         from bnexp.data.npz import load_npz as load
-    data = load(cfg)
+    if cfg.val_fraction is None:
+        data = load(cfg)
+    else:  # standardized after the split, with the statistics of the training part left
+        from bnexp.data.validation import carve_validation
+
+        raw = load(cfg.model_copy(update={"standardize": False}))
+        data = carve_validation(raw, cfg.val_fraction, cfg.seed, cfg.standardize)
     log.info("loaded %s in %.2f s", data.describe(), time.perf_counter() - t0)
     return data
 

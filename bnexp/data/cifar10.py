@@ -6,29 +6,31 @@ The folder holds `data_batch_1`..`data_batch_5` (training, 10,000 images each), 
 and whose `labels` is a list of N ints.
 
 torchvision is used for what it owns: the file list, the official MD5s, and the download
-(`torchvision.datasets.CIFAR10(root, download=True)`, which fetches, checks and extracts the
-archive). The batches are then read here rather than through `CIFAR10(download=False)`: that
-constructor refuses any folder whose files differ from the 2009 release by a single byte, with
-"Dataset not found or corrupted" and no file named, and it converts nothing we could not read
-in ten lines. Reading the pickles ourselves names the file and the problem (missing, truncated,
-missing keys, wrong shapes), and accepts a faithful re-pickled copy; a file whose MD5 differs
-from the official one is reported in the log as a warning, not silently used.
+(its helper fetches, checks and extracts the archive). The batches are then read here rather
+than through `CIFAR10(download=False)`: that constructor refuses any folder whose files differ
+from the 2009 release by a single byte, with "Dataset not found or corrupted" and no file named,
+and it reads them with plain `pickle.load`, which runs whatever code a pickle names. Here a
+restricted unpickler (`bnexp.data.pickles`) reads them: a file that names anything but the
+numpy array reconstruction is refused and runs nothing. Reading them ourselves also names the
+file and the problem (missing, truncated, missing keys, wrong shapes), and accepts a faithful
+re-pickled copy; a file whose MD5 differs from the official one is reported in the log as a
+warning, not silently used.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import pickle
 from pathlib import Path
 
 import numpy as np
 from torchvision.datasets import CIFAR10
-from torchvision.datasets.utils import check_integrity
+from torchvision.datasets import utils as tv_utils
 
 from bnexp.config import DataConfig
-from bnexp.data import Dataset
+from bnexp.data import Dataset, pickles
 from bnexp.data.arrays import build, check_labels
+from bnexp.data.fetch import fetch
 from bnexp.data.subsets import select
 from bnexp.errors import DataError
 
@@ -88,7 +90,9 @@ def read_folder(
 @functools.lru_cache(maxsize=1)
 def _read_folder_cached(folder_str: str, stamp: tuple[int, ...]):
     folder = Path(folder_str)
-    differ = [name for name, md5 in MD5.items() if not check_integrity(str(folder / name), md5)]
+    differ = [
+        name for name, md5 in MD5.items() if not tv_utils.check_integrity(str(folder / name), md5)
+    ]
     if differ:
         log.warning(
             "cifar10: %s in %s differ from the official release (MD5); using them as they are",
@@ -115,38 +119,29 @@ def missing_files(folder: Path) -> list[str]:
 
 
 def download(root: Path) -> None:
-    log.info("cifar10: downloading %s into %s", CIFAR10.url, root)
-    try:
-        CIFAR10(str(root), train=False, download=True)
-    except Exception as e:  # URLError, HTTP errors, a failed MD5 check of the archive, a full disk
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DataError(
-            f"data.download: could not download CIFAR-10 from {CIFAR10.url} into {root} "
-            f"({reason}); "
-            "is the machine online? Otherwise download the archive elsewhere and extract it into "
-            "data.root"
-        ) from None
+    """The archive fetched, MD5-checked and extracted by torchvision's helper (not by
+    `CIFAR10(download=True)`, whose constructor then reads the batches with plain pickle)."""
+    fetch(
+        "CIFAR-10",
+        CIFAR10.url,
+        root,
+        lambda: tv_utils.download_and_extract_archive(
+            CIFAR10.url, str(root), filename=CIFAR10.filename, md5=CIFAR10.tgz_md5
+        ),
+    )
 
 
-def unpickle(path: Path) -> dict:
-    """A CIFAR pickle as a dict with str keys (the originals were written by Python 2)."""
-    try:
-        with path.open("rb") as f:
-            obj = pickle.load(f, encoding="latin1")
-    except Exception as e:  # a damaged pickle can fail in many ways: EOFError, UnpicklingError, ...
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DataError(
-            f"{path}: cannot unpickle it, the file is truncated or corrupt ({reason})"
-        ) from None
+def unpickle(path: Path, what: str = "a CIFAR-10 batch") -> dict:
+    """A CIFAR pickle as a dict with str keys (the originals were written by Python 2), read by
+    the restricted unpickler (`pickles`): a file that names any other global runs nothing."""
+    obj = pickles.load(path, what)
     if not isinstance(obj, dict):
-        raise DataError(
-            f"{path}: holds a {type(obj).__name__}; expected a CIFAR-10 batch (a pickled dict)"
-        )
+        raise DataError(f"{path}: holds a {type(obj).__name__}; expected {what} (a pickled dict)")
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
 def read_meta(path: Path) -> list[str]:
-    meta = unpickle(path)
+    meta = unpickle(path, "CIFAR-10's batches.meta")
     if "label_names" not in meta:
         raise DataError(
             f"{path}: missing key label_names (found: {', '.join(map(str, meta)) or 'none'})"
@@ -159,17 +154,19 @@ def read_meta(path: Path) -> list[str]:
     return names
 
 
-def read_batches(paths: list[Path], num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """The batches stacked: x (N, 3, 32, 32) uint8, y (N,) int64."""
+def read_batches(
+    paths: list[Path], num_classes: int, labels: str = "labels", what: str = "a CIFAR-10 batch"
+) -> tuple[np.ndarray, np.ndarray]:
+    """The batches stacked: x (N, 3, 32, 32) uint8, y (N,) int64 (the batch's key `labels`)."""
     xs, ys = [], []
     for path in paths:
-        batch = unpickle(path)
-        missing = [k for k in ("data", "labels") if k not in batch]
+        batch = unpickle(path, what)
+        missing = [k for k in ("data", labels) if k not in batch]
         if missing:
             raise DataError(
                 f"{path}: missing key {', '.join(missing)} (found: "
                 f"{', '.join(map(str, batch)) or 'none'}; "
-                f"expected data, labels)"
+                f"expected data, {labels})"
             )
         x = np.asarray(batch["data"])
         if x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or x.dtype != np.uint8:
@@ -177,7 +174,7 @@ def read_batches(paths: list[Path], num_classes: int) -> tuple[np.ndarray, np.nd
                 f"{path}: data is {x.dtype} of shape {x.shape}; expected uint8 (N, 3072), one "
                 "32x32 RGB image per row"
             )
-        y = check_labels(np.asarray(batch["labels"]), len(x), f"{path}: labels")
+        y = check_labels(np.asarray(batch[labels]), len(x), f"{path}: {labels}")
         if len(y) and y.max() >= num_classes:
             raise DataError(f"{path}: label {int(y.max())} found; expected 0..{num_classes - 1}")
         xs.append(x.reshape(-1, 3, 32, 32))

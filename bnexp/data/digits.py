@@ -69,7 +69,7 @@ def cache_path(cfg: DataConfig):
 def _cached_split(cfg: DataConfig) -> dict[str, np.ndarray]:
     path = cache_path(cfg)
     try:
-        with np.load(path) as f:
+        with np.load(path, allow_pickle=False) as f:  # a planted object array runs nothing
             return {k: f[k] for k in _ARRAYS}
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
         if path.exists():
@@ -93,4 +93,5 @@ def load_digits(cfg: DataConfig) -> Dataset:
         x_test=torch.from_numpy(arrays["x_test"]),
         y_test=torch.from_numpy(arrays["y_test"]),
         classes=tuple(str(c) for c in range(10)),
+        standardize_per="pixel",  # as _split standardizes (data.val_fraction does it again)
     )

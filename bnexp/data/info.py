@@ -12,9 +12,10 @@ from bnexp.data.arrays import moments
 def class_table(data: Dataset) -> pd.DataFrame:
     """One row per class (label order): label, class, train, test."""
     train, test = data.class_counts()
-    return pd.DataFrame(
-        {"label": range(len(data.classes)), "class": data.classes, "train": train, "test": test}
-    )
+    table = {"label": range(len(data.classes)), "class": data.classes, "train": train}
+    if data.y_val is not None:  # data.val_fraction's split, carved from the training set
+        table["val"] = torch.bincount(data.y_val.cpu(), minlength=len(data.classes)).tolist()
+    return pd.DataFrame(table | {"test": test})
 
 
 def value_table(data: Dataset) -> pd.DataFrame:
@@ -24,7 +25,8 @@ def value_table(data: Dataset) -> pd.DataFrame:
     values after standardization for float inputs.
     """
     rows = []
-    for split, x in (("train", data.x_train), ("test", data.x_test)):
+    splits = (("train", data.x_train), ("val", data.x_val), ("test", data.x_test))
+    for split, x in ((name, x) for name, x in splits if x is not None):
         x = x.cpu()
         if x.dim() == 4:
             mean, std = moments(x.numpy())

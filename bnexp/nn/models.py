@@ -1,7 +1,7 @@
-"""MLP and CNN builders that take a norm name.
+"""The networks a config names: bnexp's MLP and CNN, CIFAR ResNets (resnet.py), a factory's.
 
-Both are `Net`s: a stack of `Block`s (hidden layer l = blocks[l-1]) and a linear head. A block is
-weight layer -> norm -> activation (pre_activation, the lecture's z -> z~ -> g(z~)) or
+MLP and CNN are `Net`s: a stack of `Block`s (hidden layer l = blocks[l-1]) and a linear head. A
+block is weight layer -> norm -> activation (pre_activation, the lecture's z -> z~ -> g(z~)) or
 weight layer -> activation -> norm (post_activation). A weight layer followed directly by BN has
 no bias: BN subtracts the mean, and beta takes the bias's place.
 """
@@ -9,13 +9,17 @@ no bias: BN subtracts the mean, and beta takes the bias's place.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from bnexp.config import ModelConfig
 from bnexp.errors import BnexpError
+from bnexp.nn.convert import convert_norm
+from bnexp.nn.factory import call_factory, check_outputs
 from bnexp.nn.norm import NoisyBN, make_norm
+from bnexp.nn.resnet import ResNet
 
 ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
@@ -53,26 +57,52 @@ class Net(nn.Module):
         return self.head(x)
 
 
-def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_outputs: int) -> Net:
-    """`input_shape` is one example's shape: (C, H, W) for images or (D,) for vectors."""
+def norm_controls(cfg: ModelConfig) -> dict[str, Any]:
+    """Our layer's controls as make_norm / convert_norm take them ({} unless norm is custom)."""
+    if cfg.norm != "custom":
+        return {}
+    noise = NoisyBN(**cfg.bn_noise.model_dump()) if cfg.bn_noise is not None else None
+    return {
+        "ghost_batch_size": cfg.ghost_batch_size,
+        "stats": cfg.bn_stats,
+        "noise": noise,
+        "eval_stats": cfg.eval_stats,
+    }
+
+
+def build_model(
+    cfg: ModelConfig, input_shape: tuple[int, ...], num_outputs: int, seed: int = 0
+) -> nn.Module:
+    """`input_shape` is one example's shape: (C, H, W) for images or (D,) for vectors.
+
+    arch mlp / cnn: a `Net`; resnet: a `ResNet`; factory: the user's module with its BN layers
+    converted, called with torch seeded by `seed` (init_weights then leaves its weights alone).
+    """
+    controls = norm_controls(cfg)
+
+    def norm(width: int, spatial: bool) -> nn.Module:
+        return make_norm(cfg.norm, width, spatial, eps=cfg.bn_eps, momentum=cfg.bn_momentum,
+                         **controls)
+
+    if cfg.factory is not None:
+        model = call_factory(cfg.factory, cfg.factory_args, seed)
+        check_outputs(cfg.factory, model, input_shape, num_outputs)
+        model = convert_norm(model, cfg.norm, **controls)
+        # a user's network: init_weights keeps its initial weights, and its images stay NCHW
+        # contiguous (its code may .view them; step.is_convolutional)
+        model._bnexp_factory = True
+        return model
+    if cfg.arch == "resnet":
+        if len(input_shape) != 3:
+            raise BnexpError(
+                "model.arch: resnet needs image inputs (C, H, W), but the data's examples have "
+                f"shape {input_shape} (use arch: mlp)"
+            )
+        bias = cfg.norm == "none"  # a conv followed by BN has none: β takes its place
+        return ResNet(cfg.depth, input_shape[0], num_outputs, lambda c: norm(c, True), bias)
     has_norm = cfg.norm != "none"
     norm_first = cfg.norm_position == "pre_activation"
     bias = not (has_norm and norm_first)
-
-    noise = NoisyBN(**cfg.bn_noise.model_dump()) if cfg.bn_noise is not None else None
-
-    def norm(width: int, spatial: bool) -> nn.Module:
-        return make_norm(
-            cfg.norm,
-            width,
-            spatial,
-            eps=cfg.bn_eps,
-            momentum=cfg.bn_momentum,
-            ghost_batch_size=cfg.ghost_batch_size,
-            stats=cfg.bn_stats,
-            noise=noise,
-            eval_stats=cfg.eval_stats,
-        )
 
     blocks = []
     if cfg.arch == "mlp":
@@ -115,6 +145,8 @@ def init_weights(model: nn.Module, seed: int) -> None:
     norms = [m for m in model.modules() if hasattr(m, "seed_noise")]
     for i, norm in enumerate(norms):
         norm.seed_noise(seed * 1_000_003 + 500_000 + i)
+    if getattr(model, "_bnexp_factory", False):
+        return  # a factory's network: seeded when it was built (build_model)
     layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
     for i, layer in enumerate(layers):
         fan_in = layer.weight[0].numel()

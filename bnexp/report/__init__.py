@@ -6,17 +6,19 @@ given by `cell_keys`. Inside a cell the norm variants are compared over seeds, p
 seed gives the same data order and initial weights. Written by `build_report(results_dir)`:
 
   tables/speedup.csv         per cell x norm: steps / epochs / seconds to target (mean, 95%
-                             t-CI), censored counts, speed-up vs none (ratio of means, paired
-                             bootstrap CI)
-  tables/best_lr.csv         (train.lr swept) per variant: best lr, where it diverged, speed-up
-                             at best lr
-  tables/regularization.csv  per cell x norm: gen_gap, loss_gap (mean, CI), effect = gap(none) -
-                             gap(BN) paired by seed; with a ghost-batch sweep also the effect vs
-                             full-batch statistics; fit_*: the same at matched fit (each run's
-                             first evaluation meeting the target), fit_excluded never met it
+                             t-CI), censored counts, speed-up vs none (geometric mean of the
+                             per-seed ratios, exp of the t-CI of their logs; one-sided when
+                             censored), speedup_p
+  tables/best_lr.csv         (train.lr swept) per variant: best lr (fewest steps), where it
+                             diverged, speed-up at best lr
+  tables/regularization.csv  per cell x norm: acc_effect = test acc(BN) - test acc(none) and
+                             nll_effect = test loss(none) - test loss(BN), paired (mean, CI, p),
+                             train_acc_min (the fit check), curve_* (the same at the lowest
+                             train loss both reach); gen_gap, loss_gap, effect = gap(none) -
+                             gap(BN); fit_*: gaps at matched fit; ghost sweeps: *_vs_full_stats
   tables/trend.csv           the regularization effect vs log2 batch size (and ghost size): per-
-                             size means, fitted line, slope with a paired bootstrap CI
-                             (bnexp.report.effects)
+                             size means, train_acc_min, the mean of per-seed slopes with its
+                             t-CI and p (bnexp.report.effects)
   tables/equivalence.csv     ours (custom) - torch's, paired by seed: steps to target, final
                              test accuracy, with CIs and tolerances
   tables/bn_noise.csv        per norm x layer x batch size: noise of batch means / variances,
@@ -32,10 +34,11 @@ seed gives the same data order and initial weights. Written by `build_report(res
                              (report.html is self-contained: plots inlined, no outside links)
 
 Modules, in the order of the flow: cells (what a cell is), load (read the folder), effects
-(matched fit, the one BN variant, best lr, trend, ours ≡ torch's), tables (pure DataFrame ->
-DataFrame), summary (the terminal's summary), plots, claims (Claim, the measurement claims),
-verdicts (BN's verdicts with their power; all_claims), render (markdown, HTML, terminal), build
-(build_report wires them). Imports the base modules only, never torch.
+(matched fit, the one BN variant, best lr, trend, trajectory, ours ≡ torch's), tables (pure
+DataFrame -> DataFrame), summary (the terminal's summary), plots, claims (Claim, the
+measurement claims), family (Holm over a claim's cells, one sentence), verdicts (BN's verdicts
+with their power; all_claims), render (markdown, HTML, terminal), build (build_report wires
+them). Imports the base modules only, never torch.
 """
 
 from .build import build_report, compute_tables, draw_plots

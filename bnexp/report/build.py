@@ -14,10 +14,12 @@ from . import plots as P
 from .cells import cell_keys, ghost_key
 from .effects import (
     at_best_lr,
+    at_common_loss,
+    best_val_lr,
     equivalence_table,
-    lr_swept,
     matched_fit,
     trend_table,
+    with_common_loss,
     with_matched_fit,
 )
 from .load import load_summary, run_config, run_csvs, run_targets
@@ -31,11 +33,27 @@ from .tables import (
     shift_table,
     speedup_table,
 )
-from .verdicts import all_claims
+from .verdicts import DEFAULT_FIT, all_claims, budget_text
 
-# the spreads and bounds behind a table's headline columns (and the fit_* columns, secondary
-# measurements): kept at the end of the CSV files, after the columns a reader looks at first
-SECONDARY_COLUMNS = ("speedup_log_sd", "speedup_at_best_lr_bound", "speedup_at_best_lr_log_sd")
+# the spreads, p-values and bounds behind a table's headline columns (and the fit_* columns,
+# secondary measurements): kept after the columns a reader looks at first
+SECONDARY_COLUMNS = (
+    "speedup_log_sd",
+    "speedup_p",
+    "speedup_at_best_lr_bound",
+    "speedup_at_best_lr_log_sd",
+    "speedup_at_best_lr_p",
+)
+
+
+# the regularization verdict's columns, last: the CSV's other columns keep their places
+LAST_PREFIXES = (
+    "test_loss_",
+    "train_acc_min",
+    "acc_effect",
+    "nll_effect",
+    "curve_",
+)
 
 
 def compute_tables(
@@ -45,7 +63,9 @@ def compute_tables(
 
     df: summary rows, with the matched-fit columns when the runs have them (effects.FIT_COLUMNS).
     Tables named with a leading "_" feed the claims only (never a CSV file nor the report):
-    `_regularization_best_lr` = the regularization table at each variant's best lr.
+    with train.lr swept and a validation split, `_best_val_lr` (effects.best_val_lr) and
+    `_regularization_best_val` = the regularization table at each arm's best lr on validation
+    accuracy (the trend then uses those runs too).
     """
     keys = cell_keys(df)
     tables = {
@@ -61,17 +81,21 @@ def compute_tables(
         on = [k for k in keys if k != "train.lr"] + ["norm"]
         lr_cols = tables["best_lr"][[*on, "best_lr", "diverged_at"]]
         tables["speedup"] = tables["speedup"].merge(lr_cols, on=on, how="left")
-        if lr_swept(df):  # the verdicts use each variant's best lr
-            best_runs = at_best_lr(df, tables["best_lr"])
-            tables["_regularization_best_lr"] = regularization_table(best_runs)
-            tables["trend"] = trend_table(best_runs)
-    if "trend" not in tables:
+    val = best_val_lr(df)
+    if not val.empty:  # regularization at each arm's best lr on validation, never on test
+        best_runs = at_best_lr(df, val)
+        tables["_best_val_lr"] = val
+        tables["_regularization_best_val"] = regularization_table(best_runs)
+        tables["trend"] = trend_table(best_runs)
+    else:
         tables["trend"] = trend_table(df)
     tables["equivalence"] = equivalence_table(df)
     for name in ("speedup", "best_lr", "regularization"):  # secondary columns last
         frame = tables[name]
-        later = [c for c in frame.columns if c.startswith("fit_") or c in SECONDARY_COLUMNS]
-        tables[name] = frame[[c for c in frame.columns if c not in later] + later]
+        secondary = [c for c in frame.columns if c.startswith("fit_") or c in SECONDARY_COLUMNS]
+        last = [c for c in frame.columns if c.startswith(LAST_PREFIXES) and c not in secondary]
+        first = [c for c in frame.columns if c not in secondary and c not in last]
+        tables[name] = frame[first + secondary + last]
     order = ["speedup", "best_lr", "regularization", "trend", "equivalence"]
     return {k: tables[k] for k in order} | {k: v for k, v in tables.items() if k not in order}
 
@@ -111,15 +135,18 @@ def build_report(results_dir: str | Path, out: str | Path | None = None) -> Repo
     results_dir = Path(results_dir)
     folder = ResultsFolder(results_dir if out is None else out)
     df = load_summary(results_dir)
-    target = (run_config(results_dir, df).get("measure") or {}).get("target")
+    target = (run_config(results_dir, df).get("measure") or {}).get("target")  # first run's
     probes = run_csvs(results_dir, df, PROBES)
     noise = run_csvs(results_dir, df, BN_NOISE)
     metrics = run_csvs(results_dir, df, METRICS)
     df = with_matched_fit(df, matched_fit(metrics, run_targets(results_dir, df)))
+    df = with_common_loss(df, at_common_loss(metrics, df))
+    cfg = run_config(results_dir, df)
+    fit = float((cfg.get("measure") or {}).get("fit", DEFAULT_FIT))
 
     full = compute_tables(df, probes, noise, target)
     tables = {name: for_csv(f) for name, f in full.items() if not name.startswith("_")}
-    claims = all_claims(full, target)
+    claims = all_claims(full, target, fit, budget_text(cfg, cell_keys(df)))
     try:
         for name, frame in tables.items():
             if not frame.empty:

@@ -6,36 +6,42 @@ once per claim: torch's BatchNorm where the cell has it, else ours (effects.bn_v
 regularization, trend, equivalence) and all_claims live in bnexp.report.verdicts; this module
 holds Claim and the measurement claims.
 
-  speedup         BN reaches measure.target in fewer steps (paired ratio steps(none)/steps(BN));
-                  with several lrs: each variant at its own best lr
+  speedup         BN reaches measure.target in fewer steps (steps(none)/steps(BN), geometric
+                  mean over paired seeds); with several lrs: each variant at its own best lr
   best_lr         each variant at its own best lr (a measurement: verdict "measured")
-  regularization  BN's gen gap is smaller (effect = gap(none) - gap(BN), paired by seed), at
-                  matched fit when enough seeds reach the target in both variants, else final
+  regularization  BN's final test accuracy is higher (effect = acc(BN) - acc(none), paired by
+                  seed) after the fixed budget, between networks that fitted their training set
+                  (final train acc >= measure.fit); test NLL and the reading at the lowest train
+                  loss both arms reach stated beside it
   trend           the slope of that effect against log2 batch size (kind "batch") or log2 ghost
                   batch size (kind "ghost"): "fades" (slope CI < 0) supports the claim
   equivalence     ours ≡ torch's: paired custom - torch differences within tolerances
-  ghost_batch     gap(full-batch statistics) - gap(this ghost batch size) ("measured")
+  ghost_batch     test acc(this ghost batch size) - test acc(full-batch statistics) ("measured")
   shift           BN's z~ (after BN) drifts less between probes than z without BN
   ics             BN's internal covariate shift ||G - G'|| / ||G|| is lower than without BN
   bn_noise        log-log slope of the batch-mean noise vs batch size ("measured"; -0.5 expected)
 
 Verdicts (VERDICTS, a fixed vocabulary):
 
-  supported       the 95% interval excludes "no effect", on BN's side
-  contradicted    the 95% interval excludes "no effect", on the other side
-  not supported   the interval includes "no effect" (or there are too few seeds for one)
-  not determined  these results cannot judge: both variants censored in some seeds, variants
-                  that fit the training set unequally, or no run without BN to compare with
+  supported       the test excludes "no effect", on BN's side: the 95% interval does, and with
+                  several cells of one claim so does Holm's correction (family-wise 5%)
+  contradicted    the same, on the other side
+  not supported   the interval includes "no effect", or Holm's correction does not reject it
+  not determined  these results cannot judge: no run reached the target, both variants
+                  censored in some seeds, or a network that did not fit its training set
   measured        a measurement reported with its numbers, with no verdict attached
   equivalent      (equivalence) the 95% interval lies inside the stated tolerance
   differs         (equivalence) the interval excludes 0 and leaves the tolerance
 
 Power (speedup, regularization, trend): `mde` = the smallest effect the seeds detect at 80%
-power, two-sided alpha 0.05 (bnexp.stats.power_analysis); `seeds_needed` (inconclusive verdicts
-only) = seeds that would detect the observed effect with that power.
+power, two-sided alpha 0.05 / (cells judged) (bnexp.stats.power_analysis, from the spread and t
+quantiles of the interval); `seeds_needed` (inconclusive verdicts only) = seeds that would
+detect the observed effect with that power.
 
-A sentence of report.md may state several verdicts (equivalence: steps and test accuracy); each
-verdict is one Claim, and they share the sentence as `text`.
+A sentence of report.md may state several verdicts (equivalence: steps and test accuracy; a
+claim judged in several cells: one sentence across the cells); each verdict is one Claim, and
+they share the sentence as `text`, the one source of the words report.md, report.html, the
+terminal and claims.json show.
 """
 
 from __future__ import annotations
@@ -76,8 +82,10 @@ class Claim:
     measure: str = ""  # what `estimate` is
     mde: float | None = None  # smallest effect these seeds detect (80% power), unit of estimate
     seeds_needed: int | None = None  # inconclusive only: seeds to detect the observed estimate
-    basis: str = ""  # which comparison the verdict used ("matched fit", "final", "best lr", ...)
-    details: dict = field(default_factory=dict)  # further numbers named in the sentence
+    basis: str = ""  # which comparison the verdict used ("final test acc", "best lr", ...)
+    # further numbers named in the sentence; speedup, regularization, trend: p (the cell's
+    # t-test) and p_holm (Holm-adjusted over the claim's cells)
+    details: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """JSON-ready: numpy scalars as Python numbers, NaN as None."""
@@ -94,11 +102,13 @@ def _plain(v):
     return None if v is pd.NA or v is pd.NaT else v
 
 
-def _num(v) -> float | None:
+def as_float(v) -> float | None:
+    """v as a JSON number: None for None or NaN."""
     return None if v is None or pd.isna(v) else float(v)
 
 
-def _count(v) -> int | None:
+def as_int(v) -> int | None:
+    """v as a JSON integer: None for None or NaN."""
     return None if v is None or pd.isna(v) else int(v)
 
 
@@ -134,10 +144,10 @@ def best_lr(bl: pd.DataFrame) -> list[Claim]:
                 text=text,
                 norm=r["norm"],
                 cell=cell,
-                estimate=_num(r["speedup_at_best_lr"]),
-                ci_low=_num(r["speedup_at_best_lr_ci_low"]),
-                ci_high=_num(r["speedup_at_best_lr_ci_high"]),
-                n=_count(r.get("speedup_at_best_lr_pairs")),
+                estimate=as_float(r["speedup_at_best_lr"]),
+                ci_low=as_float(r["speedup_at_best_lr_ci_low"]),
+                ci_high=as_float(r["speedup_at_best_lr_ci_high"]),
+                n=as_int(r.get("speedup_at_best_lr_pairs")),
                 measure="steps(none at its best lr) / steps(BN at its best lr), paired by seed",
             )
         )
@@ -145,17 +155,18 @@ def best_lr(bl: pd.DataFrame) -> list[Claim]:
 
 
 def ghost_batch(reg: pd.DataFrame) -> list[Claim]:
-    """Per cell x BN variant of a ghost-batch sweep: gap(full-batch stats) - gap(this size)."""
-    if reg.empty or "effect_vs_full_stats_mean" not in reg.columns:
+    """Per cell x BN variant of a ghost-batch sweep: test acc(this ghost size) - test acc(full-
+    batch statistics), paired by seed ("measured"; the ghost trend judges it across sizes)."""
+    if reg.empty or "acc_effect_vs_full_stats_mean" not in reg.columns:
         return []
     keys = cell_keys(reg)
     out = []
-    for _, r in reg.dropna(subset=["effect_vs_full_stats_mean"]).iterrows():
+    for _, r in reg.dropna(subset=["acc_effect_vs_full_stats_mean"]).iterrows():
         cell = _cell(r, keys)
-        m, lo, hi = (r[f"effect_vs_full_stats_{s}"] for s in ("mean", "ci_low", "ci_high"))
+        m, lo, hi = (r[f"acc_effect_vs_full_stats_{s}"] for s in ("mean", "ci_low", "ci_high"))
         text = (
-            f"**Ghost batches** ({r['norm']}, {cell_label(cell)}): "
-            f"gap(full-batch stats) − gap(this) = {m:.3f} [{lo:.3f}, {hi:.3f}]."
+            f"**Ghost batches** ({r['norm']}, {cell_label(cell)}): test acc(this) − test "
+            f"acc(full-batch stats) = {m:.3f} [{lo:.3f}, {hi:.3f}]."
         )
         out.append(
             Claim(
@@ -164,12 +175,13 @@ def ghost_batch(reg: pd.DataFrame) -> list[Claim]:
                 text=text,
                 norm=r["norm"],
                 cell=cell,
-                estimate=_num(m),
-                ci_low=_num(lo),
-                ci_high=_num(hi),
-                n=_count(r.get("effect_vs_full_stats_n")),
-                measure="gen gap(full-batch statistics) - gen gap(this ghost batch size), "
-                "paired by seed",
+                estimate=as_float(m),
+                ci_low=as_float(lo),
+                ci_high=as_float(hi),
+                n=as_int(r.get("acc_effect_vs_full_stats_n")),
+                measure="final test acc(this ghost batch size) - final test acc(full-batch "
+                "statistics), paired by seed",
+                details={"gap_effect": as_float(r.get("effect_vs_full_stats_mean"))},
             )
         )
     return out
@@ -212,10 +224,10 @@ def _per_variant(kind, text, judged, g, cell, col, measure) -> list[Claim]:
             text=text,
             norm=r["norm"],
             cell=cell,
-            estimate=_num(r[f"{col}_mean"]),
-            ci_low=_num(r[f"{col}_ci_low"]),
-            ci_high=_num(r[f"{col}_ci_high"]),
-            n=_count(r["runs"]),
+            estimate=as_float(r[f"{col}_mean"]),
+            ci_low=as_float(r[f"{col}_ci_low"]),
+            ci_high=as_float(r[f"{col}_ci_high"]),
+            n=as_int(r["runs"]),
             measure=measure,
         )
         for r, verdict in judged
@@ -285,7 +297,7 @@ def bn_noise(bn: pd.DataFrame) -> list[Claim]:
             text=text,
             norm=None,
             cell={},
-            estimate=_num(mean_slope.mean()),
+            estimate=as_float(mean_slope.mean()),
             n=len(slopes),
             measure="log-log slope of rms (batch mean - full mean) / σ vs batch size, "
             "mean over norm x layer (n = norm x layer pairs)",

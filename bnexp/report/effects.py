@@ -1,7 +1,9 @@
-"""The inputs of the BN verdicts: matched fit, the one BN variant, each variant's best lr, the
-trend of the regularization effect across batch sizes, and the "ours ≡ torch's" check.
+"""The inputs of the BN verdicts: matched fit, the one BN variant, each variant's best lr (by
+steps for speed, by validation accuracy for regularization), the trend of the regularization
+effect across batch sizes, the trajectory read at a common train loss, and "ours ≡ torch's".
 
-Matched fit: a run's gaps at its first metrics.csv row that meets its own measure.target (read
+Matched fit (a column of the regularization table, not a verdict: networks there have not yet
+overfit): a run's gaps at its first metrics.csv row that meets its own measure.target (read
 from its config.yaml): gen gap = train_acc - test_acc, loss gap = test_loss - train_loss there.
 Runs that never meet it have no matched-fit gap (left out of matched-fit effects, and counted).
 
@@ -9,11 +11,15 @@ One BN variant: torch's BatchNorm and ours are one algorithm. The verdicts judge
 (the reference implementation) wherever a cell has torch runs, else ours (`custom`: e.g. the
 ghost-batch cells torch's layer cannot run); the equivalence table checks that ours is torch's.
 
-Trend: effect(b) = gap(none) - gap(BN) per seed at SGD batch b (ghost sweeps: gap(full-batch
-statistics) - gap(ghost size m) for the BN variant at a fixed SGD batch), fitted by least squares
-against log2(b) over the per-b means; a paired bootstrap over seeds gives the slope's CI. Sign
-convention: effect > 0 = BN's gap is smaller (BN regularizes); slope < 0 = the effect shrinks as
-the (ghost) batch grows ("fades"), slope > 0 = it grows.
+Trend: effect(b) = test acc(BN) - test acc(none) per seed at SGD batch b (ghost sweeps: test
+acc(ghost size m) - test acc(full-batch statistics) for the BN variant at a fixed SGD batch),
+fitted by least squares against log2(b) per seed; the t-interval of the per-seed slopes is the
+slope's CI (bnexp.stats.seed_slopes). Sign convention: effect > 0 = BN (ghost noise) gives the
+higher test accuracy (regularizes); slope < 0 = the effect shrinks as the (ghost) batch grows
+("fades"), slope > 0 = it grows.
+
+Trajectory: each run's test metrics at the lowest train loss every run of its cell and seed
+reaches (at_common_loss): the curve of test metric against train loss, read at one level.
 """
 
 from __future__ import annotations
@@ -23,15 +29,11 @@ import math
 import numpy as np
 import pandas as pd
 
-from bnexp.stats import mean_ci, paired_bootstrap_slope
+from bnexp.stats import mean_ci, seed_slopes
 
 from .cells import cell_keys, ghost_key, groups, in_cell
 
 FIT_COLUMNS = ("fit_step", "fit_gen_gap", "fit_loss_gap")
-# the regularization verdict uses matched fit when at least this many seeds have both variants
-# at the target, and at least this fraction of the seeds paired at the end
-MATCHED_MIN_PAIRS = 2
-MATCHED_MIN_FRACTION = 0.5
 # "ours ≡ torch's" is "equivalent" when the 95% CI of the paired difference lies inside
 # ± these tolerances: steps to target relative to torch's mean steps, final test accuracy absolute
 EQUIV_STEPS_REL = 0.10
@@ -114,6 +116,35 @@ def at_best_lr(df: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
     return df[keep].drop(columns="train.lr").reset_index(drop=True)
 
 
+def has_validation(df: pd.DataFrame) -> bool:
+    """The runs carry a validation split's metrics (data.val_fraction set)."""
+    return "final_val_acc" in df.columns and df["final_val_acc"].notna().any()
+
+
+def best_val_lr(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (cell without lr) x norm: the lr with the highest mean final_val_acc over seeds
+    (diverged runs count as 0), as `best_lr`; empty without train.lr or validation metrics.
+    The regularization choices are made here, never on test metrics."""
+    if not lr_swept(df) or not has_validation(df):
+        return pd.DataFrame()
+    on = [k for k in cell_keys(df) if k != "train.lr"] + ["norm"]
+    val = df.assign(v=df["final_val_acc"].where(~df["diverged"], 0.0).fillna(0.0))
+    mean = val.groupby([*on, "train.lr"], dropna=False)["v"].mean().reset_index()
+    best = mean.sort_values("v", ascending=False, kind="stable").drop_duplicates(on)
+    return best.rename(columns={"train.lr": "best_lr", "v": "best_val_acc"}).reset_index(drop=True)
+
+
+def val_choice(best: pd.DataFrame) -> dict:
+    """best_val_lr's frame as {cell items (sorted, without lr): {norm: lr}}."""
+    if best.empty:
+        return {}
+    keys = [k for k in cell_keys(best) if k != "train.lr"]
+    out: dict = {}
+    for _, b in best.iterrows():
+        out.setdefault(tuple(sorted((k, b[k]) for k in keys)), {})[b["norm"]] = b["best_lr"]
+    return out
+
+
 # --------------------------------------------------------------------------- trend
 
 
@@ -121,31 +152,24 @@ def _per_seed(frame: pd.DataFrame, col: str) -> pd.Series:
     return frame.groupby("seed")[col].mean()
 
 
-def _trend_rows(group: dict, kind: str, basis: str, xs: list, effects: dict) -> list[dict]:
-    """effects: x -> Series (seed -> paired effect); one table row per x, the fit repeated.
-
-    Matched fit: sizes with fewer than MATCHED_MIN_PAIRS paired seeds there (a variant that
-    never reaches the target at that size) are left out of the fit and named in `left_out`; with
-    fewer than 2 sizes left there is no matched-fit trend (no rows)."""
-    left_out = []
-    if basis == "matched fit":
-        left_out = [x for x in xs if effects[x].notna().sum() < MATCHED_MIN_PAIRS]
-        xs = [x for x in xs if x not in left_out]
-        if len(xs) < 2:
-            return []
+def _trend_rows(group: dict, kind: str, xs: list, effects: dict, fitted: dict) -> list[dict]:
+    """effects: x -> Series (seed -> paired effect); fitted: x -> the lowest final train acc of
+    the runs compared at x. One table row per x, the per-seed slope fit repeated."""
     seeds = sorted(set().union(*(effects[x].dropna().index for x in xs)))
     mat = np.array([[effects[x].get(s, math.nan) for x in xs] for s in seeds], dtype=float)
-    fit = paired_bootstrap_slope(np.log2(np.asarray(xs, dtype=float)), mat.reshape(-1, len(xs)))
+    mat = mat.reshape(-1, len(xs))
+    fit = seed_slopes(np.log2(np.asarray(xs, dtype=float)), mat)
     rows = []
     for j, x in enumerate(xs):
-        iv = mean_ci(mat[:, j]) if len(seeds) else mean_ci([])
+        iv = mean_ci(mat[:, j])
         rows.append(
             {
                 **group,
                 "kind": kind,
-                "basis": basis,
+                "basis": TREND_BASIS,
                 "x": x,
                 "seeds": iv.n,
+                "train_acc_min": fitted[x],
                 "effect_mean": iv.mean,
                 "effect_ci_low": iv.low,
                 "effect_ci_high": iv.high,
@@ -156,28 +180,35 @@ def _trend_rows(group: dict, kind: str, basis: str, xs: list, effects: dict) -> 
                 "slope_ci_low": fit.low,
                 "slope_ci_high": fit.high,
                 "slope_se": fit.se,
+                "slope_p": fit.p,
                 "slope_seeds": fit.n,
-                "left_out": ", ".join(f"{v:g}" for v in left_out),
             }
         )
     return rows
 
 
+TREND_BASIS = "final test acc"
+
+
+def _low_fit(*frames: pd.DataFrame) -> float:
+    return min((float(f["final_train_acc"].min()) for f in frames if len(f)), default=math.nan)
+
+
 def trend_table(df: pd.DataFrame) -> pd.DataFrame:
     """The regularization effect vs log2 batch size (kind "batch") and, in a ghost sweep, vs
-    log2 ghost size at each SGD batch (kind "ghost"); basis "matched fit" and "final".
+    log2 ghost size at each SGD batch (kind "ghost").
 
-    One row per group x kind x basis x x: the effect's mean and t-CI over seeds at x, the fitted
-    line and its bootstrap band at x, and the slope with its paired bootstrap CI (repeated). df:
-    non-diverged runs only count; `df` may carry the matched-fit columns (FIT_COLUMNS).
+    Effect (basis "final test acc"): test acc(BN) - test acc(none) per seed at batch b; ghost:
+    test acc(ghost m) - test acc(full-batch statistics). One row per group x kind x x: the
+    effect's mean and t-CI over seeds at x, the lowest final train acc of the runs compared
+    there (`train_acc_min`, for the verdict's fit check), the fitted line and its t band at x,
+    and the slope (mean of per-seed slopes, t-CI, p; repeated). Diverged runs are left out.
     """
     if df.empty:
         return pd.DataFrame()
     ok = df[~df["diverged"]]
     ghost = ghost_key(df)
-    bases = [("final", "gen_gap")]
-    if "fit_gen_gap" in ok.columns and ok["fit_gen_gap"].notna().any():
-        bases.insert(0, ("matched fit", "fit_gen_gap"))
+    col = "final_test_acc"
     rows: list[dict] = []
     others = [k for k in cell_keys(df) if k not in ("batch_size", ghost)]
     # plain batch trend: per other keys (and ghost size, for which none is matched ignoring it)
@@ -189,13 +220,11 @@ def trend_table(df: pd.DataFrame) -> pd.DataFrame:
         none = ok[(ok["norm"] == "none").to_numpy() & in_cell(ok, {k: group[k] for k in others})]
         if none.empty:
             continue
-        for basis, col in bases:
-            eff = {
-                b: _per_seed(none[none["batch_size"] == b], col)
-                - _per_seed(g[(g["norm"] == variant) & (g["batch_size"] == b)], col)
-                for b in sizes
-            }
-            rows += _trend_rows({**group, "norm": variant}, "batch", basis, sizes, eff)
+        bn = g[g["norm"] == variant]
+        arms = {b: (none[none["batch_size"] == b], bn[bn["batch_size"] == b]) for b in sizes}
+        eff = {b: _per_seed(bn, col) - _per_seed(no, col) for b, (no, bn) in arms.items()}
+        fitted = {b: _low_fit(*arms[b]) for b in sizes}
+        rows += _trend_rows({**group, "norm": variant}, "batch", sizes, eff, fitted)
     if ghost:
         for group, g in groups(ok[ok["norm"] != "none"], [*others, "batch_size"]):
             variant = bn_variant(g["norm"])
@@ -204,10 +233,52 @@ def trend_table(df: pd.DataFrame) -> pd.DataFrame:
             sizes = sorted(g[ghost].dropna().unique())
             if full.empty or len(sizes) < 2:
                 continue
-            for basis, col in bases:
-                eff = {m: _per_seed(full, col) - _per_seed(g[g[ghost] == m], col) for m in sizes}
-                rows += _trend_rows({**group, "norm": variant}, "ghost", basis, sizes, eff)
+            eff = {m: _per_seed(g[g[ghost] == m], col) - _per_seed(full, col) for m in sizes}
+            fitted = {m: _low_fit(full, g[g[ghost] == m]) for m in sizes}
+            rows += _trend_rows({**group, "norm": variant}, "ghost", sizes, eff, fitted)
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- trajectory
+
+COMMON_COLUMNS = ("common_train_loss", "common_test_acc", "common_test_loss")
+
+
+def at_common_loss(metrics: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
+    """Per run_id: its test acc and loss at the lowest train loss every run of its cell and seed
+    reaches (the curve of test metric against train loss, read at one level for all arms).
+
+    Level L = the largest of the runs' smallest metrics.csv train_loss in the group (cell keys
+    without the norm, and the seed); each run is read at its first row with train_loss <= L.
+    Runs without metrics (or diverged) get NaN. In a ghost sweep `none` runs (ghost size null)
+    form their own group, so their level is their own.
+    """
+    out = pd.DataFrame({"run_id": df["run_id"].astype(str)})
+    for c in COMMON_COLUMNS:
+        out[c] = math.nan
+    if metrics.empty or "train_loss" not in metrics.columns:
+        return out
+    by_run = dict(iter(metrics.groupby("run_id", sort=False)))
+    lowest = {rid: float(m["train_loss"].min()) for rid, m in by_run.items()}
+    ok = df[~df["diverged"]]
+    for _, g in groups(ok, [*cell_keys(df), "seed"]):
+        ids = [str(r) for r in g["run_id"] if str(r) in by_run]
+        if len(ids) < 2:
+            continue
+        level = max(lowest[r] for r in ids)
+        for rid in ids:
+            m = by_run[rid].sort_values("step", kind="stable")
+            hit = m[m["train_loss"] <= level].iloc[0]
+            out.loc[out["run_id"] == rid, list(COMMON_COLUMNS)] = [
+                level, float(hit["test_acc"]), float(hit["test_loss"])
+            ]  # fmt: skip
+    return out
+
+
+def with_common_loss(df: pd.DataFrame, common: pd.DataFrame) -> pd.DataFrame:
+    """summary rows with the COMMON_COLUMNS of `at_common_loss`."""
+    df = df.drop(columns=[c for c in COMMON_COLUMNS if c in df.columns])
+    return df.merge(common, on="run_id", how="left")
 
 
 # --------------------------------------------------------------------------- ours ≡ torch's

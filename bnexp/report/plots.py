@@ -142,6 +142,11 @@ def plot_gen_gap(reg: pd.DataFrame, x: str, path: Path, xlabel: str) -> Path | N
     """gen_gap vs `x` (log2 axis) with 95% CI error bars; one line per norm x other cell keys."""
     if reg.empty or x not in reg.columns or "gen_gap_mean" not in reg.columns:
         return None
+    # sizes on a log axis: none finite (a sweep of ghost_batch_size: [null]) leaves no x to plot
+    xs_all = pd.to_numeric(reg[x], errors="coerce")
+    xs_all = xs_all[np.isfinite(xs_all) & (xs_all > 0)]
+    if xs_all.empty or reg.loc[xs_all.index, "gen_gap_mean"].isna().all():
+        return None
     others = [k for k in cell_keys(reg) if k != x and reg[k].nunique(dropna=False) > 1]
     fig, ax = _subplots(figsize=(7, 4.5))
     lines = sorted(
@@ -168,7 +173,6 @@ def plot_gen_gap(reg: pd.DataFrame, x: str, path: Path, xlabel: str) -> Path | N
             label=f"{key['norm']} {cell_label(other) if other else ''}".strip(),
         )
     ax.set_xscale("log", base=2)
-    xs_all = reg[x].dropna().astype(float)
     ax.set_xlim(
         xs_all.min() / 1.7, xs_all.max() * 1.7
     )  # room for the offsets, also with one batch size
@@ -219,15 +223,15 @@ def plot_bn_noise(table: pd.DataFrame, path: Path) -> Path | None:
 def plot_speedup(speed: pd.DataFrame, keys: list[str], path: Path) -> Path | None:
     if speed.empty or "speedup" not in speed.columns:
         return None
-    s = speed.dropna(subset=["speedup"]).reset_index(drop=True)
+    s = speed.dropna(subset=["speedup"])
+    s = s[s["speedup_bound"] != "none reached"].reset_index(drop=True)  # nothing measured
     if s.empty:
         return None
     fig, ax = _subplots(figsize=(max(5, 0.9 * len(s) + 2), 4))
     labels = [f"{r['norm']}\n{cell_label({k: r[k] for k in keys})}" for _, r in s.iterrows()]
     err = np.vstack([s["speedup"] - s["speedup_ci_low"], s["speedup_ci_high"] - s["speedup"]])
-    ax.errorbar(
-        range(len(s)), s["speedup"], yerr=np.nan_to_num(err), fmt="o", capsize=4, color="tab:blue"
-    )
+    err[~np.isfinite(err)] = 0.0  # a censored ratio's dropped end (inf, or the bound's 0)
+    ax.errorbar(range(len(s)), s["speedup"], yerr=err, fmt="o", capsize=4, color="tab:blue")
     for i, r in s.iterrows():
         if r["speedup_bound"] != "exact":
             ax.annotate(
@@ -240,7 +244,7 @@ def plot_speedup(speed: pd.DataFrame, keys: list[str], path: Path) -> Path | Non
     ax.set_xticks(range(len(s)), labels, fontsize=7)
     ax.set(
         ylabel="speed-up = steps(none) / steps(BN)",
-        title="Speed-up to target (paired by seed, 95% bootstrap CI)",
+        title="Speed-up to target (geometric mean over paired seeds, 95% t-CI)",
     )
     ax.set_yscale("log")
     ax.grid(alpha=0.3, axis="y")
@@ -273,9 +277,9 @@ def plot_ics(probes: pd.DataFrame, keys: list[str], path: Path) -> Path | None:
 
 
 def plot_effect_trend(trend: pd.DataFrame, path: Path) -> Path | None:
-    """BN's regularization effect vs log2 (ghost) batch size: per-size means with 95% t-CI bars,
-    the fitted line and its paired-bootstrap 95% band; one panel per kind (batch, ghost), one
-    line per group x basis (matched fit solid, final dashed)."""
+    """BN's regularization effect (test acc(BN) - test acc(none)) vs log2 (ghost) batch size:
+    per-size means with 95% t-CI bars, the mean of the per-seed fitted lines and its 95% t band;
+    one panel per kind (batch, ghost), one line per group."""
     if trend.empty or "slope" not in trend.columns:
         return None
     kinds = [k for k in ("batch", "ghost") if (trend["kind"] == k).any()]
@@ -288,8 +292,8 @@ def plot_effect_trend(trend: pd.DataFrame, path: Path) -> Path | None:
         for i, (key, h) in enumerate(lines):
             h = h.sort_values("x")
             color = plt.get_cmap("tab10")(i % 10)
-            style = "-" if key["basis"] == "matched fit" else "--"
-            label = f"{key['norm']} {key['basis']}, slope {h['slope'].iloc[0]:+.4f}"
+            style = "-"
+            label = f"{key['norm']}, slope {h['slope'].iloc[0]:+.4f}"
             if varying:
                 label += f" ({cell_label({k: key[k] for k in varying})})"
             x = h["x"].astype(float)
@@ -305,11 +309,13 @@ def plot_effect_trend(trend: pd.DataFrame, path: Path) -> Path | None:
         ghost = kind == "ghost"
         ax.set(
             xlabel="ghost batch size m (log₂)" if ghost else "batch size (log₂)",
-            ylabel="gap(full stats) − gap(ghost m)" if ghost else "gap(none) − gap(BN)",
+            ylabel="test acc(ghost m) − test acc(full stats)"
+            if ghost
+            else "test acc(BN) − test acc(none)",
             title="Ghost-batch effect" if ghost else "BN's regularization effect",
         )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("Effect vs batch size: mean, 95% CI over seeds; line = least squares on log₂ "
-                 "size, band = paired bootstrap 95% CI")  # fmt: skip
+    fig.suptitle("Effect vs batch size: mean, 95% CI over seeds; line = per-seed least squares "
+                 "on log₂ size, averaged; band = its 95% t-CI")  # fmt: skip
     return _save(fig, path)

@@ -16,11 +16,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from rich import box
 from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from bnexp.results import ResultsFolder
 
@@ -28,21 +30,24 @@ from .claims import Claim, sentences
 from .summary import comparison
 
 INTRO = (
-    "Intervals are 95%: t-intervals over seeds; speed-ups are ratios of mean steps, paired by "
-    "seed, with a percentile bootstrap over seeds (with few seeds these intervals are rough). "
-    "Runs that never reached the target are censored (shown as bounds, never dropped)."
+    "Intervals are 95% t-intervals over seeds: speed-ups are geometric means of the per-seed "
+    "step ratios (exp of the t-interval of their logs), trends the mean of per-seed slopes. A "
+    "claim judged in several cells is Holm-corrected (family-wise error 5%). Runs that never "
+    "reached the target are censored (shown as one-sided bounds, never dropped)."
 )
 TITLES = {
     "speedup": "Speed-up: steps to target (mean [95% t-CI]; censored = never reached, shown as "
-    "a bound) and steps(none)/steps(BN) paired by seed [bootstrap CI]",
+    "a bound) and steps(none)/steps(BN), geometric mean over paired seeds [95% t-CI]",
     "best_lr": "Learning rates: best lr per variant, where it diverged, speed-up at each "
     "variant's best lr",
-    "regularization": "Regularization: gen gap = train acc − test acc, loss gap = test − train "
-    "loss (mean [95% CI]); effect = gap(none) − gap(BN), paired; fit_* = the same at matched fit "
-    "(each run's first evaluation meeting the target; fit_excluded: runs that never did)",
-    "trend": "Trend: BN's effect vs log₂ batch size (kind batch: gap(none) − gap(BN); kind "
-    "ghost: gap(full-batch stats) − gap(ghost m)), mean [95% CI] per size, least-squares slope "
-    "per doubling with a paired bootstrap CI over seeds (slope < 0: the effect fades)",
+    "regularization": "Regularization: acc effect = test acc(BN) − test acc(none) and NLL effect "
+    "= test loss(none) − test loss(BN) after the budget, paired by seed (> 0 favours BN; judged "
+    "only where every run reached measure.fit train acc, lowest in `min train`); curve = the acc "
+    "effect at the lowest train loss both reach; effect = gen gap(none) − gap(BN); fit_* = "
+    "gaps at matched fit (first evaluation meeting the target)",
+    "trend": "Trend: BN's effect vs log₂ batch size (kind batch: test acc(BN) − test acc(none); "
+    "kind ghost: test acc(ghost m) − test acc(full-batch stats)), mean [95% CI] per size, slope "
+    "per doubling = mean of per-seed least-squares slopes with its t-CI (< 0: the effect fades)",
     "equivalence": "Ours ≡ torch's: custom − torch paired by seed (steps to target, also relative "
     "to torch's; final test accuracy), mean [95% CI], with the tolerances of the check",
     "bn_noise": "BN noise: rms of (batch mean − full mean)/σ and of (batch var/full var − 1), "
@@ -83,8 +88,8 @@ def display_columns(name: str, keys: list[str]) -> list[str]:
             "speedup_at_best_lr_vs_none",
         ],
         "regularization": [
-            *keys, "norm", "runs", "gen_gap", "effect", "fit_gen_gap", "fit_effect",
-            "fit_excluded", "effect_vs_full_stats_mean",
+            *keys, "norm", "runs", "train_acc_min", "acc_effect", "nll_effect",
+            "curve_acc_effect", "effect", "fit_effect",
         ],
         "trend": [
             *[k for k in keys if k not in ("batch_size", "train.lr")], "kind", "norm", "basis",
@@ -108,10 +113,19 @@ def display_columns(name: str, keys: list[str]) -> list[str]:
 
 
 def cell_text(v) -> str:
-    """A table value as text: floats to 4 significant digits, NaN as '—'."""
-    if isinstance(v, float):
-        return "—" if not math.isfinite(v) else f"{v:.4g}"
-    return str(v)
+    """A value as the terminal, report.md and report.html show it: numbers to at most 4
+    significant digits, NaN as '—', and a zero never signed ('-0.000' in text reads '0.000')."""
+    if isinstance(v, float | np.floating):
+        if not math.isfinite(v):
+            return "—"
+        text = f"{float(v):.4g}"
+        text = f"{float(text):.0f}" if "e+" in text else text  # 12350, not 1.235e+04
+        return _UNSIGNED_ZERO.sub(r"\1", text)
+    return _UNSIGNED_ZERO.sub(r"\1", str(v))
+
+
+# "-0" or "-0.000" standing alone (not "-0.5", "-0.001" or "10-0"): a zero its rounding signed
+_UNSIGNED_ZERO = re.compile(r"(?<![\w.])[-−](0(?:\.0+)?)(?![\d.])")
 
 
 # --------------------------------------------------------------------------- report.md
@@ -234,18 +248,22 @@ SHORT = {
     "steps_to_target": ("steps", "optimizer steps to the target"),
     "reached": ("reached", "runs that reached the target"),
     "diverged": ("div", "runs that diverged"),
-    "speedup_vs_none": ("speed-up", "steps(none)/steps(BN), paired by seed [bootstrap CI]"),
+    "speedup_vs_none": ("speed-up", "steps(none)/steps(BN), geometric mean by seed [t-CI]"),
+    "acc_effect": ("acc effect", "test acc(BN) − test acc(none), paired by seed"),
+    "nll_effect": ("NLL effect", "test loss(none) − test loss(BN), paired by seed"),
+    "curve_acc_effect": ("curve", "acc effect at the lowest train loss both reach"),
+    "train_acc_min": ("min train", "lowest final train acc of the runs (the fit check)"),
     "effect": ("effect", "gap(none) − gap(BN), paired by seed"),
     "effect_vs_full_stats_mean": ("vs full", "gap(full-batch stats) − gap(this ghost size)"),
     "fit_gen_gap": ("fit gap", "gen gap at matched fit (first evaluation at the target)"),
     "fit_effect": ("fit effect", "gap(none) − gap(BN) at matched fit, paired by seed"),
     "fit_excluded": ("no fit", "runs that never reached the target (left out of fit)"),
-    "basis": ("basis", "gaps at matched fit or at the end"),
+    "basis": ("basis", "what the effect reads (final test acc)"),
     "x": ("size", "batch size (kind batch) or ghost batch size (kind ghost)"),
     "effect_mean": ("effect", "mean paired effect at that size"),
     "slope": ("slope", "effect change per doubling of the size (least squares)"),
-    "slope_ci_low": ("low", "slope's 95% paired bootstrap CI"),
-    "slope_ci_high": ("high", "slope's 95% paired bootstrap CI"),
+    "slope_ci_low": ("low", "slope's 95% t-CI over per-seed slopes"),
+    "slope_ci_high": ("high", "slope's 95% t-CI over per-seed slopes"),
     "steps_rel_diff_mean": ("Δsteps", "(custom − torch)/torch steps to target"),
     "steps_rel_diff_ci_low": ("low", "95% CI"),
     "steps_rel_diff_ci_high": ("high", "95% CI"),
@@ -274,7 +292,7 @@ TERMINAL_TITLES = {
     "speedup": "Speed-up to target (mean [95% CI]; censored runs shown as bounds)",
     "best_lr": "Learning rates: best lr per variant",
     "regularization": "Regularization: generalization gaps (mean [95% CI])",
-    "trend": "Trend: BN's effect vs batch size (slope per doubling, bootstrap CI)",
+    "trend": "Trend: BN's effect vs batch size (slope per doubling, t-CI over seeds)",
     "equivalence": "Ours ≡ torch's: custom − torch, paired by seed",
     "bn_noise": "BN noise: log-log slope vs batch size",
     "shift": "Covariate shift: drift between probes",
@@ -372,16 +390,41 @@ def slopes_frame(bn_noise: pd.DataFrame) -> pd.DataFrame:
     return bn_noise.drop_duplicates(["norm", "layer"])[cols]
 
 
-def print_report(report: Report, console: Console) -> None:
-    """The key tables and the claims, for the terminal (they read at 80 columns)."""
-    if not report.summary.empty:
+def claim_text(sentence: str) -> Text:
+    """A claim sentence for the terminal: its **bold** markdown as bold, the rest as written."""
+    text = Text()
+    for i, part in enumerate(re.split(r"\*\*(.+?)\*\*", sentence)):
+        text.append(cell_text(part) if part else "", style="bold" if i % 2 else "")
+    return text
+
+
+def print_claims(report: Report, console: Console) -> None:
+    """One bullet per claim sentence, wrapped to the console with a hanging indent."""
+    if not report.sentences:
+        console.print("no claim could be measured from these results", highlight=False)
+        return
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
+    for sentence in report.sentences:
+        grid.add_row("•", claim_text(sentence))
+    console.print(grid)
+
+
+def print_report(report: Report, console: Console, detail: str = "tables") -> None:
+    """The report for the terminal, at the console's width (80 columns in a CI log).
+
+    detail: "claims" (the claim sentences only), "summary" (the summary table, the claims and
+    where the report is: what `bnexp run` prints) or "tables" (every key table too).
+    """
+    if detail != "claims" and not report.summary.empty:
         print_table(
             console,
             comparison(report.summary),
             "Summary: mean ± std over seeds (steps: of the seeds that reached the target)",
         )
     names = ("speedup", "best_lr", "regularization", "trend", "equivalence", "bn_noise", "shift")
-    for name in (*names, "ics"):
+    for name in (*names, "ics") if detail == "tables" else ():
         frame = report.tables.get(name, pd.DataFrame())
         if frame.empty:
             continue
@@ -389,11 +432,12 @@ def print_report(report: Report, console: Console) -> None:
             print_table(console, slopes_frame(frame), TERMINAL_TITLES[name])
         else:
             print_table(console, frame, TERMINAL_TITLES[name], display_columns(name, report.keys))
-    for sentence in report.sentences:
-        console.print(f"• {sentence}", soft_wrap=True, highlight=False, markup=False)
+    print_claims(report, console)
+    if detail == "claims":
+        return
     where = ResultsFolder(report.results_dir)
     console.print(
-        f"report: {where.report_md}, {where.report_html} "
-        f"({len(report.plots)} plots in {where.plots}; verdicts in {where.claims_json})",
+        f"report: {where.report_md} (also {where.report_html.name}, {where.claims_json.name}, "
+        f"{where.tables.name}/ and {len(report.plots)} plots)",
         highlight=False,
     )

@@ -2,7 +2,8 @@
 
 Every table has one row per cell x norm (x layer, site where the measure has them); see
 `bnexp.report.cells` for what a cell is. Intervals are 95%: Student t over seeds, paired by
-seed where two variants are compared, and a percentile bootstrap for ratios.
+seed where two variants are compared; ratios are exp of the t-interval of per-seed log ratios
+(bnexp.stats.paired_log_ratio).
 
 Censoring: a run that never reaches the target enters the step counts as its run length (a
 diverged run: the cell's full length), i.e. as a lower bound, flagged, never as fast.
@@ -23,14 +24,17 @@ from bnexp.stats import (
     fmt_interval,
     loglog_slope,
     mean_ci,
-    paired_bootstrap_ratio,
+    p_value,
     paired_difference_ci,
+    paired_log_ratio,
 )
 
 from .cells import cell_keys, ghost_key, groups, in_cell, norm_sorted
 
 PAIR_COUNTS = (
     "effect_n",
+    "acc_effect_n",
+    "acc_effect_vs_full_stats_n",
     "effect_vs_full_stats_n",
     "speedup_at_best_lr_pairs",
     "fit_effect_n",
@@ -41,9 +45,25 @@ def iv_cols(prefix: str, iv: Interval) -> dict:
     return {f"{prefix}_mean": iv.mean, f"{prefix}_ci_low": iv.low, f"{prefix}_ci_high": iv.high}
 
 
+# columns of the report's tables whose values are settings, not measurements: never rounded
+CSV_EXACT = ("batch_size", "lr", "best_lr", "x", "layer", "seed", "unit")
+
+
 def for_csv(frame: pd.DataFrame) -> pd.DataFrame:
-    """The table as tables/<name>.csv holds it: without the pair counts."""
-    return frame.drop(columns=[c for c in PAIR_COUNTS if c in frame.columns])
+    """The table as tables/<name>.csv holds it: without the pair counts, and each measured value
+    (a float column that is not a key and not all whole numbers: means, CIs, slopes, effects,
+    ratios) rounded to 4 significant digits, what seeds-level intervals support; -0.0 as 0.0.
+    Keys (batch_size, lr, x, layer, swept dotted keys) and counts are kept as they are."""
+    out = frame.drop(columns=[c for c in PAIR_COUNTS if c in frame.columns])
+    for col in out.columns:
+        values = out[col]
+        if col in CSV_EXACT or "." in str(col) or not pd.api.types.is_float_dtype(values):
+            continue
+        finite = values[np.isfinite(values)]
+        if (finite == finite.round()).all():  # counts and step numbers stored as floats
+            continue
+        out[col] = values.map(lambda v: float(f"{v:.4g}") + 0.0 if math.isfinite(v) else v)
+    return out
 
 
 # --------------------------------------------------------------------------- speed-up
@@ -81,30 +101,50 @@ def steps_display(g: pd.DataFrame) -> str:
     return f"≥ {iv.mean:.0f} ({c}/{n} > {at})"
 
 
+NOT_REACHED = "no run reached the target"
+
+
 def ratio_display(r) -> str:
-    """'7.50× [5.20, 11.33]', with ≥ / ≤ / ? when censoring bounds the ratio, or '—'."""
+    """'7.50× [5.20, 11.33]'; censored: '≥ 7.50× (≥ 5.20)' / '≤ 0.80× (≤ 1.10)', '? 1.20×'; or
+    '—' (with why, when no run of either side reached the target)."""
+    if r.bound == "none reached":
+        return f"— ({NOT_REACHED})"
     if r.n == 0 or not math.isfinite(r.ratio):
         return "—"
+    if not math.isfinite(r.log_sd):  # one pair: no interval
+        ci = ""
+    elif r.bound == "lower":
+        ci = f" (≥ {r.low:.2f})"
+    elif r.bound == "upper":
+        ci = f" (≤ {r.high:.2f})"
+    elif r.bound == "exact":
+        ci = f" [{r.low:.2f}, {r.high:.2f}]"
+    else:
+        ci = ""
     sign = {"exact": "", "lower": "≥ ", "upper": "≤ ", "unknown": "? "}[r.bound]
-    ci = f" [{r.low:.2f}, {r.high:.2f}]" if math.isfinite(r.low) else ""
     return f"{sign}{r.ratio:.2f}×{ci}"
 
 
 def paired_ratio(base: pd.DataFrame, other: pd.DataFrame, col: str):
-    """ratio mean(base[col]) / mean(other[col]) over seeds present in both."""
+    """exp(mean log(base[col] / other[col])) over seeds present in both (paired_log_ratio)."""
     m = base[["seed", col, "censored"]].merge(
         other[["seed", col, "censored"]], on="seed", suffixes=("_a", "_b")
     )
-    return paired_bootstrap_ratio(m[f"{col}_a"], m[f"{col}_b"], m["censored_a"], m["censored_b"])
+    return paired_log_ratio(m[f"{col}_a"], m[f"{col}_b"], m["censored_a"], m["censored_b"])
 
 
-def paired_log_sd(base: pd.DataFrame, other: pd.DataFrame, col: str) -> float:
-    """sd over seeds of log(base[col] / other[col]): the spread the speed-up's power uses."""
-    m = base[["seed", col]].merge(other[["seed", col]], on="seed", suffixes=("_a", "_b"))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        logs = np.log(m[f"{col}_a"].to_numpy(float) / m[f"{col}_b"].to_numpy(float))
-    logs = logs[np.isfinite(logs)]
-    return float(logs.std(ddof=1)) if len(logs) > 1 else math.nan
+def ratio_cols(prefix: str, r) -> dict:
+    """The columns of one paired ratio: value, CI, bound, pairs, display, log sd, p."""
+    return {
+        prefix: r.ratio,
+        f"{prefix}_ci_low": r.low,
+        f"{prefix}_ci_high": r.high,
+        f"{prefix}_bound": r.bound,
+        f"{prefix}_pairs": r.n,
+        f"{prefix}_vs_none": ratio_display(r),
+        f"{prefix}_log_sd": r.log_sd,
+        f"{prefix}_p": r.p,
+    }
 
 
 def speedup_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -131,18 +171,12 @@ def speedup_table(df: pd.DataFrame) -> pd.DataFrame:
             }
             if norm["norm"] != "none" and not base.empty:
                 r, t = paired_ratio(base, h, "steps_c"), paired_ratio(base, h, "time_c")
+                row.update(ratio_cols("speedup", r))
                 row.update(
                     {
-                        "speedup": r.ratio,
-                        "speedup_ci_low": r.low,
-                        "speedup_ci_high": r.high,
-                        "speedup_bound": r.bound,
-                        "speedup_pairs": r.n,
-                        "speedup_vs_none": ratio_display(r),
                         "time_speedup": t.ratio,
                         "time_speedup_ci_low": t.low,
                         "time_speedup_ci_high": t.high,
-                        "speedup_log_sd": paired_log_sd(base, h, "steps_c"),
                     }
                 )
             rows.append(row)
@@ -196,19 +230,7 @@ def best_lr_table(df: pd.DataFrame) -> pd.DataFrame:
             )
             if same_cell and row["norm"] in best and row["norm"] != "none":
                 r = paired_ratio(best["none"], best[row["norm"]], "steps_c")
-                row.update(
-                    {
-                        "speedup_at_best_lr": r.ratio,
-                        "speedup_at_best_lr_ci_low": r.low,
-                        "speedup_at_best_lr_ci_high": r.high,
-                        "speedup_at_best_lr_vs_none": ratio_display(r),
-                        "speedup_at_best_lr_pairs": r.n,
-                        "speedup_at_best_lr_bound": r.bound,
-                        "speedup_at_best_lr_log_sd": paired_log_sd(
-                            best["none"], best[row["norm"]], "steps_c"
-                        ),
-                    }
-                )
+                row.update(ratio_cols("speedup_at_best_lr", r))
     return norm_sorted(pd.DataFrame(rows), [*keys, "norm"])
 
 
@@ -237,6 +259,25 @@ def matched_fit_cols(base: pd.DataFrame, h: pd.DataFrame, versus_none: bool) -> 
         out.update(iv_cols("fit_effect", effect))
         out.update(iv_cols("fit_loss_effect", paired_diff(base, fit, "fit_loss_gap")))
         out["fit_effect_n"] = effect.n
+    return out
+
+
+def test_effect_cols(base: pd.DataFrame, h: pd.DataFrame) -> dict:
+    """The regularization verdict's columns, paired by seed (base: none, h: the BN variant):
+    acc_effect = test acc(BN) - test acc(none) (= test error(none) - error(BN)), nll_effect =
+    test loss(none) - test loss(BN): > 0 favours BN in both; with its p and pair count. With the
+    trajectory columns (effects.COMMON_COLUMNS), the same at the lowest train loss both reach."""
+    acc = paired_diff(h, base, "final_test_acc")
+    out = {
+        **iv_cols("acc_effect", acc),
+        **iv_cols("nll_effect", paired_diff(base, h, "final_test_loss")),
+        "acc_effect_p": p_value(acc),
+        "acc_effect_se": acc.se,
+        "acc_effect_n": acc.n,
+    }
+    if "common_test_acc" in h.columns:
+        out.update(iv_cols("curve_acc_effect", paired_diff(h, base, "common_test_acc")))
+        out.update(iv_cols("curve_nll_effect", paired_diff(base, h, "common_test_loss")))
     return out
 
 
@@ -277,12 +318,15 @@ def regularization_table(df: pd.DataFrame) -> pd.DataFrame:
                 **iv_cols("loss_gap", mean_ci(h["loss_gap"])),
                 **iv_cols("test_acc", mean_ci(h["final_test_acc"])),
                 **iv_cols("train_acc", mean_ci(h["final_train_acc"])),
+                **iv_cols("test_loss", mean_ci(h["final_test_loss"])),
+                "train_acc_min": h["final_train_acc"].min(),
             }
             if norm["norm"] != "none" and not base.empty:
                 effect = paired_diff(base, h, "gen_gap")
                 row.update(iv_cols("effect", effect))
                 row.update(iv_cols("loss_effect", paired_diff(base, h, "loss_gap")))
                 row["effect_n"] = effect.n
+                row.update(test_effect_cols(base, h))
             if "fit_gen_gap" in h.columns:
                 row.update(matched_fit_cols(base, h, norm["norm"] != "none"))
             if ghost is not None and norm["norm"] != "none":
@@ -296,9 +340,14 @@ def regularization_table(df: pd.DataFrame) -> pd.DataFrame:
                     full = paired_diff(ref, h, "gen_gap")
                     row.update(iv_cols("effect_vs_full_stats", full))
                     row["effect_vs_full_stats_n"] = full.n
+                    acc = paired_diff(h, ref, "final_test_acc")
+                    row.update(iv_cols("acc_effect_vs_full_stats", acc))
+                    row["acc_effect_vs_full_stats_p"] = p_value(acc)
+                    row["acc_effect_vs_full_stats_n"] = acc.n
             rows.append(row)
     out = pd.DataFrame(rows)
-    for col in ("gen_gap", "loss_gap", "effect", "fit_gen_gap", "fit_effect"):
+    for col in ("gen_gap", "loss_gap", "effect", "fit_gen_gap", "fit_effect", "acc_effect",
+                "nll_effect", "curve_acc_effect"):  # fmt: skip
         if f"{col}_mean" in out.columns:
             out[col] = [
                 fmt_interval(Interval(m, lo, hi, 2 if math.isfinite(lo) else 1))

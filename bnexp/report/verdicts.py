@@ -1,16 +1,21 @@
-"""The verdicts on BN's effects, one per claim and cell, each with its power; and all_claims.
+"""The verdicts on BN's effects: one sentence per claim across its cells; and all_claims.
 
-speedup         per cell (with several lrs: per cell without the lr, each variant at its best
-                lr): steps(none) / steps(BN), paired bootstrap CI; power on the per-seed log ratio
-regularization  gap(none) - gap(BN) at matched fit when at least MATCHED_MIN_PAIRS seeds (and
-                MATCHED_MIN_FRACTION of the pairs) reach the target in both variants, else at
-                the end of training, with the caveat; the other one is stated alongside
-trend           slope of that effect against log2 (ghost) batch size: "fades" when its CI is
-                below 0 (verdict supported), "grows" above 0 (contradicted), else "not
-                determined with N seeds" (not supported)
+speedup         per cell (with several lrs: each variant at its best lr, chosen by fewest steps
+                to the training target): steps(none) / steps(BN) as the geometric mean over
+                paired seeds, with exp of the t-interval of the per-seed log ratios
+regularization  per cell: test acc(BN) - test acc(none) after the fixed budget (test NLL and the
+                reading at the lowest train loss both arms reach beside it), judged only when
+                every run of both arms fitted its training set (final train acc >= measure.fit):
+                else "not determined: not fitted". With several lrs: each arm at its best lr on
+                validation accuracy; without a validation split every lr is a cell of its own
+trend           the slope of that effect against log2 (ghost) batch size, fitted per seed, with
+                the t-interval of the per-seed slopes: "fades" (supported) when it is below 0
+                and the effect is positive at the smallest size; judged only where fitted
 equivalence     ours ≡ torch's: custom - torch over every paired seed of every cell, steps to
                 target relative to torch's and final test accuracy, against stated tolerances
 
+Many cells, one answer: the cells of one claim are one family, judged with Holm's correction
+and stated in one sentence (bnexp.report.family).
 BN = effects.bn_variant of each cell (torch's where the cell has it). See bnexp.report.claims
 for the vocabulary and the Claim fields (mde, seeds_needed, basis, details).
 """
@@ -21,36 +26,33 @@ import math
 
 import pandas as pd
 
-from bnexp.stats import Interval, power_analysis, t_interval_se
+from bnexp.stats import Power, power_analysis
 
 from . import claims as C
-from .cells import cell_keys, cell_label, groups, in_cell
-from .claims import Claim, _count, _num
-from .effects import MATCHED_MIN_FRACTION, MATCHED_MIN_PAIRS, bn_variant
+from .cells import cell_keys, cell_label, groups
+from .claims import Claim, as_float, as_int
+from .effects import bn_variant, val_choice
+from .family import (
+    BOTH,
+    family_alpha,
+    family_sentence,
+    judge_cells,
+    not_supported_why,
+    power_text,
+    shared,
+)
+from .tables import NOT_REACHED
+
+DEFAULT_FIT = 0.97  # measure.fit's default: the train acc every compared run must reach
 
 
 def _variant_rows(table: pd.DataFrame, keys: list[str]):
-    """(cell, the BN variant's row, none's row or None) per cell of `table`."""
+    """(cell, the BN variant's row, none's row) per cell of `table` that has both."""
     for cell, g in groups(table, keys):
         variant = bn_variant(g["norm"])
-        if variant is None:
-            continue
         base = g[g["norm"] == "none"]
-        yield cell, g[g["norm"] == variant].iloc[0], (base.iloc[0] if len(base) else None)
-
-
-def _power_text(mde: float, needed: int | None, inconclusive: bool, what: str) -> str:
-    """' These seeds detect <what with {mde}> (80% power...); about N seeds would settle it.'"""
-    if not math.isfinite(mde):
-        return " Power: too few seeds to state one."
-    text = f" These seeds detect {what.format(mde=mde)} (80% power, two-sided α 0.05)"
-    if inconclusive:
-        text += (
-            f"; about {needed} seeds would settle the observed one"
-            if needed
-            else "; no practical number of seeds would settle an effect this small"
-        )
-    return text + "."
+        if variant is not None and len(base):
+            yield cell, g[g["norm"] == variant].iloc[0], base.iloc[0]
 
 
 def _goal(target: dict) -> str:
@@ -58,286 +60,301 @@ def _goal(target: dict) -> str:
     return f"{target['metric']} {op} {target['value']}"
 
 
+def budget_text(cfg: dict, keys: list[str]) -> str:
+    """'2400 steps, lr rule none': the budget every run of a regularization study had ('' when
+    the config does not say)."""
+    train = cfg.get("train") or {}
+    if not (train.get("steps") or train.get("epochs")):
+        return ""
+    budget = f"{train['steps']} steps" if train.get("steps") else f"{train['epochs']} epochs"
+    if any(k.endswith("lr_scaling.rule") for k in keys):
+        return f"{budget}, lr rule per cell"
+    rule = (train.get("lr_scaling") or {}).get("rule", "none")
+    return f"{budget}, lr rule {rule}"
+
+
 # --------------------------------------------------------------------------- speed-up
+
+# the directions a censored ratio can show: a lower bound can only show BN faster
+RATIO_ALLOWED = {"exact": BOTH, "lower": {"supported"}, "upper": {"contradicted"}}
+SPEEDUP_WHY = {"supported": "supported", "contradicted": "contradicted (BN slower)"}
+
+
+def _speedup_part(label: str, r: pd.Series, base: pd.Series, p: str, steps: str, why: str) -> str:
+    bound = r[f"{p}_bound"]
+    if bound not in RATIO_ALLOWED:
+        censored = (
+            NOT_REACHED if bound == "none reached" else "both variants censored in some seeds"
+        )
+        return f"{label}: not determined: {censored}"
+    return (
+        f"{label}: {base[steps]} steps without BN vs {r[steps]} with BN, speed-up "
+        f"{r[f'{p}_vs_none']} over {int(r[f'{p}_pairs'])} paired seeds — {why}"
+    )
 
 
 def speedup(sp: pd.DataFrame, best: pd.DataFrame, target: dict | None) -> list[Claim]:
-    """Per cell: is steps(none) / steps(BN) > 1 at 95%? With several lrs, at each one's best."""
+    """Is steps(none) / steps(BN) > 1? Per cell, Holm over the cells; with several lrs, at
+    each variant's best lr (fewest steps to the target). Power on the per-seed log ratios."""
     at_best = not best.empty and "speedup_at_best_lr" in best.columns
     table, p = (best, "speedup_at_best_lr") if at_best else (sp, "speedup")
     if not target or table.empty or p not in table.columns:
         return []
-    steps_col = "steps_at_best_lr" if at_best else "steps_to_target"
-    out = []
-    for cell, r, base in _variant_rows(table, cell_keys(table)):
-        if base is None or pd.isna(r[p]):
-            continue
-        low, high, bound, n = r[f"{p}_ci_low"], r[f"{p}_ci_high"], r[f"{p}_bound"], r[f"{p}_pairs"]
-        if bound == "unknown":
-            verdict, why = "not determined", "not measured (both variants censored in some seeds)"
-        elif math.isfinite(low) and low > 1 and bound in ("exact", "lower"):
-            verdict, why = "supported", "supported"
-        elif math.isfinite(high) and high < 1 and bound in ("exact", "upper"):
-            verdict, why = "contradicted", "contradicted (BN slower)"
-        else:
-            verdict = "not supported"
-            why = "not supported at 95% (the CI includes 1, or too few seeds)"
-        pw = power_analysis(r[f"{p}_log_sd"] / math.sqrt(max(n, 1)), int(n), math.log(r[p]))
-        mde = math.exp(pw.mde) if math.isfinite(pw.mde) else math.nan
-        needed = pw.seeds_needed if verdict == "not supported" else None
-        lrs = (
-            f" at each variant's best lr ({base['best_lr']:g} vs {r['best_lr']:g})"
-            if at_best
-            else ""
-        )
-        text = (
-            f"**Speed-up** (BN = {r['norm']}, {cell_label(cell)}){lrs}: steps to {_goal(target)}: "
-            f"{base[steps_col]} without BN vs {r[steps_col]} with BN: speed-up "
-            f"{r[f'{p}_vs_none']} over {int(n)} paired seeds — {why}."
-            + _power_text(
-                mde,
-                needed,
-                verdict == "not supported",
-                "a speed-up of ×{mde:.2f} or more (or a slow-down as large)",
-            )
-        )
+    rows = [x for x in _variant_rows(table, cell_keys(table)) if x[1][f"{p}_pairs"] > 0]
+    allowed = [RATIO_ALLOWED.get(r[f"{p}_bound"], set()) for _, r, _ in rows]
+    verdicts, qs = judge_cells(
+        [r[f"{p}_p"] for _, r, _ in rows], [math.log(r[p]) for _, r, _ in rows], allowed
+    )
+    alpha = family_alpha(sum(map(bool, allowed)))
+    parts, out = [], []
+    for (cell, r, base), verdict, q, ok in zip(rows, verdicts, qs, allowed, strict=True):
+        n = int(r[f"{p}_pairs"])
+        pw = power_analysis(r[f"{p}_log_sd"] / math.sqrt(n), n, math.log(r[p]), alpha)
+        pw = Power(math.exp(pw.mde), pw.seeds_needed) if ok else Power(math.nan, None)
+        no = verdict == "not supported"
+        why = not_supported_why(r[f"{p}_p"], q) if no else SPEEDUP_WHY.get(verdict, "")
+        why += power_text(pw, no, "×{mde:.2f} or more", alpha)
+        lrs = f" (lr {base['best_lr']:g} vs {r['best_lr']:g})" if at_best else ""
+        parts.append(_speedup_part(cell_label(cell) + lrs, r, base, p, _steps_col(at_best), why))
         out.append(
             Claim(
                 claim="speedup",
                 verdict=verdict,
-                text=text,
+                text="",
                 norm=r["norm"],
                 cell=cell,
-                estimate=_num(r[p]),
-                ci_low=_num(low),
-                ci_high=_num(high),
-                n=_count(n),
-                measure="steps(none) / steps(BN) to the target, ratio of means paired by seed",
-                mde=_num(mde),
-                seeds_needed=needed,
+                estimate=as_float(r[p]) if ok else None,
+                ci_low=as_float(r[f"{p}_ci_low"]) if ok else None,
+                ci_high=as_float(r[f"{p}_ci_high"]) if ok else None,
+                n=n,
+                measure="steps(none) / steps(BN) to the target: geometric mean over paired "
+                "seeds, exp of the t-interval of the per-seed log ratios",
+                mde=as_float(pw.mde),
+                seeds_needed=pw.seeds_needed if no else None,
                 basis="best lr" if at_best else "one lr",
-                details={"lr_none": base["best_lr"], "lr_bn": r["best_lr"]} if at_best else {},
+                details={"bound": r[f"{p}_bound"], "p": as_float(r[f"{p}_p"]), "p_holm": q}
+                | ({"lr_none": base["best_lr"], "lr_bn": r["best_lr"]} if at_best else {}),
             )
         )
-    return out
+    head = f"BN = {out[0].norm}, steps to {_goal(target)}" if out else ""
+    head += ", each variant at its best lr" if at_best else ""
+    return shared(out, family_sentence("Speed-up", head, parts, verdicts))
+
+
+def _steps_col(at_best: bool) -> str:
+    return "steps_at_best_lr" if at_best else "steps_to_target"
 
 
 # --------------------------------------------------------------------------- regularization
 
-
-def _judge(low: float, high: float) -> str:
-    if math.isfinite(low) and low > 0:
-        return "supported"
-    if math.isfinite(high) and high < 0:
-        return "contradicted"
-    return "not supported"
-
-
-WHY = {
-    "supported": "supported (BN's gap is smaller)",
-    "contradicted": "contradicted (BN's gap is larger)",
-    "not supported": "not supported at 95% (the CI includes 0)",
+REG_WHY = {
+    "supported": "supported (higher test accuracy with BN)",
+    "contradicted": "contradicted (lower test accuracy with BN)",
 }
+NO_VAL = (
+    "no validation split, so no lr is chosen and each lr is judged as a cell (set "
+    "data.val_fraction to choose it on validation accuracy)"
+)
+
+
+def _fit_note(low: float, fit: float) -> str | None:
+    """'not fitted (train acc 0.65 < 0.97)' when the least fitted run compared is below fit."""
+    if math.isfinite(low) and low >= fit:
+        return None
+    return f"not fitted (train acc {low:.2f} < {fit:g})"
+
+
+def _reg_part(label: str, r: pd.Series, base: pd.Series, why: str) -> str:
+    """One cell's clause of the regularization sentence."""
+    curve = r.get("curve_acc_effect", "—")
+    at_loss = f"; at the lowest train loss both reach {curve}" if curve not in ("—", None) else ""
+    return (
+        f"{label}: test acc {r['test_acc_mean']:.3f} with BN vs {base['test_acc_mean']:.3f} "
+        f"without, effect {r['acc_effect']} over {int(r['acc_effect_n'])} seeds (test NLL "
+        f"none − BN {r['nll_effect']}{at_loss}) — {why}"
+    )
+
+
+def _chosen_lrs(best: dict | None, cell: dict, norm: str) -> str:
+    if not best:
+        return ""
+    chosen = best.get(tuple(sorted(cell.items())), {})
+    return f" (lr {chosen.get('none', math.nan):g} vs {chosen.get(norm, math.nan):g})"
 
 
 def regularization(
-    reg: pd.DataFrame, target: dict | None = None, best: pd.DataFrame | None = None
+    reg: pd.DataFrame, fit: float = DEFAULT_FIT, budget: str = "", best: dict | None = None
 ) -> list[Claim]:
-    """Per cell: is gap(none) - gap(BN) > 0 at 95%, between equally fitted models?
+    """Is test acc(BN) - test acc(none) > 0 after the fixed budget, between fitted networks?
 
-    reg: the regularization table (at each variant's best lr when best_lr's table `best` is
-    given). Matched fit when enough seeds reach the target in both variants (see the module
-    docstring), else the final gaps, judged "not determined" when the variants' final train
-    accuracies differ by more than 0.05.
+    Per cell of `reg` (the regularization table), Holm over the cells judged; a cell where a
+    run of either arm ends below `fit` train accuracy is "not determined: not fitted". best:
+    cell (without lr) -> {norm: lr chosen on validation}, named in the sentence.
     """
-    if reg.empty or "effect_mean" not in reg.columns:
+    if reg.empty or "acc_effect_mean" not in reg.columns:
         return []
-    keys = cell_keys(reg)
-    out = []
-    for cell, r, base in _variant_rows(reg, keys):
-        if base is None or pd.isna(r["effect_mean"]):
-            continue
-        end_n = int(r.get("effect_n", 0) or 0)
-        fit_n = int(r.get("fit_effect_n", 0) or 0) if "fit_effect_n" in r else 0
-        matched = fit_n >= MATCHED_MIN_PAIRS and fit_n >= MATCHED_MIN_FRACTION * end_n
-        p, gap = ("fit_effect", "fit_gen_gap") if matched else ("effect", "gen_gap")
-        est, lo, hi = (r[f"{p}_{s}"] for s in ("mean", "ci_low", "ci_high"))
-        n = fit_n if matched else end_n
-        verdict = _judge(lo, hi)
-        why = WHY[verdict]
-        fit_none, fit_bn = base["train_acc_mean"], r["train_acc_mean"]
-        if not matched and math.isfinite(fit_none) and abs(fit_none - fit_bn) > 0.05:
-            # the gaps of unequally fitted models differ for reasons that are not BN's
-            verdict = "not determined"
-            why = (
-                "not comparable: the variants fit the training set unequally (train acc "
-                f"{fit_none:.3f} without BN vs {fit_bn:.3f})"
-            )
-        where = cell_label(cell)
-        if best is not None and not best.empty:
-            lrs = {b["norm"]: b["best_lr"] for _, b in best[in_cell(best, cell)].iterrows()}
-            where += f", each at its best lr: none {lrs.get('none', math.nan):g}, "
-            where += f"{r['norm']} {lrs.get(r['norm'], math.nan):g}"
-        excluded = int(base.get("fit_excluded", 0) or 0) + int(r.get("fit_excluded", 0) or 0)
-        if matched:
-            basis = (
-                f"at matched fit (each run's first evaluation with {_goal(target)}; "
-                + (
-                    f"{excluded} run(s) that never reached it left out)"
-                    if excluded
-                    else "every run reached it)"
-                )
-                if target
-                else "at matched fit"
-            )
-            other = f" At the end of training: effect {r['effect']}."
-        else:
-            basis = "at the end of training"
-            other = (
-                f" (Final gaps: matched fit needs {MATCHED_MIN_PAIRS} or more seeds reaching "
-                f"the target in both variants; {fit_n} of {end_n} did.)"
-            )
-        inconclusive = verdict == "not supported"
-        pw = power_analysis(t_interval_se(Interval(est, lo, hi, n)), n, est)
-        needed = pw.seeds_needed if inconclusive else None
-        text = (
-            f"**Regularization** (BN = {r['norm']}, {where}) {basis}: gen gap {base[gap]} "
-            f"without BN vs {r[gap]} with BN; effect gap(none) − gap(BN) = {r[p]} over {n} "
-            f"paired seeds — {why}.{other}"
-            + _power_text(pw.mde, needed, inconclusive, "an effect of ±{mde:.3f} or more")
-        )
-        out.append(
-            Claim(
-                claim="regularization",
-                verdict=verdict,
-                text=text,
-                norm=r["norm"],
-                cell=cell,
-                estimate=_num(est),
-                ci_low=_num(lo),
-                ci_high=_num(hi),
-                n=n,
-                measure="gen gap(none) - gen gap(BN), train acc - test acc, paired by seed",
-                mde=_num(pw.mde),
-                seeds_needed=needed,
-                basis="matched fit" if matched else "final",
-                details={
-                    "final_effect": _num(r["effect_mean"]),
-                    "final_ci": [_num(r["effect_ci_low"]), _num(r["effect_ci_high"])],
-                    "final_n": end_n,
-                    "matched_fit_effect": _num(r.get("fit_effect_mean")),
-                    "matched_fit_ci": [
-                        _num(r.get("fit_effect_ci_low")),
-                        _num(r.get("fit_effect_ci_high")),
-                    ],  # fmt: skip
-                    "matched_fit_n": fit_n,
-                    "never_reached_target": excluded,
-                },
-            )
-        )
-    return out
+    rows = [x for x in _variant_rows(reg, cell_keys(reg)) if x[1]["acc_effect_n"] > 0]
+    notes = [_fit_note(min(r["train_acc_min"], b["train_acc_min"]), fit) for _, r, b in rows]
+    verdicts, qs = judge_cells(
+        [r["acc_effect_p"] for _, r, _ in rows],
+        [r["acc_effect_mean"] for _, r, _ in rows],
+        [set() if note else BOTH for note in notes],
+    )
+    alpha = family_alpha(notes.count(None))
+    parts, out = [], []
+    for (cell, r, base), verdict, q, note in zip(rows, verdicts, qs, notes, strict=True):
+        label = cell_label(cell) + _chosen_lrs(best, cell, r["norm"])
+        pw = power_analysis(r["acc_effect_se"], int(r["acc_effect_n"]), r["acc_effect_mean"], alpha)
+        no = verdict == "not supported"
+        why = not_supported_why(r["acc_effect_p"], q) if no else REG_WHY.get(verdict, "")
+        why += power_text(pw, no, "±{mde:.3f} or more", alpha)
+        parts.append(f"{label}: not determined: {note}" if note else _reg_part(label, r, base, why))
+        out.append(_reg_claim(cell, r, verdict, pw if not note else Power(math.nan, None), q, fit))
+    head = f"BN = {out[0].norm}; " if out else ""
+    head += f"test acc(BN) − test acc(none) after {budget or 'the budget'}"
+    head += ", each arm at its best lr on validation accuracy" if best else ", paired by seed"
+    if not best and any(k == "train.lr" for k in cell_keys(reg)) and reg["train.lr"].nunique() > 1:
+        head += f"; {NO_VAL}"
+    return shared(out, family_sentence("Regularization", head, parts, verdicts))
+
+
+def _reg_claim(cell: dict, r: pd.Series, verdict: str, pw, p_holm: float, fit: float) -> Claim:
+    """One cell's regularization Claim (details: p, Holm's p, the fit, the other readings)."""
+    g = r.get  # columns a table without trajectories or matched fit lacks
+    return Claim(
+        claim="regularization",
+        verdict=verdict,
+        text="",
+        norm=r["norm"],
+        cell=cell,
+        estimate=as_float(r["acc_effect_mean"]),
+        ci_low=as_float(r["acc_effect_ci_low"]),
+        ci_high=as_float(r["acc_effect_ci_high"]),
+        n=as_int(r["acc_effect_n"]),
+        measure="final test acc(BN) - final test acc(none), paired by seed",
+        mde=as_float(pw.mde),
+        seeds_needed=pw.seeds_needed if verdict == "not supported" else None,
+        basis="final test acc",  # the test set's numbers after the whole budget
+        details={
+            "p": as_float(r["acc_effect_p"]),
+            "p_holm": as_float(p_holm),
+            "train_acc_min": as_float(r["train_acc_min"]),
+            "fit": fit,
+            "nll_effect": as_float(r["nll_effect_mean"]),
+            "nll_ci": [as_float(r["nll_effect_ci_low"]), as_float(r["nll_effect_ci_high"])],
+            "curve_acc_effect": as_float(g("curve_acc_effect_mean")),
+            "curve_ci": [
+                as_float(g("curve_acc_effect_ci_low")),
+                as_float(g("curve_acc_effect_ci_high")),
+            ],
+            "gap_effect": as_float(g("effect_mean")),
+            "matched_fit_gap_effect": as_float(g("fit_effect_mean")),
+        },  # fmt: skip
+    )
 
 
 # --------------------------------------------------------------------------- trend
 
 
-# a trend verdict needs this many seeds: a bootstrap over 2 seeds has 3 distinct resamples,
-# so its "95% CI" is no interval at all (it once called a 2-seed trend "fades")
-TREND_MIN_SEEDS = 3
+def _trend_word(verdict: str, slope: float, first_effect: float) -> tuple[str, str]:
+    """(verdict, word) after Holm: a significant fall of an effect already <= 0 is no fade."""
+    if verdict == "supported" and first_effect <= 0:
+        return "not supported", (
+            "falls below zero and further (no regularization effect to fade: BN's test "
+            "accuracy is the lower one, more so as the batch grows)"
+        )
+    word = {"supported": "fades", "contradicted": "grows"}.get(verdict, "not supported at 95%")
+    return verdict, word
 
 
-def trend(tr: pd.DataFrame, unequal_fit: bool = False) -> list[Claim]:
-    """Per group x kind: the slope of BN's effect against log2 (ghost) batch size, one sentence.
+def _trend_part(cell: dict, kind: str, h: pd.DataFrame, word: str, power: str) -> str:
+    """'batch_size=64, by batch size — 16: +0.040, 32: +0.023; slope per doubling -0.0167
+    [-0.0310, -0.0023] over 3 seeds — fades; these seeds detect ...'."""
+    r = h.iloc[0]
+    lo, hi = r["slope_ci_low"], r["slope_ci_high"]
+    axis = "ghost batch size m" if kind == "ghost" else "batch size"
+    points = ", ".join(f"{x:g}: {e:+.3f}" for x, e in zip(h["x"], h["effect_mean"], strict=True))
+    ci = f" [{lo:+.4f}, {hi:+.4f}]" if math.isfinite(lo) else " (one seed: no interval)"
+    return (
+        f"{cell_label(cell) if cell else 'all runs'}, by {axis} — {points}; slope per doubling "
+        f"{r['slope']:+.4f}{ci} over {int(r['slope_seeds'])} seeds — {word}{power}"
+    )
 
-    Basis: matched fit when every batch size has MATCHED_MIN_PAIRS or more paired seeds there,
-    else the final gaps. Sign convention: see bnexp.report.effects (slope < 0 = fades).
-    `unequal_fit`: some batch size's final gaps compare unequally fitted networks (the
-    regularization verdict said so); a slope of final gaps is then not determined either.
-    """
-    if tr.empty:
-        return []
+
+def _trend_groups(tr: pd.DataFrame, fit: float):
+    """(cell, group, per-x rows sorted by x, fit note or None) per group x kind of the trend
+    table; cell: the group's keys that are set."""
     keys = [c for c in tr.columns if c == "batch_size" or "." in str(c)]
-    out = []
     for group, g in groups(tr, [*keys, "norm", "kind"]):
-        fit = g[g["basis"] == "matched fit"]
-        matched = len(fit) and fit["seeds"].min() >= MATCHED_MIN_PAIRS
-        h = (fit if matched else g[g["basis"] == "final"]).sort_values("x")
-        if h.empty or not math.isfinite(h["slope"].iloc[0]):
+        h = g.sort_values("x")
+        if not math.isfinite(h["slope"].iloc[0]):
             continue
-        r = h.iloc[0]
-        slope, lo, hi, n = r["slope"], r["slope_ci_low"], r["slope_ci_high"], int(r["slope_seeds"])
-        # "fades" is the claim: a regularization effect (> 0 at the smallest size) that
-        # shrinks. A falling effect already <= 0 there is BN's gap growing past no BN's instead
-        if n < TREND_MIN_SEEDS:
-            verdict, word = (
-                "not determined",
-                (f"not determined with {n} seeds (a bootstrap CI needs {TREND_MIN_SEEDS} or more)"),
-            )
-        elif math.isfinite(hi) and hi < 0 and h["effect_mean"].iloc[0] > 0:
-            verdict, word = "supported", "fades"
-        elif math.isfinite(hi) and hi < 0:
-            verdict, word = (
-                "not supported",
-                (
-                    "falls below zero and further (no regularization effect to fade: BN's gap is "
-                    "the larger one, more so as the batch grows)"
-                ),
-            )
-        elif math.isfinite(lo) and lo > 0:
-            verdict, word = "contradicted", "grows"
-        else:
-            verdict, word = "not supported", f"not determined with {n} seeds"
-        direction = "falls" if word.startswith("falls") else word.split(" with")[0]
-        if not matched and unequal_fit and group["kind"] == "batch":
-            verdict = "not determined"
-            word += (
-                " as measured, but not comparable: at some batch sizes the variants fit the "
-                "training set unequally, so their final gaps differ for reasons that are not BN's"
-            )
-        pw = power_analysis(r["slope_se"], n, slope)
-        needed = pw.seeds_needed if verdict == "not supported" else None
-        ghost = group["kind"] == "ghost"
-        what = "gap(full-batch statistics) − gap(ghost batch m)" if ghost else "gap(none) − gap(BN)"
-        axis = "ghost batch size m" if ghost else "batch size"
+        worst = h["train_acc_min"].min()
+        note = _fit_note(worst, fit)
+        if note and math.isfinite(worst):
+            note = note[:-1] + f" at {h.loc[h['train_acc_min'].idxmin(), 'x']:g})"
         cell = {k: v for k, v in group.items() if k in keys and not pd.isna(v)}
-        points = ", ".join(f"{x:g}: {e:.3f}" for x, e in zip(h["x"], h["effect_mean"], strict=True))
-        left = r.get("left_out", "") if matched else ""
-        if isinstance(left, str) and left:  # sizes where a variant never reached the target
-            points += f" ({left} left out: no matched fit there)"
-        ci = f" [95% bootstrap CI {lo:.4f}, {hi:.4f}]" if math.isfinite(lo) else ""
-        basis = "matched fit" if matched else "final"
-        text = (
-            f"**Trend** (BN = {group['norm']}, {cell_label(cell) if cell else 'all runs'}): "
-            f"effect {what} ({basis} gaps) by {axis} — {points}; slope per doubling of the "
-            f"{axis} {slope:+.4f}{ci} over {n} seeds — {word} (slope < 0: the effect fades as "
-            f"the batch grows)."
-            + _power_text(
-                pw.mde,
-                needed,
-                verdict == "not supported",
-                "a slope of ±{mde:.4f} per doubling or steeper",
-            )
-        )
-        out.append(
-            Claim(
-                claim="trend",
-                verdict=verdict,
-                text=text,
-                norm=group["norm"],
-                cell=cell,
-                estimate=_num(slope),
-                ci_low=_num(lo),
-                ci_high=_num(hi),
-                n=n,
-                measure=f"slope of {what} against log2 {axis}, least squares over the per-size "
-                "means; paired bootstrap CI over seeds",
-                mde=_num(pw.mde),
-                seeds_needed=needed,
-                basis=basis,
-                details={"kind": group["kind"], "direction": direction},
-            )
-        )
-    return out
+        yield cell, group, h, note
+
+
+def trend(tr: pd.DataFrame, fit: float = DEFAULT_FIT) -> list[Claim]:
+    """Does the effect fade as the (ghost) batch grows? The slope of test acc(BN) - test
+    acc(none) per doubling, per seed with a t-interval; Holm over the groups; fitted only."""
+    found = list(_trend_groups(tr, fit)) if not tr.empty else []
+    verdicts, qs = judge_cells(
+        [h["slope_p"].iloc[0] for _, _, h, _ in found],
+        [-h["slope"].iloc[0] for _, _, h, _ in found],  # slope < 0 (fades) is BN's side
+        [set() if note else BOTH for *_, note in found],
+    )
+    alpha = family_alpha(sum(note is None for *_, note in found))
+    parts, out = [], []
+    for (cell, group, h, note), verdict, q in zip(found, verdicts, qs, strict=True):
+        r = h.iloc[0]
+        verdict, word = _trend_word(verdict, r["slope"], r["effect_mean"])
+        pw = power_analysis(r["slope_se"], int(r["slope_seeds"]), r["slope"], alpha)
+        no = verdict == "not supported"
+        if no and word.startswith("not supported"):
+            word = not_supported_why(r["slope_p"], q)
+        power = power_text(pw, no, "±{mde:.4f} per doubling", alpha)
+        if note:
+            word, power, pw = f"not determined: {note}", "", Power(math.nan, None)
+        parts.append(_trend_part(cell, group["kind"], h, word, power))
+        direction = word.split(" ")[0] if verdict != "not determined" else "not determined"
+        out.append(_trend_claim(cell, group, r, verdict, direction, pw, q))
+    if not out:
+        return []
+    head = "test acc(BN) − test acc(none) (ghost: ghost m − full-batch statistics) against log2 "
+    head += "batch size; slope < 0: the effect fades as the batch grows"
+    return shared(out, family_sentence("Trend", head, parts, [c.verdict for c in out]))
+
+
+def _trend_claim(cell, group, r, verdict, direction, pw, q) -> Claim:
+    ghost = group["kind"] == "ghost"
+    what = "test acc(ghost m) - test acc(full-batch statistics)" if ghost else (
+        "test acc(BN) - test acc(none)")  # fmt: skip
+    axis = "ghost batch size m" if ghost else "batch size"
+    return Claim(
+        claim="trend",
+        verdict=verdict,
+        text="",
+        norm=group["norm"],
+        cell=cell,
+        estimate=as_float(r["slope"]),
+        ci_low=as_float(r["slope_ci_low"]),
+        ci_high=as_float(r["slope_ci_high"]),
+        n=int(r["slope_seeds"]),
+        measure=f"slope of {what} against log2 {axis}: mean of per-seed least-squares slopes, "
+        "t-interval over seeds",
+        mde=as_float(pw.mde),
+        seeds_needed=pw.seeds_needed if verdict == "not supported" else None,
+        basis=r["basis"],
+        details={
+            "kind": group["kind"],
+            "direction": direction,
+            "p": as_float(r["slope_p"]),
+            "p_holm": as_float(q),
+        },
+    )
 
 
 # --------------------------------------------------------------------------- ours ≡ torch's
@@ -386,40 +403,42 @@ def equivalence(eq: pd.DataFrame) -> list[Claim]:
             text=text,
             norm="custom",
             cell={},
-            estimate=_num(est),
-            ci_low=_num(lo),
-            ci_high=_num(hi),
+            estimate=as_float(est),
+            ci_low=as_float(lo),
+            ci_high=as_float(hi),
             n=n,
             measure=f"{col.removesuffix('_diff')}: custom - torch paired by seed"
             + (" / torch" if col.startswith("steps") else ""),
             basis="all cells",
-            details={"tolerance": _num(tol)},
+            details={"tolerance": as_float(tol)},
         )
         for col, verdict, est, lo, hi, n, tol in out
     ]
 
 
-def all_claims(tables: dict[str, pd.DataFrame], target: dict | None) -> list[Claim]:
+def all_claims(
+    tables: dict[str, pd.DataFrame],
+    target: dict | None,
+    fit: float = DEFAULT_FIT,
+    budget: str = "",
+) -> list[Claim]:
     """Every claim the tables can judge, in report.md's order.
 
-    With several lrs (a best_lr table with speed-ups) the speed-up and regularization verdicts
-    use each variant's best lr (`_regularization_best_lr`, built by compute_tables).
+    Speed-up with several lrs: each variant at its best lr (fewest steps). Regularization and
+    trend with several lrs: at each arm's best lr on validation accuracy when the runs have a
+    validation split (`_regularization_best_val`, `_best_val_lr`, built by compute_tables);
+    without one every lr is a cell of its own (no choice is made on test metrics).
     """
     empty = pd.DataFrame()
-    best = tables.get("best_lr", empty)
     reg = tables.get("regularization", empty)
-    reg_best = tables.get("_regularization_best_lr", empty)
-    regs = (
-        regularization(reg_best, target, best)
-        if not reg_best.empty
-        else regularization(reg, target)
-    )
-    unequal = any(c.verdict == "not determined" and "not comparable" in c.text for c in regs)
+    reg_val = tables.get("_regularization_best_val", empty)
+    choice = val_choice(tables.get("_best_val_lr", empty))
+    regs = regularization(reg_val if choice else reg, fit, budget, choice or None)
     return [
-        *speedup(tables.get("speedup", empty), best, target),
-        *C.best_lr(best),
+        *speedup(tables.get("speedup", empty), tables.get("best_lr", empty), target),
+        *C.best_lr(tables.get("best_lr", empty)),
         *regs,
-        *trend(tables.get("trend", empty), unequal),
+        *trend(tables.get("trend", empty), fit),
         *equivalence(tables.get("equivalence", empty)),
         *C.ghost_batch(reg),
         *C.shift(tables.get("shift", empty)),

@@ -21,6 +21,7 @@ from bnexp.results.summary import (
     METRIC_COLUMNS,
     SUMMARY_COLUMNS,
     TIMING_COLUMNS,
+    VAL_COLUMNS,
     RunSummary,
 )
 
@@ -39,6 +40,7 @@ __all__ = [
     "SUMMARY_COLUMNS",
     "TIMING",
     "TIMING_COLUMNS",
+    "VAL_COLUMNS",
     "ResultsFolder",
     "RunSummary",
     "is_blank",

@@ -9,6 +9,8 @@ from typing import Any
 from bnexp.config import RunConfig, run_id
 
 METRIC_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc"]
+# metrics.csv's last two columns with a validation split (data.val_fraction), absent without one
+VAL_COLUMNS = ["val_loss", "val_acc"]
 TIMING_COLUMNS = ["epoch", "step", "wall_s", "train_s", "eval_s"]
 # training loss and accuracy on the measure.eval_subset examples, not the whole training set
 ESTIMATE_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc", "n"]
@@ -30,6 +32,9 @@ class RunSummary:
     final_test_loss: float
     gen_gap: float  # final_train_acc - final_test_acc
     loss_gap: float  # final_test_loss - final_train_loss
+    # with data.val_fraction: the test accuracy at the best validation evaluation (best_val_epoch),
+    # so that no choice is made on the test set; without a split: the highest test accuracy of
+    # any evaluation (chosen on the test set: optimistic, and no verdict may rest on it)
     best_test_acc: float
     steps_to_target: int | None  # None: never reached (censored), never "fast"
     epochs_to_target: float | None  # fractional when reached at a mid-epoch evaluation
@@ -50,6 +55,13 @@ class RunSummary:
     # a worker that trains many runs reports its own high-water mark
     peak_rss_mb: float | None = None
     seeds_together: int = 1  # > 1: trained in one vectorized model with other seeds (shared times)
+    # with data.val_fraction (else None, empty in summary.csv): the last evaluation's validation
+    # numbers, and the evaluation with the highest val_acc (the earliest of equals): its val_acc
+    # and epoch (fractional for a mid-epoch evaluation); best_test_acc is that evaluation's
+    final_val_acc: float | None = None
+    final_val_loss: float | None = None
+    best_val_acc: float | None = None
+    best_val_epoch: float | None = None
 
     # fields that say how a run went (time, machine, memory), not what it computed: `repro`
     # does not compare them
@@ -79,11 +91,14 @@ class RunSummary:
         device: str,
         params: dict[str, Any] | None,
         epochs: int | None = None,
+        best_val: dict[str, float] | None = None,
         **extra: Any,
     ) -> RunSummary:
         """The summary of a finished run from its last metrics row and what it recorded on the way.
 
         `reached`: {steps, epochs, time_s} where measure.target was first met, else None.
+        `best_val`: {val_acc, epoch, test_acc} of the best validation evaluation (None: no
+        validation split); then best_test_acc is its test_acc, not `best_test_acc`.
         """
         return cls(
             run_id=run_id(cfg),
@@ -98,7 +113,7 @@ class RunSummary:
             final_test_loss=last["test_loss"],
             gen_gap=last["train_acc"] - last["test_acc"],
             loss_gap=last["test_loss"] - last["train_loss"],
-            best_test_acc=best_test_acc,
+            best_test_acc=best_val["test_acc"] if best_val else best_test_acc,
             steps_to_target=reached["steps"] if reached else None,
             epochs_to_target=reached["epochs"] if reached else None,
             time_to_target_s=round(reached["time_s"], 4) if reached else None,
@@ -111,6 +126,10 @@ class RunSummary:
             eval_s=round(eval_s, 4),
             device=device,
             params=dict(params or {}),
+            final_val_acc=last.get("val_acc"),
+            final_val_loss=last.get("val_loss"),
+            best_val_acc=best_val["val_acc"] if best_val else None,
+            best_val_epoch=best_val["epoch"] if best_val else None,
             **extra,
         )
 

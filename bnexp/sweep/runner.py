@@ -319,6 +319,7 @@ def preflight(todo: list[PlannedRun]) -> None:
     """
     from bnexp.data import load_dataset
     from bnexp.nn.models import build_model
+    from bnexp.training.augment import check_images
     from bnexp.training.device import resolve_device
 
     checked: set[str] = set()
@@ -330,6 +331,7 @@ def preflight(todo: list[PlannedRun]) -> None:
         resolve_device(run.config.train.device)  # cuda without CUDA: one line, no run started
         data = load_dataset(run.config.data)
         build_model(run.config.model, data.input_shape, data.num_outputs)
+        check_images(run.config.data.augment, data)  # data.augment on vector data
 
 
 def _may_use_cuda(run: PlannedRun) -> bool:

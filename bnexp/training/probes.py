@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from bnexp.config import BatchStatNoiseConfig, IcsConfig, RunConfig, ShiftProbeConfig
+from bnexp.errors import BnexpError
 from bnexp.io import atomic_write_csv
 from bnexp.results import BN_NOISE, PROBES, ResultsFolder
 
@@ -426,9 +427,14 @@ def noise_at_init(exp, results_dir: Path) -> pd.DataFrame:
         cfg = run.config
         if cfg.model.norm == "none":
             continue
+        if cfg.model.kind not in ("mlp", "cnn"):
+            raise BnexpError(
+                f"bnexp noise: measures the BN layers of hidden layers by index (model.blocks), "
+                f"which only arch mlp and cnn have (found {cfg.model.kind})"
+            )
         device = resolve_device(cfg.train.device)
         data = load_dataset(cfg.data).to(device)
-        model = build_model(cfg.model, data.input_shape, data.num_outputs)
+        model = build_model(cfg.model, data.input_shape, data.num_outputs, cfg.train.seed)
         init_weights(model, cfg.train.seed)
         model.to(device)
         noise = cfg.measure.bn_noise or BatchStatNoiseConfig()

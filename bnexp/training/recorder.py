@@ -24,7 +24,10 @@ of whole-set evaluations, at the cost of a few of them per run.
 
 metrics.csv and timing.csv grow row by row (flushed, so they can be watched) and are rewritten
 whole and atomically before summary.json. The recorder also keeps the best test accuracy, the
-first evaluation that met `measure.target`, the divergence rule and the checkpoint.
+first evaluation that met `measure.target`, the divergence rule and the checkpoint. With a
+validation split (data.val_fraction) each metrics.csv row also holds val_loss and val_acc, and
+the recorder keeps the evaluation with the best val_acc (the earliest of equals): the summary's
+best_test_acc is the test accuracy there, so no choice is made on the test set.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from bnexp.results import (
     SUMMARY,
     TIMING,
     TIMING_COLUMNS,
+    VAL_COLUMNS,
     RunSummary,
 )
 from bnexp.training.checkpoint import load_checkpoint, save_checkpoint
@@ -145,6 +149,7 @@ class Progress:
     reached: dict | None = None  # {"steps", "epochs", "time_s"} when measure.target was first met
     best_test_acc: float = 0.0
     diverged_step: int | None = None
+    best_val: dict | None = None  # {"val_acc", "epoch", "test_acc"} of the best val evaluation
 
 
 def _csv_text(columns: list[str], rows: list[dict]) -> str:
@@ -246,8 +251,9 @@ class RunRecorder:
 
     def open(self) -> None:
         """Start metrics.csv and timing.csv with the rows so far (a resume's, else none)."""
+        val = VAL_COLUMNS if self.cfg.data.val_fraction is not None else []
         self._logs = (
-            _CsvLog(self.run_dir / METRICS, METRIC_COLUMNS, self.prog.rows),
+            _CsvLog(self.run_dir / METRICS, METRIC_COLUMNS + val, self.prog.rows),
             _CsvLog(self.run_dir / TIMING, TIMING_COLUMNS, self.prog.timing),
         )
         if self.cfg.measure.eval_subset is not None:
@@ -309,6 +315,9 @@ class RunRecorder:
         metrics.write(row)
         timing.write(times)
         p.best_test_acc = max(p.best_test_acc, row["test_acc"])
+        if "val_acc" in row and (p.best_val is None or row["val_acc"] > p.best_val["val_acc"]):
+            p.best_val = {"val_acc": row["val_acc"], "epoch": row["epoch"]}
+            p.best_val["test_acc"] = row["test_acc"]
         target = self.cfg.measure.target
         if target is not None and p.reached is None and target_reached(target, row):
             p.reached = {"steps": p.step, "epochs": row["epoch"], "time_s": clock.train_s}
@@ -363,6 +372,7 @@ class RunRecorder:
             resumed_from_epoch=self.resumed_from,
             epochs=self.epochs,
             peak_rss_mb=peak_memory_mb(device),
+            best_val=p.best_val,
             **extra,
         )
         atomic_write_json(self.run_dir / SUMMARY, asdict(summary))

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from bnexp.config import RunConfig
 from bnexp.config import run_id as compute_run_id
+from bnexp.config.model import factory_parts
 from bnexp.errors import BnexpError
 from bnexp.results import CONFIG, METRICS, SUMMARY, ResultsFolder, RunSummary
 from bnexp.training.train import train_run
@@ -138,18 +139,34 @@ def compare_metrics(a: Path, b: Path) -> list[str]:
     return lines or ["metrics.csv: bytes differ (formatting only; every value is equal)"]
 
 
+def check_trusted(cfg: RunConfig, config_file: Path, trust_code: bool) -> None:
+    """The trust boundary (docs/trust.md): a results folder may come from anyone, so the code its
+    config.yaml names (model.factory) is imported only when the user says they trust it."""
+    if cfg.model.factory is None or trust_code:
+        return
+    target, name, is_file = factory_parts(cfg.model.factory)
+    what = f"file {target}" if is_file else f"module {target}"
+    raise BnexpError(
+        f"{config_file}: model.factory names Python code ({what}, function {name}) that the "
+        "rerun would import and run; pass --trust-code if you trust whoever wrote this folder"
+    )
+
+
 def reproduce(
     results: Path,
     run_id: str,
     keep: Path | None = None,
     on_start: Callable[[str, RunConfig, str | None], None] | None = None,
+    trust_code: bool = False,
 ) -> Reproduction:
     """Rerun one complete run (its id or a unique prefix) in a scratch folder (removed after) or
     in `keep`, and compare. Every check on the input happens before training starts, then
-    `on_start(run_id, config, note)` (note: config.yaml no longer hashes to the run's id)."""
+    `on_start(run_id, config, note)` (note: config.yaml no longer hashes to the run's id).
+    A run whose config names a model.factory is refused unless `trust_code`."""
     results = Path(results)
     run_dir = find_run(results, run_id)
     cfg, recorded = read_recorded(run_dir)
+    check_trusted(cfg, run_dir / CONFIG, trust_code)
     if keep is not None:
         check_keep(results, keep)
     rehashed = compute_run_id(cfg)

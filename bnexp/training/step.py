@@ -8,7 +8,7 @@ import math
 import os
 import random
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
 
@@ -18,11 +18,41 @@ from torch import Tensor, nn
 
 from bnexp.config import TrainConfig
 from bnexp.data import Dataset
+from bnexp.nn.norm import BatchNorm1d, BatchNorm2d
 from bnexp.training.sgd import SGD
 
+# BN layers, torch's and ours: their affine parameters (gamma: weight, beta: bias) are decayed
+# only with train.weight_decay_norm
+NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, BatchNorm1d, BatchNorm2d)
 
-def make_optimizer(params, cfg: TrainConfig) -> SGD | torch.optim.Optimizer:
-    """SGD: bnexp's (torch.optim.SGD's numbers without importing torch._dynamo); Adam: torch's."""
+
+def norm_parameter_names(model: nn.Module) -> set[str]:
+    """The names, as in model.named_parameters(), of its BN layers' gamma and beta."""
+    return {
+        f"{name}.{p}" if name else p
+        for name, module in model.named_modules()
+        if isinstance(module, NORM_LAYERS)
+        for p, _ in module.named_parameters(recurse=False)
+    }
+
+
+def make_optimizer(
+    named_params: Iterable[tuple[str, Tensor]],
+    cfg: TrainConfig,
+    norm_names: Collection[str] = (),
+) -> SGD | torch.optim.Optimizer:
+    """SGD: bnexp's (torch.optim.SGD's numbers without importing torch._dynamo); Adam: torch's.
+
+    train.weight_decay reaches every parameter (biases too, torch's default) except the BN
+    layers' gamma and beta named in `norm_names`, which get a group of their own without it,
+    unless train.weight_decay_norm (then one group, as torch.optim with plain parameters)."""
+    named = list(named_params)
+    params: list = [p for _, p in named]
+    if cfg.weight_decay and not cfg.weight_decay_norm and any(n in norm_names for n, _ in named):
+        params = [
+            {"params": [p for n, p in named if n not in norm_names]},
+            {"params": [p for n, p in named if n in norm_names], "weight_decay": 0.0},
+        ]
     if cfg.optimizer == "sgd":
         return SGD(
             params,
@@ -104,6 +134,9 @@ def image_layout(x: Tensor, conv: bool = True) -> Tensor:
 
 
 def is_convolutional(module: nn.Module) -> bool:
+    """bnexp's conv networks (channels_last images); a factory's network takes NCHW as given."""
+    if getattr(module, "_bnexp_factory", False):
+        return False
     return any(isinstance(m, nn.Conv2d) for m in module.modules())
 
 
@@ -220,15 +253,22 @@ def estimate_on_subset(
 def evaluate_splits(
     forward: Callable[[Tensor], Tensor], module: nn.Module, data: Dataset, batch_size: int
 ) -> list[dict[str, float]]:
-    """Per model, the four numbers of a metrics.csv row, with `module` in eval mode."""
+    """Per model, the four numbers of a metrics.csv row, with `module` in eval mode; six with
+    a validation split (data.val_fraction): val_loss and val_acc too."""
     conv = is_convolutional(module)
     with eval_mode(module):
         train = evaluate(forward, data, data.x_train, data.y_train, batch_size, conv)
         test = evaluate(forward, data, data.x_test, data.y_test, batch_size, conv)
-    return [
+        val = None
+        if data.x_val is not None:
+            val = evaluate(forward, data, data.x_val, data.y_val, batch_size, conv)
+    rows = [
         {"train_loss": tl, "train_acc": ta, "test_loss": sl, "test_acc": sa}
         for (tl, ta), (sl, sa) in zip(train, test, strict=True)
     ]
+    for row, (vl, va) in zip(rows, val or [], strict=val is not None):
+        row |= {"val_loss": vl, "val_acc": va}
+    return rows
 
 
 def set_determinism(seed: int, deterministic: bool) -> None:

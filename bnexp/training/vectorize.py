@@ -41,18 +41,19 @@ from bnexp.config import PlannedRun, RunConfig
 from bnexp.data import Dataset, load_dataset
 from bnexp.nn.models import build_model, init_weights
 from bnexp.results import RunSummary
+from bnexp.training.augment import augment, check_images
 from bnexp.training.device import resolve_device
+from bnexp.training.loop import end_of_epoch, recording
 from bnexp.training.recorder import Clock, RunInterrupted, RunRecorder, fractional_epoch
-from bnexp.training.stacked import stack
+from bnexp.training.schedule import LrSchedule
+from bnexp.training.stacked import StackedMLP, Vmapped, stack
 from bnexp.training.step import (
     batches_of_epoch,
-    estimate_on_subset,
-    evaluate_splits,
     image_layout,
     make_optimizer,
+    norm_parameter_names,
     seed_losses,
     steps_per_epoch,
-    train_subset,
 )
 
 log = logging.getLogger("bnexp")
@@ -75,6 +76,10 @@ def why_not_vectorized(cfgs: list[RunConfig]) -> str | None:
     if measure.shift_probe or measure.ics or measure.bn_noise:
         return "measure.shift_probe / ics / bn_noise probe one model at a time"
     model = cfgs[0].model
+    if model.factory is not None:
+        # measured: a user's conv network batched by vmap (NCHW) rounds differently from its
+        # separate runs (1e-7 in the loss), and "equal to a separate run" is the promise
+        return "model.factory: a user's network trains one seed at a time"
     if model.bn_noise is not None:
         # the noise stream lives on the module (a generator per layer, seeded per run); the
         # stacked model calls one architecture, so the seeds would share one stream
@@ -112,106 +117,129 @@ def train_seeds(
     if reason is not None:
         raise ValueError(f"cannot train these runs together: {reason}")
     clock = Clock()  # one for the group: the seeds share every second
-    S = len(cfgs)
     params_list = params_list or [{} for _ in cfgs]
-    cfg0, tc = cfgs[0], cfgs[0].train
+    tc = cfgs[0].train
     device = resolve_device(tc.device)
     # before anything is written: a data file a user must fix (DataError) leaves no half run
-    data = (data or load_dataset(cfg0.data)).to(device).ready()
+    data = (data or load_dataset(cfgs[0].data)).to(device).ready()
+    check_images(cfgs[0].data.augment, data)
     recs = [RunRecorder(c, d, clock) for c, d in zip(cfgs, run_dirs, strict=True)]
 
     models = []
     for cfg in cfgs:
-        m = build_model(cfg.model, data.input_shape, data.num_outputs)
+        m = build_model(cfg.model, data.input_shape, data.num_outputs, cfg.train.seed)
         init_weights(m, cfg.train.seed)
         models.append(m.to(device).train())
     net = stack(models)
     del models
-    opt = make_optimizer(net.params.values(), tc)
-    orders = [torch.Generator().manual_seed(c.train.seed) for c in cfgs]  # each seed's data order
-    n_train = len(data.x_train)
-    per_epoch = steps_per_epoch(n_train, tc.batch_size)
-    n_epochs = tc.epochs_for(per_epoch)
+    opt = make_optimizer(net.params.items(), tc, norm_parameter_names(net.base))
+    n_epochs = tc.epochs_for(steps_per_epoch(len(data.x_train), tc.batch_size))
     for rec in recs:
         rec.epochs = n_epochs
         rec.open()
-
-    def forward(xb: Tensor) -> Tensor:
-        return net(xb, shared_input=True)
-
-    subset = train_subset(data, cfg0.measure.eval_subset)  # None: whole sets every time
-
-    def record(epoch: float, seeds: list[int], last: bool = False) -> None:
-        """As train_run's record, for `seeds`: the whole sets for those whose recorder asks."""
-        lr = opt.param_groups[0]["lr"]
-        with clock.evaluating():
-            due = [s for s in seeds if recs[s].full_due(last)]
-            rest = [s for s in seeds if s not in due]
-            if rest:  # a subset estimate each; the whole sets for those near their target
-                asked = {s: recs[s] for s in rest}
-                bs = tc.eval_batch_size
-                est = estimate_on_subset(forward, net.base, data, subset, bs, asked, epoch, lr)
-                due += [s for s in rest if est[s]]
-            evaluations = (
-                evaluate_splits(forward, net.base, data, tc.eval_batch_size) if due else []
-            )
-        for s in sorted(due):
-            recs[s].record(epoch, lr, evaluations[s])
-
-    def batch_losses(idx: Tensor) -> Tensor:
-        """(S,) mean loss of each seed on its own batch; idx: (S, B) row indices."""
-        # prepare sees (S*B, ...) as one batch
-        xb = image_layout(data.prepare(data.x_train[idx.reshape(-1)]), cfg0.model.arch == "cnn")
-        xb, yb = xb.reshape(S, -1, *xb.shape[1:]), data.y_train[idx]
-        logits = net(xb)
-        return seed_losses(logits, yb, data.binary)
-
-    # seeds not diverged; a diverged seed's later steps are computed and ignored, as if stopped
-    active = list(range(S))
-    step = 0
+    loop = _Seeds(cfgs, data, net, opt, recs, device)
     try:
-        record(0, active)
-        for epoch in range(n_epochs):
-            chunks = [batches_of_epoch(n_train, tc.batch_size, g) for g in orders]
-            for i in range(per_epoch):
-                if tc.budget_spent(step):  # a step budget ends mid-epoch
-                    break
-                if should_stop is not None and should_stop():
-                    ids = ", ".join(r.run_id for r in recs)
-                    raise RunInterrupted(f"runs {ids} (trained together) stopped at step {step}")
-                with clock.training():
-                    idx = torch.stack([c[i] for c in chunks]).to(device)
-                    losses = batch_losses(idx)
-                    opt.zero_grad(set_to_none=True)
-                    losses.sum().backward()  # seeds are independent: each its own gradient
-                    opt.step()
-                step += 1
-                for s in active:
-                    recs[s].stepped()
-                values = losses.detach().tolist()  # one host read per step, as train_run on CPU
-                newly = [s for s in active if recs[s].check_losses([values[s]]) is not None]
-                if newly:  # what a separate run does: stop, evaluate where it stopped, record
-                    active = [s for s in active if s not in newly]
-                    record(fractional_epoch(epoch, step, per_epoch), newly, last=True)
-                    if not active:
-                        break
-                if tc.eval_every_steps and step % tc.eval_every_steps == 0 and step % per_epoch:
-                    record(fractional_epoch(epoch, step, per_epoch), active)
-            if not active:
-                break
-            if tc.budget_spent(step) and step % per_epoch:
-                # the budget's last step
-                record(fractional_epoch(epoch, step, per_epoch), active, last=True)
-                break
-            record(epoch + 1, active, last=epoch + 1 == n_epochs or tc.budget_spent(step))
-            for s in active:
-                recs[s].epoch_done()
-            if on_progress:
-                on_progress(epoch + 1, n_epochs)
+        loop.epochs(on_progress, should_stop)
     finally:
         for rec in recs:
             rec.close()
     return [
-        rec.finish(device, params, seeds_together=S)
+        rec.finish(device, params, seeds_together=len(cfgs))
         for rec, params in zip(recs, params_list, strict=True)
     ]
+
+
+class _Seeds:
+    """train_seeds' loop over epochs and steps, for S stacked models and their recorders."""
+
+    def __init__(
+        self,
+        cfgs: list[RunConfig],
+        data: Dataset,
+        net: Vmapped | StackedMLP,
+        opt: Any,
+        recs: list[RunRecorder],
+        device: torch.device,
+    ):
+        self.cfg, self.tc, self.data, self.net, self.opt = cfgs[0], cfgs[0].train, data, net, opt
+        self.recs, self.device = recs, device
+        self.orders = [torch.Generator().manual_seed(c.train.seed) for c in cfgs]  # data orders
+        self.per_epoch = steps_per_epoch(len(data.x_train), self.tc.batch_size)
+        self.schedule = LrSchedule(self.tc, self.per_epoch)
+        self.schedule.apply(opt, 0)  # the first step's lr
+
+        def forward(xb: Tensor) -> Tensor:
+            return net(xb, shared_input=True)
+
+        self.record = recording(self.cfg, data, forward, net.base, recs, recs[0].clock, opt)
+        # seeds not diverged; a diverged seed's later steps are computed and ignored, as if stopped
+        self.active = list(range(len(cfgs)))
+        self.step = 0
+
+    def epochs(
+        self,
+        on_progress: Callable[[int, int], None] | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
+        n_epochs = self.recs[0].epochs
+
+        def record(epoch: float, last: bool = False) -> None:  # the seeds still training
+            self.record(epoch, self.active, last)
+
+        self.record(0, self.active)
+        for epoch in range(n_epochs):
+            self.steps_of(epoch, should_stop)
+            if not self.active:
+                break
+            if end_of_epoch(self.cfg, epoch, self.step, self.per_epoch, n_epochs, record):
+                break
+            for s in self.active:
+                self.recs[s].epoch_done()
+            if on_progress:
+                on_progress(epoch + 1, n_epochs)
+
+    def steps_of(self, epoch: int, should_stop: Callable[[], bool] | None) -> None:
+        """The optimizer steps of one epoch, until it ends, the step budget is spent or every
+        seed has diverged; with train.eval_every_steps, evaluations between."""
+        tc, recs, per_epoch = self.tc, self.recs, self.per_epoch
+        n_train = len(self.data.x_train)
+        chunks = [batches_of_epoch(n_train, tc.batch_size, g) for g in self.orders]
+        for i in range(per_epoch):
+            if tc.budget_spent(self.step):  # a step budget ends mid-epoch
+                break
+            if should_stop is not None and should_stop():
+                ids = ", ".join(r.run_id for r in recs)
+                raise RunInterrupted(f"runs {ids} (trained together) stopped at step {self.step}")
+            with recs[0].clock.training():
+                losses = self.train_step(torch.stack([c[i] for c in chunks]).to(self.device))
+            self.step += 1
+            for s in self.active:
+                recs[s].stepped()
+            values = losses.detach().tolist()  # one host read per step, as train_run on CPU
+            newly = [s for s in self.active if recs[s].check_losses([values[s]]) is not None]
+            if newly:  # what a separate run does: stop, evaluate where it stopped, record
+                self.active = [s for s in self.active if s not in newly]
+                self.record(fractional_epoch(epoch, self.step, per_epoch), newly, last=True)
+                if not self.active:
+                    break
+            if tc.eval_every_steps and self.step % tc.eval_every_steps == 0:
+                if self.step % per_epoch:
+                    self.record(fractional_epoch(epoch, self.step, per_epoch), self.active)
+
+    def train_step(self, idx: Tensor) -> Tensor:
+        """One optimizer step of every seed on its own batch, idx (S, B) row indices: (S,) the
+        seeds' mean losses."""
+        data, opt = self.data, self.opt
+        # prepare sees (S*B, ...) as one batch
+        conv = self.cfg.model.kind in ("cnn", "resnet")
+        xb = augment(
+            self.cfg.data.augment, data.prepare(data.x_train[idx.reshape(-1)]), self.orders
+        )
+        xb = image_layout(xb, conv)
+        xb, yb = xb.reshape(*idx.shape, *xb.shape[1:]), data.y_train[idx]
+        losses = seed_losses(self.net(xb), yb, data.binary)
+        opt.zero_grad(set_to_none=True)
+        losses.sum().backward()  # seeds are independent: each its own gradient
+        self.schedule.apply(opt, self.step)
+        opt.step()
+        return losses

@@ -236,3 +236,206 @@ def test_set_on_a_swept_key_is_refused_naming_the_sweep(tmp_path):
     ]
     exp, _ = load_experiment(path, ["sweep.model.norm=[torch]", "train.lr=0.2"])
     assert exp.sweep["model.norm"] == ["torch"] and exp.train.lr == 0.2
+
+
+# --------------------------------------------------------------------------- the training regime
+
+
+def _id(**sections) -> str:
+    return run_id(RunConfig.model_validate(sections))
+
+
+def test_regime_keys_at_their_defaults_keep_the_run_id():
+    """data.augment, train.lr_schedule and train.weight_decay_norm enter the hash only where they
+    change what a run computes."""
+    plain = _id(train={"lr": 0.1})
+    assert _id(train={"lr": 0.1, "lr_schedule": None}) == plain
+    assert _id(train={"lr": 0.1, "lr_schedule": {"rule": "constant"}}) == plain
+    assert _id(data={"augment": {"crop_padding": 0, "hflip": False}}, train={"lr": 0.1}) == plain
+    assert _id(train={"lr": 0.1, "weight_decay_norm": True}) == plain  # no weight decay
+    cosine = {"lr": 0.1, "lr_schedule": {"rule": "cosine"}}
+    assert _id(train=cosine) != plain
+    assert _id(data={"augment": {}}, train={"lr": 0.1}) != plain
+    # weight decay with BN: the key changes the numbers, so it is hashed, false too
+    wd = {"lr": 0.1, "weight_decay": 5e-4}
+    assert _id(train=wd) == _id(train={**wd, "weight_decay_norm": True})  # norm: none
+    bn = {"norm": "torch"}
+    assert _id(model=bn, train=wd) != _id(model=bn, train={**wd, "weight_decay_norm": True})
+    assert _id(model=bn, train={"lr": 0.1}) == _id(model=bn, train={"lr": 0.1, "weight_decay": 0})
+
+
+@pytest.mark.parametrize(
+    "train, message",
+    [
+        ({"lr_schedule": {"rule": "step"}}, "rule: step needs milestones"),
+        ({"lr_schedule": {"rule": "cosine", "milestones": [3]}}, "apply only to rule: step"),
+        ({"lr_schedule": {"rule": "step", "milestones": [5, 2]}}, "must be strictly increasing"),
+        ({"epochs": 3, "lr_schedule": {"rule": "cosine", "warmup_epochs": 3}}, "expected < epochs"),
+        ({"lr_schedule": {"rule": "linear"}}, "train.lr_schedule.rule"),
+        ({"lr_schedule": {"rule": "step", "milestones": [2], "gamma": 0}}, "gamma"),
+        ({"weight_decay_norm": "sometimes"}, "train.weight_decay_norm"),
+    ],
+)
+def test_bad_lr_schedules_are_one_line_errors(tmp_path, train, message):
+    import yaml
+
+    path = write(tmp_path, yaml.safe_dump({"name": "x", "train": train}))
+    [line] = problems(path)
+    assert message in line and "\n" not in line, line
+
+
+def test_bad_augment_settings_are_one_line_errors(tmp_path):
+    [line] = problems(write(tmp_path, "name: x\ndata:\n  augment: {crop_padding: -1}\n"))
+    assert "data.augment.crop_padding" in line, line
+    [line] = problems(write(tmp_path, "name: x\ndata:\n  augment: {flip: true}\n"))
+    assert "data.augment.flip: unknown key; did you mean 'hflip'?" in line, line
+
+# ---------------------------------------------------------- torchvision's datasets (issue 24)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"dataset": "mnist"}, "dataset mnist needs data.root (the folder holding MNIST/raw/)"),
+        (
+            {"dataset": "fashion_mnist"},
+            "dataset fashion_mnist needs data.root (the folder holding FashionMNIST/raw/)",
+        ),
+        ({"dataset": "cifar100"}, "needs data.root (the folder holding cifar-100-python/)"),
+        ({"dataset": "svhn"}, "(the folder holding train_32x32.mat and test_32x32.mat)"),
+        (
+            {"dataset": "imagefolder"},
+            "(the folder holding train/<class>/ and test/<class>/ image folders)",
+        ),
+        (
+            {"dataset": "imagefolder", "root": "r", "download": True},
+            "data.download applies only to dataset cifar10, cifar100, mnist, fashion_mnist or svhn "
+            "(dataset is imagefolder)",
+        ),
+        (
+            {"dataset": "mnist", "root": "r", "class_names": ["a"]},
+            "data.class_names applies only to dataset npz (dataset is mnist)",
+        ),
+        ({"dataset": "mnist", "root": "r", "classes": [3]}, "data.classes needs at least 2"),
+        ({"dataset": "emnist", "root": "r"}, "data.dataset: Input should be 'digits', "),
+    ],
+)
+def test_new_datasets_keys_are_checked(data, message):
+    with pytest.raises(ConfigError) as err:
+        experiment_from_dict({"data": data})
+    assert message in str(err.value) and len(err.value.problems) == 1, str(err.value)
+
+
+def test_new_datasets_take_the_subset_keys_and_leave_old_run_ids_alone():
+    for dataset in ("mnist", "fashion_mnist", "cifar100", "svhn", "imagefolder"):
+        data = {
+            "dataset": dataset,
+            "root": "r",
+            "classes": [1, 2, 3],
+            "binary": {"positive": 2},
+            "train_per_class": 5,
+            "test_per_class": 2,
+        }
+        cfg = RunConfig.model_validate({"data": data}).data
+        assert cfg.classes == ["1", "2", "3"] and cfg.binary.positive == "2"
+    # existing configs keep their ids (computed with the code before these datasets existed)
+    before = {
+        "4cefceea1f": {"train": {"lr": 0.5}},
+        "bf7f28e772": {
+            "data": {"dataset": "cifar10", "root": "r", "classes": ["cat", "dog"]}
+            | {"train_per_class": 5}
+        },
+        "2186ab1321": {"data": {"dataset": "npz", "train": "a", "test": "b"}},
+    }
+    for rid, config in before.items():
+        assert run_id(RunConfig.model_validate(config)) == rid, config
+
+
+def test_memory_bound_takes_each_datasets_input_shape():
+    from bnexp.config.schema import memory_lower_bound
+
+    def bound(dataset: str) -> int:
+        return memory_lower_bound(
+            RunConfig.model_validate(
+                {"data": {"dataset": dataset, "root": "r"}, "model": {"hidden": [10]}}
+            )
+        )
+
+    for dataset, inputs in (
+        ("mnist", 784),
+        ("fashion_mnist", 784),
+        ("svhn", 3072),
+        ("cifar100", 3072),
+    ):
+        params = inputs * 10 + 10 + 10 + 1  # MLP inputs -> 10 -> 1, plain SGD: x2 (grad)
+        assert bound(dataset) == 4 * (params * 2 + 4096 * 10), dataset
+
+
+def test_a_python_tag_in_a_config_runs_nothing(tmp_path):
+    """Configs are read by a SafeLoader: a tag that would call os.system is a config error."""
+    marker = tmp_path / "marker"
+    path = write(tmp_path, f"name: !!python/object/apply:os.system [\"touch '{marker}'\"]\n")
+    found = problems(path)
+    assert len(found) == 1 and found[0].startswith(f"{path}:1"), found
+    assert "python/object/apply:os.system" in found[0] and not marker.exists()
+
+# --------------------------------------------------------------------------- model keys
+
+
+def test_model_keys_enter_the_run_id_only_when_set():
+    """model.depth / factory / factory_args are hashed only when set: older configs keep their
+    ids; a resnet's depth and a factory's arguments make different runs."""
+    plain = run_id(RunConfig.model_validate({"model": {"arch": "cnn", "norm": "torch"}}))
+    dump = RunConfig.model_validate({"model": {"arch": "cnn"}}).model_dump(mode="json")
+    assert dump["model"]["depth"] is None and dump["model"]["factory"] is None
+    again = RunConfig.model_validate(
+        {"model": {"arch": "cnn", "norm": "torch", "depth": None, "factory_args": None}}
+    )
+    assert run_id(again) == plain
+    ids = {
+        run_id(RunConfig.model_validate({"model": m}))
+        for m in [
+            {"arch": "resnet", "depth": 20},
+            {"arch": "resnet", "depth": 32},
+            {"factory": "m:f"},
+            {"factory": "m:f", "factory_args": {"width": 2}},
+            {"factory": "m:f", "factory_args": {"width": 3}},
+        ]
+    }
+    assert len(ids) == 5 and plain not in ids
+
+
+def test_a_relative_factory_file_is_made_absolute_from_the_config_folder(tmp_path, monkeypatch):
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "exp.yaml"
+    path.write_text(
+        "model: {factory: nets/a.py:make}\n"
+        "sweep: {model.factory: [nets/a.py:make, /abs/b.py:make, pkg.mod:make]}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    exp, raw = load_experiment(path)
+    want = f"{tmp_path / 'sub' / 'nets' / 'a.py'}:make"
+    assert exp.model.factory == want
+    assert [r.config.model.factory for r in expand(exp)] == [want, "/abs/b.py:make",
+                                                                "pkg.mod:make"]
+
+
+@pytest.mark.parametrize(
+    "model, at_least",
+    [
+        # the conv weights (counted from the built models) + a 64 -> 1 head; 16 x 32 x 32 values
+        # per example after the first conv
+        ({"arch": "resnet", "depth": 20}, (267_696 + 64, 16 * 32 * 32)),
+        ({"arch": "resnet", "depth": 110}, (1_719_216 + 64, 16 * 32 * 32)),
+        ({"factory": "m:f"}, (0, 3 * 32 * 32)),  # unknown until built: its input alone
+    ],
+)
+def test_memory_bound_of_resnets_and_factories(model, at_least):
+    from bnexp.config.schema import memory_lower_bound
+
+    cfg = RunConfig.model_validate(
+        {"data": {"dataset": "cifar10", "root": "x"}, "model": model,
+         "train": {"batch_size": 8, "eval_batch_size": 100}}
+    )
+    params, widest = at_least
+    assert memory_lower_bound(cfg) == 4 * (params * 2 + 100 * widest)

@@ -6,15 +6,18 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats as sps
 
 from bnexp.stats import (
     fmt_interval,
+    holm,
     loglog_slope,
     mean_ci,
-    paired_bootstrap_ratio,
-    paired_bootstrap_slope,
+    p_value,
     paired_difference_ci,
+    paired_log_ratio,
     power_analysis,
+    seed_slopes,
 )
 
 # Student t quantiles t_{0.975, df}, from tables
@@ -48,37 +51,57 @@ def test_paired_difference_ci_by_hand():
     )  # inputs rounded in binary
 
 
-def test_bootstrap_ratio_of_means_and_its_exact_percentiles():
-    # Two pairs (2, 1) and (4, 1): resamples give ratio 2 (p 1/4), 3 (p 1/2) or 4 (p 1/4),
-    # so the 2.5th and 97.5th percentiles are 2 and 4.
-    r = paired_bootstrap_ratio([2.0, 4.0], [1.0, 1.0], n_boot=4000)
-    assert r.ratio == pytest.approx(3.0) and r.n == 2 and r.bound == "exact"
-    assert (r.low, r.high) == (2.0, 4.0)
-    # constant per-pair ratio: every resample gives it
-    r = paired_bootstrap_ratio([100.0, 200.0, 300.0], [10.0, 20.0, 30.0])
-    assert (r.ratio, r.low, r.high) == pytest.approx((10.0, 10.0, 10.0))
+def test_log_ratio_is_the_t_interval_of_per_seed_log_ratios_by_hand():
+    # pairs (2, 1), (4, 1), (3, 1): log ratios ln 2, ln 4, ln 3
+    logs = np.log([2.0, 4.0, 3.0])
+    m, sd = logs.mean(), logs.std(ddof=1)
+    half = T975[2] * sd / math.sqrt(3)
+    r = paired_log_ratio([2.0, 4.0, 3.0], [1.0, 1.0, 1.0])
+    assert r.ratio == pytest.approx(24 ** (1 / 3))  # the geometric mean of 2, 4, 3
+    assert (r.low, r.high) == pytest.approx((math.exp(m - half), math.exp(m + half)))
+    assert r.n == 3 and r.bound == "exact" and r.log_sd == pytest.approx(sd)
+    t = m / (sd / math.sqrt(3))  # p of the t-test, two-sided, 2 df: 1 - t / sqrt(2 + t^2)
+    assert r.p == pytest.approx(1 - t / math.sqrt(2 + t * t))
+    # constant per-pair ratio: no spread, a zero-width interval and p 0
+    r = paired_log_ratio([100.0, 200.0, 300.0], [10.0, 20.0, 30.0])
+    assert (r.ratio, r.low, r.high, r.p) == pytest.approx((10.0, 10.0, 10.0, 0.0))
+    assert math.isnan(paired_log_ratio([2.0], [1.0]).low)  # one pair: no interval
 
 
-def test_bootstrap_pairs_are_resampled_together():
-    # Perfectly paired values give a tight interval; unpaired resampling would not.
-    a = np.array([10.0, 100.0, 1000.0])
-    r = paired_bootstrap_ratio(a * 5, a)
-    assert r.high - r.low < 1e-9, f"paired ratios are all 5, interval width {r.high - r.low:.3g}"
-
-
-def test_censoring_sets_the_bound_direction():
+def test_censoring_sets_the_bound_direction_and_drops_the_other_end():
     none_steps, bn_steps = [500.0, 600.0, 1000.0], [100.0, 100.0, 100.0]
-    lower = paired_bootstrap_ratio(none_steps, bn_steps, num_censored=[False, False, True])
-    assert lower.bound == "lower" and lower.ratio == pytest.approx(700 / 100)
-    upper = paired_bootstrap_ratio(none_steps, bn_steps, den_censored=[True, False, False])
-    assert upper.bound == "upper"
-    both = paired_bootstrap_ratio(none_steps, bn_steps, [True, False, False], [False, True, False])
+    lower = paired_log_ratio(none_steps, bn_steps, num_censored=[False, False, True])
+    assert lower.bound == "lower" and lower.ratio == pytest.approx((5 * 6 * 10) ** (1 / 3))
+    assert lower.high == math.inf and 1 < lower.low < lower.ratio
+    upper = paired_log_ratio(none_steps, bn_steps, den_censored=[True, False, False])
+    assert upper.bound == "upper" and upper.low == 0.0 and math.isfinite(upper.high)
+    both = paired_log_ratio(none_steps, bn_steps, [True, False, False], [False, True, False])
     assert both.bound == "unknown"
+    nothing = paired_log_ratio([200.0, 200.0], [200.0, 200.0], [True, True], [True, True])
+    assert nothing.bound == "none reached"
 
 
-def test_bootstrap_rejects_unpaired_lengths():
+def test_log_ratio_rejects_unpaired_lengths():
     with pytest.raises(ValueError, match="equal lengths"):
-        paired_bootstrap_ratio([1.0, 2.0], [1.0])
+        paired_log_ratio([1.0, 2.0], [1.0])
+
+
+def test_p_value_agrees_with_the_interval():
+    iv = mean_ci([0.1, 0.2, 0.3, 0.25])
+    assert p_value(iv) == pytest.approx(2 * sps.t.sf(iv.mean / iv.se, 3))
+    # the 95% interval's end at 0 is exactly p = 0.05
+    x = np.array([1.0, 2.0, 4.0])
+    shifted = mean_ci(x - mean_ci(x).low)
+    assert shifted.low == pytest.approx(0, abs=1e-12) and p_value(shifted) == pytest.approx(0.05)
+    assert math.isnan(p_value(mean_ci([1.0])))
+
+
+def test_holm_by_hand():
+    # sorted p .01, .03, .04 scaled by 3, 2, 1: .03, .06, .04 -> made monotone .03, .06, .06
+    adj = holm([0.04, 0.01, float("nan"), 0.03])
+    assert adj[[1, 3, 0]] == pytest.approx([0.03, 0.06, 0.06]) and math.isnan(adj[2])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert holm([]).shape == (0,)
 
 
 def test_loglog_slope():
@@ -109,26 +132,24 @@ def test_power_minimum_detectable_effect_and_seeds_needed():
     assert math.isnan(power_analysis(0.01, 1, 0.02).mde)  # one seed: no power to state
 
 
-def test_paired_bootstrap_slope_against_a_loop_with_polyfit():
+def test_seed_slopes_against_polyfit_per_seed_and_a_t_interval():
     x = np.log2([16, 32, 64, 128])
     e = np.array(
         [[0.04, 0.02, 0.00, np.nan], [0.05, 0.03, 0.01, 0.0], [0.03, 0.02, 0.01, 0.01],
          [0.06, 0.01, 0.02, -0.01]]
     )  # fmt: skip
-    fit = paired_bootstrap_slope(x, e, n_boot=300, seed=3)
-    means = np.nanmean(e, axis=0)
-    assert fit.slope == pytest.approx(np.polyfit(x, means, 1)[0]) and fit.n == 4
-    # the same seed draws, refitted one by one with np.polyfit on the drawn seeds' nanmeans
-    idx = np.random.default_rng(3).integers(0, 4, size=(300, 4))
-    slopes = []
-    for rows in idx:
-        m = np.nanmean(e[rows], axis=0) if not np.isnan(e[rows]).all(0).any() else None
-        if m is None:  # column 3 missing from every drawn seed: fit the other sizes
-            keep = ~np.isnan(e[rows]).all(0)
-            m, xs = np.nanmean(e[rows][:, keep], axis=0), x[keep]
-        else:
-            xs = x
-        slopes.append(np.polyfit(xs, m, 1)[0])
-    assert (fit.low, fit.high) == pytest.approx(tuple(np.quantile(slopes, [0.025, 0.975])))
-    assert fit.se == pytest.approx(np.std(slopes, ddof=1))
-    assert fit.band_low[0] <= fit.intercept + fit.slope * x[0] <= fit.band_high[0]
+    fit = seed_slopes(x, e)
+    # each seed fitted over the sizes it has (seed 0: the first three)
+    per_seed = [np.polyfit(x[np.isfinite(r)], r[np.isfinite(r)], 1) for r in e]
+    slopes = np.array([c[0] for c in per_seed])
+    half = T975[3] * slopes.std(ddof=1) / 2
+    assert fit.slope == pytest.approx(slopes.mean()) and fit.n == 4
+    assert (fit.low, fit.high) == pytest.approx((slopes.mean() - half, slopes.mean() + half))
+    assert fit.se == pytest.approx(slopes.std(ddof=1) / 2)
+    assert fit.intercept == pytest.approx(np.mean([c[1] for c in per_seed]))
+    at0 = np.array([c[1] + c[0] * x[0] for c in per_seed])
+    assert (fit.band_low[0], fit.band_high[0]) == pytest.approx(
+        (at0.mean() - T975[3] * at0.std(ddof=1) / 2, at0.mean() + T975[3] * at0.std(ddof=1) / 2)
+    )
+    one = seed_slopes(x, e[:1])  # one seed: a slope, no interval
+    assert one.n == 1 and math.isnan(one.low) and one.slope == pytest.approx(slopes[0])

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bnexp.bench import cnn, startup
+from benchmarks import cnn, startup
 from bnexp.config import ModelConfig
 from bnexp.nn.models import build_model
 
@@ -58,17 +58,60 @@ def test_cnn_rows_are_ratios_of_their_parts(monkeypatch, tmp_path):
 
 
 def test_hand_cnn_loop_takes_bnexps_batches(tmp_path):
-    from bnexp.bench.cases import CIFAR_CASE, cases
+    from benchmarks.cases import CIFAR_CASE, cases
 
     case = next(c for c in cases(True, tmp_path) if c.name == CIFAR_CASE)
     assert cnn.hand_cnn_loop(case) > 0
 
 
 def test_first_step_delay_reads_the_runs_line():
-    err = "some log\nBNEXP_PRINT_FIRST_STEP 1000.75\nmore\n"
+    err = "some log\nFIRST_STEP 1000.75\nmore\n"
     assert startup.first_step_delay(err, 999.5) == pytest.approx(1.25)
-    with pytest.raises(RuntimeError, match="BNEXP_PRINT_FIRST_STEP"):
+    with pytest.raises(RuntimeError, match="FIRST_STEP"):
         startup.first_step_delay("no such line", 0.0)
+
+
+def test_first_step_marker_marks_the_first_step_of_bnexps_sgd_once(monkeypatch, capsys):
+    """The wrap from outside the package: bnexp's SGD steps as before, and the mark is printed
+    after the first step only."""
+    import torch
+
+    from benchmarks import first_step
+    from bnexp.training import sgd
+
+    monkeypatch.setattr(sgd.SGD, "step", sgd.SGD.step)  # restored after the test
+    first_step.wrap_optimizer_steps(first_step.first_step_marker())
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = sgd.SGD([w], lr=0.5)
+    assert first_step.MARK not in capsys.readouterr().err  # nothing before a step
+    for _ in range(3):
+        w.grad = torch.ones(3)
+        opt.step()
+    torch.testing.assert_close(w.detach(), torch.full((3,), -0.5))  # three steps of 0.5
+    marks = [line for line in capsys.readouterr().err.splitlines() if line.startswith("FIRST_")]
+    assert len(marks) == 1 and float(marks[0].split()[1]) > 0, marks
+
+
+@pytest.mark.slow
+def test_first_step_of_a_real_bnexp_run_lies_between_launch_and_exit(tmp_path):
+    """`python -m benchmarks.first_step run ...` is `bnexp run` with the mark: the run completes
+    and its first step is marked once, after launch and before exit."""
+    import time
+
+    import yaml
+
+    cfg = tmp_path / "one.yaml"
+    cfg.write_text(yaml.safe_dump(startup.ONE_RUN))
+    launched = time.time()
+    _, proc = startup.run_python(
+        ["-m", "benchmarks.first_step", "run", str(cfg), "--out", str(tmp_path / "out")],
+        tmp_path,
+        "bnexp run",
+    )
+    exited = time.time()
+    assert (tmp_path / "out" / startup.ONE_RUN["name"] / "summary.csv").is_file()
+    assert proc.stderr.count("FIRST_STEP ") == 1, proc.stderr[-1000:]
+    assert 0 < startup.first_step_delay(proc.stderr, launched) < exited - launched
 
 
 def test_startup_rows(monkeypatch):
@@ -143,6 +186,6 @@ def test_estimate_without_a_config_has_no_rows(tmp_path):
 
 
 def test_every_goal_row_of_the_issue_is_a_section():
-    from bnexp.bench.train import SECTIONS
+    from benchmarks.sections import SECTIONS
 
     assert {"loops", "cnn", "vectorize", "startup", "workers", "estimate"} <= set(SECTIONS)

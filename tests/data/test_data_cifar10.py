@@ -99,6 +99,28 @@ def test_pickle_layout_loads_as_nchw_uint8_with_the_files_labels(tmp_path, caplo
     assert miss < 1e-6, f"channel statistics off by {miss:.2e}"
 
 
+def test_the_official_python2_form_loads_as_torchvision_reads_it(tmp_path, monkeypatch):
+    """The 2009 files' form (Python 2 str, numpy.core.multiarray._reconstruct; py2pickle),
+    through the restricted unpickler, against torchvision's CIFAR10 on the same files."""
+    import torchvision.datasets.cifar as tv_cifar
+    from py2pickle import dumps as py2_dumps  # tests/data is on sys.path (pytest rootdir)
+
+    make_cifar_folder(tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    for path in folder.iterdir():  # our own files: re-written in Python 2's form
+        obj = pickle.loads(path.read_bytes(), encoding="latin1")
+        path.write_bytes(
+            py2_dumps({str(k, "latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()})
+        )
+    data = load_dataset(cfg(tmp_path))
+    monkeypatch.setattr(tv_cifar, "check_integrity", lambda *args, **kwargs: True)  # not the MD5s
+    for train, x, y in ((True, data.x_train, data.y_train), (False, data.x_test, data.y_test)):
+        ref = tv_cifar.CIFAR10(str(tmp_path), train=train, download=False)
+        assert np.array_equal(x.numpy(), ref.data.transpose(0, 3, 1, 2))  # tv: (N, H, W, C)
+        assert y.tolist() == list(ref.targets)
+    assert data.classes == tuple(ref.classes) == tuple(NAMES)
+
+
 def test_root_may_be_the_batches_folder_itself(tmp_path):
     ref = make_cifar_folder(tmp_path)
     data = load_dataset(cfg(tmp_path / "cifar-10-batches-py"))
@@ -128,12 +150,12 @@ def test_binary_cat_vs_noncat_draws_negatives_evenly(tmp_path):
 def test_download_on_an_offline_machine_is_a_one_line_error(tmp_path, monkeypatch):
     import urllib.error
 
-    import torchvision.datasets.cifar as tv_cifar
+    import torchvision.datasets.utils as tv_utils
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(tv_cifar, "download_and_extract_archive", offline)
+    monkeypatch.setattr(tv_utils, "download_and_extract_archive", offline)
     with pytest.raises(
         DataError,
         match=r"data.download: could not download CIFAR-10 from https://.*is the machine online",

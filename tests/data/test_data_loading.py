@@ -40,7 +40,8 @@ def error_lines(output: str) -> list[str]:
     [
         (
             {"dataset": "digits", "download": True},
-            "data.download applies only to dataset cifar10 (dataset is digits)",
+            "data.download applies only to dataset cifar10, cifar100, mnist, fashion_mnist or svhn "
+            "(dataset is digits)",
         ),
         (
             {"dataset": "catvnoncat"},
@@ -49,12 +50,14 @@ def error_lines(output: str) -> list[str]:
         ),
         (
             {"dataset": "catvnoncat", "root": "d", "classes": ["cat", "dog"]},
-            "data.classes applies only to dataset cifar10 or npz",
+            "data.classes applies only to dataset cifar10, npz, cifar100, mnist, fashion_mnist, "
+            "svhn or imagefolder (dataset is catvnoncat)",
         ),
         ({"dataset": "npz", "train": "a.npz"}, "dataset npz needs data.test"),
         (
             {"dataset": "npz", "train": "a", "test": "b", "root": "r"},
-            "data.root applies only to dataset catvnoncat or cifar10",
+            "data.root applies only to dataset catvnoncat, cifar10, cifar100, mnist, "
+            "fashion_mnist, svhn or imagefolder (dataset is npz)",
         ),
         (
             {"dataset": "cifar10", "root": "r", "classes": ["cat", "cat", "dog"]},

@@ -147,9 +147,9 @@ def make_results(root, ghost: bool = False, numeric_ids: bool = False):
 def write_results(root, runs: list[dict], target=None, swept=("norm", "batch_size", "seed")):
     """A results folder from hand-written runs: each a dict with norm, batch_size, seed, gen_gap
     (final), steps_to_target (None: never reached), optionally lr, ghost (model.ghost_batch_size),
-    test_acc (final), diverged, and `metrics`: rows (step, train_acc, test_acc, train_loss,
-    test_loss) of its metrics.csv. `swept`: the dotted columns summary.csv gets (as a sweep
-    over them writes)."""
+    test_acc (final), val_acc (final_val_acc: a validation split), diverged, and `metrics`: rows
+    (step, train_acc, test_acc, train_loss, test_loss) of its metrics.csv. `swept`: the dotted
+    columns summary.csv gets (as a sweep over them writes)."""
     target = target or {"metric": "train_acc", "value": 0.95}
     dotted = {"norm": "model.norm", "batch_size": "train.batch_size", "seed": "train.seed",
               "lr": "train.lr", "ghost": "model.ghost_batch_size"}  # fmt: skip
@@ -176,6 +176,8 @@ def write_results(root, runs: list[dict], target=None, swept=("norm", "batch_siz
             "epochs": 10,
             "train_s": 1.0,
         }
+        if "val_acc" in r:
+            row["final_val_acc"] = r["val_acc"]
         for key in swept:
             row[dotted[key]] = r.get(key, 0.1 if key == "lr" else None)
         rows.append(row)

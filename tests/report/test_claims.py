@@ -38,54 +38,85 @@ def test_every_claim_in_report_order_with_the_fixed_vocabulary(claims):
     kinds = [c.claim for c in claims]
     order = ["speedup", "best_lr", "regularization", "trend", "shift", "ics", "bn_noise"]
     assert kinds == sorted(kinds, key=order.index)
-    # two lrs: speed-up and regularization per batch size at each variant's best lr; one trend
-    # over the two batch sizes; 4 cells x torch (shift, ics); one BN-noise sentence
+    # two lrs: speed-up per batch size at each variant's best lr (fewest steps); no validation
+    # split, so regularization per lr cell (3: none diverged at batch 32, lr 0.5); one trend
+    # (lr 0.1, over the two batch sizes); 4 cells x torch (shift, ics); one BN-noise sentence
     counts = {k: kinds.count(k) for k in set(kinds)}
     assert counts == {
-        "speedup": 2, "best_lr": 2, "regularization": 2, "trend": 1, "shift": 4, "ics": 4,
+        "speedup": 2, "best_lr": 2, "regularization": 3, "trend": 1, "shift": 4, "ics": 4,
         "bn_noise": 1,
     }  # fmt: skip
     assert {c.verdict for c in claims} <= set(VERDICTS)
 
 
 def test_speedup_claim_carries_the_paired_ratio(claims, tables):
-    # one lr: per cell (the speed-up table alone)
+    # one lr: per cell (the speed-up table alone), the 4 cells one Holm family
     one_lr = speedup(tables["speedup"], pd.DataFrame(), TARGET)
     (c,) = [c for c in one_lr if c.cell == {"batch_size": 64, "train.lr": 0.1}]
-    # none: 100, 120, censored at 200 (mean 140); torch 10, 20, 20 (mean 50/3)
-    assert c.estimate == pytest.approx(140 / (50 / 3)) and c.n == 3 and c.basis == "one lr"
-    assert c.ci_low > 1 and c.verdict == "supported"
-    assert c.text.startswith("**Speed-up** (BN = torch, batch_size=64, lr=0.1): steps to train")
-    assert "over 3 paired seeds — supported." in c.text
+    # none: 100, 120, censored at 200; torch 10, 20, 20: the geometric mean of 10, 6, 10
+    assert c.estimate == pytest.approx(600 ** (1 / 3)) and c.n == 3 and c.basis == "one lr"
+    assert c.ci_low > 1 and c.ci_high == math.inf and c.verdict == "supported"
+    assert c.details["bound"] == "lower"
+    assert c.text.startswith(
+        "**Speed-up** (BN = torch, steps to train_acc ≥ 0.95; 4 cells, Holm-corrected for "
+        "family-wise α 0.05): supported in 4 of 4 — "
+    )
+    assert "batch_size=64, lr=0.1: ≥ 140 (1/3 > 200) steps without BN vs 17 [" in c.text
+    assert f"speed-up ≥ {600 ** (1 / 3):.2f}× (≥ {c.ci_low:.2f}) over 3 paired seeds" in c.text
+    assert len({x.text for x in one_lr}) == 1  # one sentence for the claim
     # none diverged in every seed: censored at the full 200 steps vs 15, 16, 17
     (div,) = [c for c in one_lr if c.cell == {"batch_size": 32, "train.lr": 0.5}]
-    assert div.estimate == pytest.approx(200 / 16) and div.verdict == "supported"
+    assert div.estimate == pytest.approx(200 / (15 * 16 * 17) ** (1 / 3))
+    assert div.verdict == "supported"
     # several lrs: each variant at its best lr. batch 64: none's best 0.5 (80, 90, 100: no
     # censored run) vs torch's 0.5 (8, 9, 10)
     best = find(claims, "speedup", batch_size=64)
     assert best.estimate == pytest.approx(10.0) and best.basis == "best lr"
-    assert best.details == {"lr_none": 0.5, "lr_bn": 0.5}
+    assert (best.details["lr_none"], best.details["lr_bn"]) == (0.5, 0.5)
     # power on the per-seed log ratios: log(80/8) = log(90/9) = log(100/10): sd 0, mde ×1
     assert best.mde == pytest.approx(1.0) and best.seeds_needed is None
 
 
-def test_regularization_claim_is_the_paired_effect(tables):
-    # the final gaps (without the matched-fit columns: the verdict falls back to them)
+def test_a_speedup_where_no_run_reached_the_target_is_not_determined(tables):
+    sp = tables["speedup"].copy()
+    sp["speedup_bound"] = "none reached"
+    sp["speedup_vs_none"] = "— (no run reached the target)"
+    for c in speedup(sp, pd.DataFrame(), TARGET):
+        assert c.verdict == "not determined" and c.estimate is None and c.mde is None
+    assert "not determined: no run reached the target" in c.text and "×" not in c.text
+
+
+def test_regularization_claim_is_the_final_test_accuracy_effect_with_holm(tables):
     reg = tables["regularization"]
-    final = reg.drop(columns=[c for c in reg.columns if c.startswith("fit_")])
-    (c,) = [c for c in regularization(final) if c.cell == {"batch_size": 64, "train.lr": 0.1}]
-    diffs = np.array(GAP["none"]) - np.array(GAP["torch"])  # .02, .03, .02
+    # test acc = 0.99 - gap: effect acc(BN) - acc(none) = gap(none) - gap(BN) = .02, .03, .02
+    diffs = np.array(GAP["none"]) - np.array(GAP["torch"])
     half = T975_2 * diffs.std(ddof=1) / math.sqrt(3)
-    assert c.estimate == pytest.approx(diffs.mean()) and c.n == 3
+    t = diffs.mean() / (diffs.std(ddof=1) / math.sqrt(3))
+    p = 1 - t / math.sqrt(2 + t * t)  # two-sided t-test p with 2 df
+    claims = regularization(reg, 0.97, "20 epochs, lr rule none")
+    (c,) = [c for c in claims if c.cell == {"batch_size": 64, "train.lr": 0.1}]
+    assert c.estimate == pytest.approx(diffs.mean()) and c.n == 3 and c.basis == "final test acc"
     assert (c.ci_low, c.ci_high) == pytest.approx((diffs.mean() - half, diffs.mean() + half))
-    assert c.verdict == "supported" and "supported (BN's gap is smaller)" in c.text
-    assert c.basis == "final" and "at the end of training" in c.text
-    # variants that fit the training set unequally: their gaps are not comparable
-    reg = final.copy()
-    reg.loc[reg["norm"] == "torch", "train_acc_mean"] = 0.90
-    unequal = regularization(reg)
-    assert {u.verdict for u in unequal} == {"not determined"}
-    assert "not comparable" in unequal[0].text and "0.990 without BN vs 0.900" in unequal[0].text
+    # three cells with the same p (0.020 < 0.05): Holm multiplies the smallest by 3, so the
+    # family keeps its 5% and no cell is supported, and the sentence says why
+    assert c.details["p"] == pytest.approx(p) and c.details["p_holm"] == pytest.approx(3 * p)
+    assert {x.verdict for x in claims} == {"not supported"}
+    assert f"not supported after Holm's correction (p {p:.3f}, adjusted {3 * p:.3f})" in c.text
+    assert "3 cells, Holm-corrected" in c.text and "after 20 epochs, lr rule none" in c.text
+    assert "no validation split, so no lr is chosen" in c.text
+    # the same cell alone is its own family: supported
+    alone = reg[(reg["batch_size"] == 64).to_numpy() & (reg["train.lr"] == 0.1).to_numpy()]
+    (single,) = regularization(alone, 0.97)
+    assert single.verdict == "supported" and "supported (higher test accuracy" in single.text
+    # test NLL none - BN: 2 * (gap(none) - gap(BN)) by construction
+    assert c.details["nll_effect"] == pytest.approx(2 * diffs.mean())
+    # an arm that has not fitted its training set: no verdict
+    unfit = reg.copy()
+    unfit.loc[unfit["norm"] == "torch", "train_acc_min"] = 0.65
+    for u in regularization(unfit, 0.97):
+        assert u.verdict == "not determined" and u.mde is None
+    assert "not determined: not fitted (train acc 0.65 < 0.97)" in u.text
+    assert "supported" not in u.text
 
 
 def test_shift_and_ics_judge_each_variant_against_none(claims):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import math
 import struct
 import zlib
 from html.parser import HTMLParser
 
+import pandas as pd
 import pytest
 from report_synthetic import make_results
 from rich.cells import cell_len
@@ -14,7 +16,13 @@ from rich.console import Console
 from test_tables import tables_of
 
 from bnexp.report import Report, all_claims, cell_keys, comparison, load_summary, report_html
-from bnexp.report.render import display_columns, fitted_tables, print_report, report_markdown
+from bnexp.report.render import (
+    cell_text,
+    display_columns,
+    fitted_tables,
+    print_report,
+    report_markdown,
+)
 from bnexp.report.tables import for_csv
 
 TARGET = {"metric": "train_acc", "value": 0.95}
@@ -81,14 +89,65 @@ def test_print_report_reads_at_80_columns(report):
     print_report(report, console)
     text = console.export_text()
     assert "…" not in text
-    table_lines = [line for line in text.splitlines() if not line.startswith("• ")]
-    too_wide = [line for line in table_lines if cell_len(line) > 80]
+    too_wide = [line for line in text.splitlines() if cell_len(line.rstrip()) > 80]
     assert not too_wide, too_wide
     # the short headers are explained (the legend wraps at spaces)
     words = " ".join(text.split())
     assert "speed-up = steps(none)/steps(BN)" in words and "gen gap = train acc − test acc" in words
     for sentence in report.sentences:
-        assert f"• {sentence}" in text
+        assert "• " + " ".join(cell_text(sentence.replace("**", "")).split()) in words
+
+
+@pytest.mark.parametrize("detail", ["claims", "summary", "tables"])
+def test_claims_are_rendered_and_wrapped_to_the_console(report, detail):
+    assert any("**" in s and len(s) > 80 for s in report.sentences)  # what the test is about
+    console = Console(width=80, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    print_report(report, console, detail)
+    text = console.export_text(styles=True, clear=False)  # bold as ANSI codes, not markdown
+    plain = console.export_text()
+    assert "**" not in plain, plain
+    assert "\x1b[1m" in text  # the claims' names in bold
+    assert all(cell_len(line.rstrip()) <= 80 for line in plain.splitlines()), plain
+    bullets = [line for line in plain.splitlines() if line.startswith("• ")]
+    assert len(bullets) == len(report.sentences)
+    # continuation lines are indented under the bullet's text
+    claim_lines = plain[plain.index("• ") :].split("\nreport: ")[0].splitlines()
+    assert all(line.startswith(("• ", "  ")) for line in claim_lines), claim_lines
+    assert ("Summary" in plain) == (detail != "claims")
+    assert ("Speed-up to target" in plain) == (detail == "tables")
+
+
+def test_one_number_format_four_significant_digits_and_no_signed_zero():
+    assert cell_text(0.032196904096555415) == "0.0322"
+    assert cell_text(-0.002963) == "-0.002963"
+    assert cell_text(-0.0) == "0" and cell_text(-1e-9) == "-1e-09"
+    assert cell_text(12345.678) == "12350" and cell_text(float("nan")) == "—"
+    assert cell_text("-0.000 [-0.003, 0.003]") == "0.000 [-0.003, 0.003]"
+    assert cell_text("[-0.000, -0.5] 10-0 -0.0001") == "[0.000, -0.5] 10-0 -0.0001"
+
+
+def test_csv_tables_round_measured_values_and_keep_keys_and_counts():
+    frame = pd.DataFrame(
+        {
+            "batch_size": [64.0, 16384.0],
+            "train.lr": [0.123456789, 0.3],
+            "norm": ["none", "torch"],
+            "runs": [3.0, 5.0],
+            "gen_gap_mean": [0.032196904096555415, -0.00001234567],
+            "effect_ci_low": [-0.0000001, float("nan")],
+            "slope": [-0.0, 123456.7],
+            "effect_n": [3, 3],
+        }
+    )
+    out = for_csv(frame)
+    assert "effect_n" not in out.columns
+    assert out["batch_size"].tolist() == [64.0, 16384.0]
+    assert out["train.lr"].tolist() == [0.123456789, 0.3]
+    assert out["runs"].tolist() == [3.0, 5.0]
+    assert out["gen_gap_mean"].tolist() == [0.0322, -1.235e-05]
+    assert out["effect_ci_low"].iloc[0] == -1e-07 and math.isnan(out["effect_ci_low"].iloc[1])
+    assert out["slope"].tolist() == [0.0, 123500.0]
+    assert str(out["slope"].iloc[0]) == "0.0"  # not -0.0
 
 
 class _Page(HTMLParser):
@@ -137,8 +196,11 @@ def test_report_md_lists_each_sentence_once_and_every_table(report):
     md = report_markdown(report)
     for sentence in report.sentences:
         assert md.count(f"- {sentence}\n") == 1
-    # shift and ics state one verdict per BN variant: more claims than sentences only if a
-    # sentence judged several variants (here one BN variant: as many)
-    assert len(report.sentences) == len(report.claims)
+    # a claim judged in several cells states them in one sentence (its claims share the text):
+    # as many sentences as distinct (claim, text) pairs, and one per claim kind at most for the
+    # families speedup, regularization, trend
+    assert len(report.sentences) == len({(c.claim, c.text) for c in report.claims})
+    for kind in ("speedup", "regularization", "trend"):
+        assert len({c.text for c in report.claims if c.claim == kind}) <= 1
     for name, frame in report.tables.items():
         assert (f"## {name} ([tables/{name}.csv]" in md) == (not frame.empty)

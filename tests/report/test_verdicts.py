@@ -1,5 +1,7 @@
-"""The BN verdicts against hand computations on small hand-written results folders: matched fit,
-the trend's slope and bootstrap CI, one BN variant, ours ≡ torch's, power, each one's best lr."""
+"""The BN verdicts against hand computations on small hand-written results folders: matched fit
+(a column), the final-test-accuracy verdict of fitted networks, the trend's per-seed slopes and
+t-interval, one BN variant, ours ≡ torch's, power, each one's best lr (speed: fewest steps;
+regularization: validation accuracy, or no choice without a validation split)."""
 
 from __future__ import annotations
 
@@ -74,27 +76,59 @@ def test_matched_fit_is_the_first_evaluation_meeting_each_runs_target(tmp_path):
     assert bn["fit_effect_n"] == 3 and bn["effect_n"] == 4
     assert reg[reg["norm"] == "none"].iloc[0]["fit_excluded"] == 1
 
+    # matched fit is a column, not the verdict: the verdict reads final test accuracy, and
+    # these networks end at 0.94-0.95 train accuracy, short of measure.fit (0.97)
     (claim,) = of(all_claims(tables, TARGET), "regularization")
-    assert claim.basis == "matched fit" and claim.verdict == "supported"
-    assert claim.estimate == pytest.approx(diffs.mean()) and claim.n == 3
-    assert "1 run(s) that never reached it left out" in claim.text
-    # final gaps 0.05 vs 0.05, 0.04, 0.06, 0.05: effect 0, stated alongside
-    assert claim.details["final_effect"] == pytest.approx(0.0) and claim.details["final_n"] == 4
-    # power: (t_.975,2 + t_.80,2) * sd / sqrt(3)
-    assert claim.mde == pytest.approx((T975_2 + T80_2) * diffs.std(ddof=1) / math.sqrt(3))
+    assert claim.basis == "final test acc" and claim.verdict == "not determined"
+    assert "not determined: not fitted (train acc 0.94 < 0.97)" in claim.text
+    assert claim.details["matched_fit_gap_effect"] == pytest.approx(diffs.mean())
 
 
-def test_regularization_falls_back_to_final_gaps_with_the_caveat(tmp_path):
-    # BN meets the target in seeds 0 and 3 only: one pair (seed 0) where both did
-    tables = tables_of(write_results(tmp_path / "f", matched_runs(bn_reaching=1)))
+def fitted_runs(none_acc, bn_acc):
+    """Runs that fit the training set (train acc 0.99) with the given final test accuracies."""
+    return [
+        {"norm": norm, "batch_size": 64, "seed": s, "test_acc": a, "gen_gap": 0.99 - a}
+        for norm, accs in (("none", none_acc), ("torch", bn_acc)) for s, a in enumerate(accs)
+    ]  # fmt: skip
+
+
+def test_regularization_reads_final_test_accuracy_of_fitted_networks(tmp_path):
+    none, bn = [0.90, 0.91, 0.92, 0.90], [0.92, 0.92, 0.94, 0.93]
+    tables = tables_of(write_results(tmp_path / "f", fitted_runs(none, bn)))
     (claim,) = of(all_claims(tables, TARGET), "regularization")
-    assert claim.basis == "final" and "at the end of training" in claim.text
-    assert "1 of 4 did" in claim.text and claim.details["matched_fit_n"] == 1
-    # final effect 0.05 - (0.05, 0.04, 0.06, 0.05) = 0, .01, -.01, 0: inconclusive, with power
-    d = np.array([0.0, 0.01, -0.01, 0.0])
-    assert claim.estimate == pytest.approx(0.0, abs=1e-12) and claim.verdict == "not supported"
-    assert claim.mde == pytest.approx((T975_3 + 0.9784723123633045) * d.std(ddof=1) / 2)
-    assert claim.seeds_needed is None  # an observed effect of 0: no number of seeds settles it
+    d = np.array(bn) - np.array(none)  # .02, .01, .02, .03
+    se = d.std(ddof=1) / 2
+    assert claim.estimate == pytest.approx(d.mean()) and claim.n == 4
+    assert (claim.ci_low, claim.ci_high) == pytest.approx(
+        (d.mean() - T975_3 * se, d.mean() + T975_3 * se)
+    )
+    assert claim.verdict == "supported" and claim.basis == "final test acc"
+    # power from the same spread and the same t quantile as the interval
+    assert claim.mde == pytest.approx((T975_3 + 0.9784723123633045) * se)
+    # the measured fit is the verdict's gate: with measure.fit 0.995 the same runs are unfitted
+    (strict,) = of(all_claims(tables, TARGET, fit=0.995), "regularization")
+    assert strict.verdict == "not determined" and "(train acc 0.99 < 0.995)" in strict.text
+
+
+def test_regularization_also_reads_the_curve_at_the_lowest_train_loss_both_reach(tmp_path):
+    """none's train loss falls to 0.2, BN's to 0.05: both are read where train loss <= 0.2."""
+    runs = []
+    for s in range(3):
+        none_rows = [(0, 0.1, 0.1, 2.0, 2.0), (10, 0.99, 0.80 + s / 100, 0.2, 0.9)]
+        bn_rows = [(0, 0.1, 0.1, 2.0, 2.0), (5, 0.99, 0.85 + s / 50, 0.15, 0.7),
+                   (10, 0.99, 0.70, 0.05, 1.5)]  # fmt: skip
+        runs.append({"norm": "none", "batch_size": 64, "seed": s, "gen_gap": 0.19,
+                     "test_acc": 0.80, "metrics": none_rows})  # fmt: skip
+        runs.append({"norm": "torch", "batch_size": 64, "seed": s, "gen_gap": 0.29,
+                     "test_acc": 0.70, "metrics": bn_rows})  # fmt: skip
+    res = write_results(tmp_path / "c", runs)
+    report = build_report(res)  # the trajectory comes from metrics.csv (build_report reads it)
+    (claim,) = of(report.claims, "regularization")
+    # at train loss 0.2: none's row at step 10, BN's first row <= 0.2 at step 5
+    d = np.array([0.85 + s / 50 - (0.80 + s / 100) for s in range(3)])
+    assert claim.details["curve_acc_effect"] == pytest.approx(d.mean())
+    assert "at the lowest train loss both reach" in claim.text
+    assert claim.estimate == pytest.approx(-0.10)  # the final reading, the verdict's
 
 
 # --------------------------------------------------------------------------- trend
@@ -102,113 +136,91 @@ def test_regularization_falls_back_to_final_gaps_with_the_caveat(tmp_path):
 EFFECTS = {0: [0.04, 0.02, 0.00], 1: [0.05, 0.03, 0.01], 2: [0.03, 0.02, 0.01]}  # at 16, 32, 64
 
 
-def trend_runs():
+def trend_runs(shift=0.0, bn_train=0.99, seeds=EFFECTS):
+    """Fitted runs (train acc 0.99, or bn_train for BN at batch 64) whose test acc(BN) - test
+    acc(none) is EFFECTS[seed] + shift at batch sizes 16, 32, 64."""
     runs = []
-    for s, eff in EFFECTS.items():
-        for b, e in zip((16, 32, 64), eff, strict=True):
-            runs.append({"norm": "none", "batch_size": b, "seed": s, "gen_gap": 0.02 + e})
-            runs.append({"norm": "torch", "batch_size": b, "seed": s, "gen_gap": 0.02})
+    for s in seeds:
+        for b, e in zip((16, 32, 64), EFFECTS[s], strict=True):
+            bn_acc = 0.9 + e + shift
+            train = bn_train if b == 64 else 0.99
+            runs.append({"norm": "none", "batch_size": b, "seed": s, "test_acc": 0.9,
+                         "gen_gap": 0.09})  # fmt: skip
+            runs.append({"norm": "torch", "batch_size": b, "seed": s, "test_acc": bn_acc,
+                         "gen_gap": train - bn_acc})  # fmt: skip
     return runs
 
 
-def test_trend_slope_and_paired_bootstrap_ci(tmp_path):
+# every seed's own slope per doubling: -0.02, -0.02, -0.01
+SEED_SLOPES = np.array([-0.02, -0.02, -0.01])
+
+
+def test_trend_is_the_t_interval_of_per_seed_slopes(tmp_path):
     tables = tables_of(write_results(tmp_path / "t", trend_runs()))
     tr = tables["trend"]
-    assert set(tr["basis"]) == {"final"}  # no run meets the target: no matched fit
+    assert set(tr["basis"]) == {"final test acc"}
     means = np.mean(list(EFFECTS.values()), axis=0)  # .04, .0233, .0067
     assert tr.sort_values("x")["effect_mean"].to_numpy() == pytest.approx(means)
-    slope = (means[2] - means[0]) / 2  # three equally spaced log2 sizes: (y3 - y1) / 2
     r = tr.iloc[0]
-    assert r["slope"] == pytest.approx(slope) and r["slope_seeds"] == 3
-    # every seed's own slope is -0.02, -0.02 or -0.01, and the slope of means is their mean:
-    # every bootstrap slope lies in [-0.02, -0.01]
-    assert -0.02 - 1e-12 <= r["slope_ci_low"] <= slope <= r["slope_ci_high"] <= -0.01 + 1e-12
-    again = tables_of(write_results(tmp_path / "t2", trend_runs()))["trend"]
-    assert again["slope_ci_low"].tolist() == tr["slope_ci_low"].tolist()  # seeded bootstrap
+    half = T975_2 * SEED_SLOPES.std(ddof=1) / math.sqrt(3)
+    assert r["slope"] == pytest.approx(SEED_SLOPES.mean()) and r["slope_seeds"] == 3
+    assert (r["slope_ci_low"], r["slope_ci_high"]) == pytest.approx(
+        (SEED_SLOPES.mean() - half, SEED_SLOPES.mean() + half)
+    )
     (claim,) = of(all_claims(tables, TARGET), "trend")
     assert claim.verdict == "supported" and claim.details["direction"] == "fades"
-    assert " — fades (slope < 0" in claim.text and claim.norm == "torch"
-    assert claim.estimate == pytest.approx(slope) and claim.mde > 0
+    assert " — fades; these seeds detect" in claim.text and claim.norm == "torch"
+    assert claim.estimate == pytest.approx(SEED_SLOPES.mean()) and claim.mde > 0
 
 
-def test_a_matched_fit_trend_leaves_out_the_sizes_without_matched_fit(tmp_path):
-    """No BN never reaches the target at batch 64 (say its lr does not train there): the trend
-    of matched-fit gaps is fitted over 16 and 32, and says that 64 was left out."""
-    runs = []
-    for s, eff in EFFECTS.items():
-        for b, e in zip((16, 32, 64), eff, strict=True):
-            reach = b != 64
-            gn, gb = 0.02 + e, 0.02  # gaps at the matched-fit row
-            none_rows = [(0, 0.1, 0.1, 2.0, 2.0), (10, 0.97 if reach else 0.3, 0.97 - gn, 0.1, 0.1)]
-            bn_rows = [(0, 0.1, 0.1, 2.0, 2.0), (10, 0.97, 0.97 - gb, 0.1, 0.1)]
-            at = {"batch_size": b, "seed": s}
-            runs.append(
-                {"norm": "none", **at, "gen_gap": gn, "metrics": none_rows,
-                 "steps_to_target": 10 if reach else None}
-            )  # fmt: skip
-            runs.append(
-                {"norm": "torch", **at, "gen_gap": gb, "metrics": bn_rows, "steps_to_target": 10}
-            )
-    tables = tables_of(write_results(tmp_path / "l", runs))
-    fit = tables["trend"][tables["trend"]["basis"] == "matched fit"].sort_values("x")
-    assert fit["x"].tolist() == [16, 32] and set(fit["left_out"]) == {"64"}
-    slope = np.mean([EFFECTS[s][1] - EFFECTS[s][0] for s in EFFECTS])  # two sizes 1 log2 apart
-    assert fit["slope"].iloc[0] == pytest.approx(slope)
+def test_a_trend_where_an_arm_has_not_fitted_is_not_determined(tmp_path):
+    tables = tables_of(write_results(tmp_path / "u", trend_runs(bn_train=0.65)))
     (claim,) = of(all_claims(tables, TARGET), "trend")
-    assert claim.basis == "matched fit" and claim.estimate == pytest.approx(slope)
-    assert "(64 left out: no matched fit there)" in claim.text
+    assert claim.verdict == "not determined" and claim.mde is None
+    assert "not determined: not fitted (train acc 0.65 < 0.97 at 64)" in claim.text
 
 
 def test_a_falling_effect_that_is_not_positive_is_not_fading(tmp_path):
-    """Effects <= 0 that fall further (BN's gap the larger, more so at large batches) have a
+    """Effects <= 0 that fall further (BN the less accurate, more so at large batches) have a
     negative slope, yet no regularization fades: not "fades", and not supported."""
-    runs = []
-    for s, eff in EFFECTS.items():
-        for b, e in zip((16, 32, 64), eff, strict=True):
-            runs.append({"norm": "none", "batch_size": b, "seed": s, "gen_gap": 0.1 + e - 0.05})
-            runs.append({"norm": "torch", "batch_size": b, "seed": s, "gen_gap": 0.1})
-    (claim,) = of(all_claims(tables_of(write_results(tmp_path / "n", runs)), TARGET), "trend")
-    assert claim.estimate == pytest.approx((0.0067 - 0.04) / 2, abs=1e-3)  # slope as before
+    tables = tables_of(write_results(tmp_path / "n", trend_runs(shift=-0.05)))
+    (claim,) = of(all_claims(tables, TARGET), "trend")
+    assert claim.estimate == pytest.approx(SEED_SLOPES.mean())  # the slope as before
     assert claim.ci_high < 0 and claim.verdict == "not supported"
     assert claim.details["direction"] == "falls" and "falls below zero" in claim.text
 
 
-def test_a_trend_over_two_seeds_is_not_determined(tmp_path):
-    """Every seed's slope is -0.02 or -0.01, yet a bootstrap over 2 seeds is no CI."""
-    runs = [r for r in trend_runs() if r["seed"] < 2]
-    (claim,) = of(all_claims(tables_of(write_results(tmp_path / "two", runs)), TARGET), "trend")
-    assert claim.n == 2 and claim.estimate < 0
-    assert claim.verdict == "not determined" and "not determined with 2 seeds" in claim.text
-
-
-def test_a_trend_of_final_gaps_at_unequal_fit_is_not_determined(tmp_path):
-    """Final gaps of networks at unequal fit differ for reasons that are not BN's: when a
-    regularization verdict says so, the slope of those gaps is not a verdict either."""
-    tables = tables_of(write_results(tmp_path / "t", trend_runs()))
-    from bnexp.report.verdicts import trend
-
-    (fair,) = trend(tables["trend"])
-    (unfair,) = trend(tables["trend"], unequal_fit=True)
-    assert fair.verdict == "supported"
-    assert unfair.verdict == "not determined" and "not comparable" in unfair.text
-    assert unfair.details["direction"] == "fades" and unfair.estimate == fair.estimate
+def test_a_trend_over_two_seeds_states_its_interval_and_judges_it(tmp_path):
+    """Two seeds give a t-interval with 1 df (wide but calibrated): printed and judged, never
+    printed and then called too few seeds."""
+    tables = tables_of(write_results(tmp_path / "two", trend_runs(seeds=(0, 2))))
+    (claim,) = of(all_claims(tables, TARGET), "trend")
+    slopes = np.array([-0.02, -0.01])
+    half = 12.706204736174698 * slopes.std(ddof=1) / math.sqrt(2)  # t_{0.975, 1}
+    assert claim.n == 2 and (claim.ci_low, claim.ci_high) == pytest.approx(
+        (slopes.mean() - half, slopes.mean() + half)
+    )
+    assert claim.verdict == "not supported" and f"[{claim.ci_low:+.4f}, " in claim.text
+    assert "3 or more" not in claim.text and "needs" not in claim.text
 
 
 def test_ghost_trend_against_full_batch_statistics(tmp_path):
     runs = [{"norm": "none", "batch_size": 64, "seed": s, "gen_gap": 0.1} for s in range(3)]
     for s in range(3):
         for m, g in ((16, 0.02), (32, 0.03), (64, 0.04)):
+            acc = 0.94 - g - 0.001 * s
             runs.append({"norm": "custom", "batch_size": 64, "seed": s, "ghost": m,
-                         "gen_gap": g + 0.001 * s})  # fmt: skip
+                         "test_acc": acc, "gen_gap": 0.99 - acc})  # fmt: skip
     res = write_results(tmp_path / "g", runs, swept=("norm", "seed", "ghost"))
     tr = tables_of(res)["trend"]
     g = tr[tr["kind"] == "ghost"].sort_values("x")
-    # gap(64) - gap(m) = .02, .01, 0 in every seed: slope -0.01 per doubling, no spread at all
+    # acc(m) - acc(64) = .02, .01, 0 in every seed: slope -0.01 per doubling, no spread at all
     assert g["effect_mean"].to_numpy() == pytest.approx([0.02, 0.01, 0.0], abs=1e-12)
     assert g["slope"].iloc[0] == pytest.approx(-0.01)
     assert (g["slope_ci_low"].iloc[0], g["slope_ci_high"].iloc[0]) == pytest.approx((-0.01, -0.01))
     (claim,) = of(all_claims(tables_of(res), TARGET), "trend")
-    assert claim.norm == "custom" and claim.details == {"kind": "ghost", "direction": "fades"}
+    assert claim.norm == "custom" and claim.details["kind"] == "ghost"
+    assert claim.details["direction"] == "fades"
 
 
 @pytest.mark.slow
@@ -266,24 +278,92 @@ def test_ours_equals_torchs_check(tmp_path):
 # --------------------------------------------------------------------------- best lr
 
 
-def test_verdicts_use_each_variants_best_lr(tmp_path):
-    spec = {  # (norm, lr) -> steps to target per seed, final gaps per seed
-        ("none", 0.1): ([50, 60, 70], [0.05, 0.06, 0.07]),
-        ("none", 0.5): ([None] * 3, [0.2, 0.2, 0.2]),
-        ("torch", 0.1): ([40, 40, 40], [0.01, 0.01, 0.01]),
-        ("torch", 0.5): ([10, 12, 14], [0.03, 0.03, 0.04]),
+def lr_runs(val=None):
+    """none and torch at lrs 0.1 and 0.5, fitted (train acc 0.99); val: (norm, lr) -> val acc."""
+    spec = {  # (norm, lr) -> steps to target per seed, final test acc per seed
+        ("none", 0.1): ([50, 60, 70], [0.90, 0.91, 0.92]),
+        ("none", 0.5): ([None] * 3, [0.80, 0.80, 0.80]),
+        ("torch", 0.1): ([40, 40, 40], [0.95, 0.95, 0.96]),
+        ("torch", 0.5): ([10, 12, 14], [0.93, 0.93, 0.94]),
     }
-    runs = [
+    return [
         {"norm": n, "lr": lr, "batch_size": 64, "seed": s, "steps_to_target": st[s],
-         "gen_gap": gaps[s]}
-        for (n, lr), (st, gaps) in spec.items() for s in range(3)
+         "test_acc": acc[s], "gen_gap": 0.99 - acc[s],
+         **({"val_acc": val[(n, lr)]} if val else {})}
+        for (n, lr), (st, acc) in spec.items() for s in range(3)
     ]  # fmt: skip
-    res = write_results(tmp_path / "b", runs, swept=("norm", "seed", "lr"))
+
+
+def test_speed_picks_each_variants_lr_by_steps_and_regularization_makes_no_test_choice(
+    tmp_path,
+):
+    res = write_results(tmp_path / "b", lr_runs(), swept=("norm", "seed", "lr"))
     claims = all_claims(tables_of(res), TARGET)
     (speed,) = of(claims, "speedup")
-    # none at 0.1 (60 on average) vs torch at 0.5 (12): 5x
-    assert speed.estimate == pytest.approx(5.0) and speed.details == {"lr_none": 0.1, "lr_bn": 0.5}
-    (reg,) = of(claims, "regularization")
-    # gaps of none at 0.1 minus torch at 0.5, by seed: .02, .03, .03
-    assert reg.estimate == pytest.approx(np.mean([0.02, 0.03, 0.03]))
-    assert "each at its best lr: none 0.1, torch 0.5" in reg.text
+    # none at 0.1 (50, 60, 70) vs torch at 0.5 (10, 12, 14): 5x in every seed
+    assert speed.estimate == pytest.approx(5.0)
+    assert (speed.details["lr_none"], speed.details["lr_bn"]) == (0.1, 0.5)
+    # no validation split: no lr is chosen on test numbers; each lr cell judged, one sentence
+    regs = of(claims, "regularization")
+    assert sorted(c.cell["train.lr"] for c in regs) == [0.1, 0.5]
+    assert "no validation split, so no lr is chosen" in regs[0].text
+    assert "2 cells, Holm-corrected" in regs[0].text
+
+
+def test_regularization_picks_each_arms_lr_on_validation_accuracy(tmp_path):
+    # validation prefers 0.1 for none and 0.5 for torch (the test set would prefer torch 0.1)
+    val = {("none", 0.1): 0.9, ("none", 0.5): 0.8, ("torch", 0.1): 0.90, ("torch", 0.5): 0.95}
+    res = write_results(tmp_path / "v", lr_runs(val), swept=("norm", "seed", "lr"))
+    (reg,) = of(all_claims(tables_of(res), TARGET), "regularization")
+    # none at 0.1 (.90, .91, .92) vs torch at 0.5 (.93, .93, .94), by seed: .03, .02, .02
+    assert reg.estimate == pytest.approx(np.mean([0.03, 0.02, 0.02]))
+    assert "each arm at its best lr on validation accuracy" in reg.text
+    assert "(lr 0.1 vs 0.5)" in reg.text and "no validation split" not in reg.text
+
+
+# --------------------------------------------------------------------------- one source of words
+
+
+def test_a_censored_speedup_reads_the_same_everywhere(tmp_path):
+    """No run reached the target: "not determined: no run reached the target", with no ratio,
+    in claims.json, report.md and the terminal alike (the Claim's text is the one source)."""
+    import json
+    import re
+
+    from rich.console import Console
+
+    from bnexp.report import print_report
+
+    runs = [
+        {"norm": n, "batch_size": 64, "seed": s, "gen_gap": 0.05, "steps_to_target": None}
+        for n in ("none", "torch") for s in range(3)
+    ]  # fmt: skip
+    res = write_results(tmp_path / "c", runs)
+    report = build_report(res)
+    (speed,) = of(report.claims, "speedup")
+    assert speed.verdict == "not determined" and speed.estimate is None
+    assert "not determined: no run reached the target" in speed.text and "×" not in speed.text
+    saved = json.loads((res / "claims.json").read_text(encoding="utf-8"))
+    assert [c["text"] for c in saved] == [c.text for c in report.claims]
+    md = (res / "report.md").read_text(encoding="utf-8")
+    console = Console(record=True, width=200, force_terminal=False)
+    print_report(report, console)
+
+    def words(text: str) -> str:
+        return " ".join(re.sub(r"\*\*", "", text).split())
+
+    shown = words(console.export_text())
+    for sentence in report.sentences:
+        assert f"- {sentence}\n" in md
+        assert words(sentence) in shown, sentence
+
+
+def test_the_budget_is_stated_from_the_config():
+    from bnexp.report.verdicts import budget_text
+
+    assert budget_text({"train": {"steps": 2400, "epochs": 10}}, []) == "2400 steps, lr rule none"
+    sqrt = {"train": {"epochs": 40, "lr_scaling": {"rule": "sqrt"}}}
+    assert budget_text(sqrt, ["batch_size"]) == "40 epochs, lr rule sqrt"
+    swept = ["batch_size", "train.lr_scaling.rule"]
+    assert budget_text(sqrt, swept) == "40 epochs, lr rule per cell"
+    assert budget_text({}, []) == ""

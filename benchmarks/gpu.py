@@ -1,4 +1,4 @@
-"""Section `gpu`: the rows for an accelerator, `make bench-gpu` (benchmarks/run.py --device cuda).
+"""Section `gpu`: the rows for an accelerator, `make bench-gpu` (`benchmarks.run --device cuda`).
 
 The same measurements as the CPU sections, on `device`, side by side in one process:
 - steps    the CIFAR CNN (torch BN, batch 128): bnexp's `train_run` optimizer steps (`train_s`)
@@ -25,11 +25,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from bnexp.bench.cases import CIFAR_CASE, DIGITS_CASE, Case, cases
-from bnexp.bench.cnn import hand_cnn_loop
-from bnexp.bench.common import COLUMNS, interleaved, row
-from bnexp.bench.startup import run_python, write_quickstart_sweep
-from bnexp.bench.train import time_seeds
+from benchmarks.cases import CIFAR_CASE, DIGITS_CASE, Case, cases
+from benchmarks.cnn import hand_cnn_loop
+from benchmarks.common import COLUMNS, interleaved, row
+from benchmarks.seeds import time_seeds
+from benchmarks.startup import run_python, write_quickstart_sweep
 from bnexp.config import RunConfig
 from bnexp.results import ResultsFolder
 from bnexp.training.train import train_run
@@ -55,7 +55,7 @@ def _steps_rows(case: Case, device: str, repeats: int) -> list[dict]:
     return [
         row("gpu", name, "bnexp train_run steps", a, "s", note=f"median of {repeats}"),
         row("gpu", name, "hand-written loop steps", b, "s",
-            note="same batches; channels_last, foreach SGD (bnexp.bench.cnn.hand_cnn_loop)"),
+            note="same batches; channels_last, foreach SGD (benchmarks.cnn.hand_cnn_loop)"),
         row("gpu", name, "bnexp ÷ hand-written (throughput)", b / a, "x", ">= 0.95"),
     ]  # fmt: skip
 

@@ -22,8 +22,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from bnexp.bench.cases import CIFAR_CASE, Case, cases
-from bnexp.bench.common import COLUMNS, interleaved, row
+from benchmarks.cases import CIFAR_CASE, Case, cases
+from benchmarks.common import COLUMNS, interleaved, row
 from bnexp.training.train import batches_of_epoch, train_run
 
 # --------------------------------------------------------------------------- FLOPs
@@ -125,7 +125,7 @@ def _sync(device: torch.device) -> None:
 def bench_cnn(
     tiny: bool, root: Path | None, repeats: int, log: Callable[[str], None] = print
 ) -> pd.DataFrame:
-    """Rows (a) and (b) of the issue's table for the CIFAR CNN case (bnexp.bench.cases)."""
+    """Rows (a) and (b) of the issue's table for the CIFAR CNN case (benchmarks.cases)."""
     case = next(c for c in cases(tiny, root) if c.name == CIFAR_CASE)
     data, tc = case.data, case.cfg.train
     n_steps_samples = (
@@ -291,7 +291,7 @@ def bench_estimate(
 def _study_data(exp, source: str | None, tiny: bool):
     """The study's data as `bnexp run` would load it, else generated images of its shape
     (5,000 + 10,000 for the shipped subset); tiny: 256 + 64 of them."""
-    from bnexp.bench.cases import _subset, cifar_data
+    from benchmarks.cases import _subset, cifar_data
     from bnexp.data import load_dataset
 
     if source is not None:

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from bnexp.bench.cases import (
+from benchmarks.cases import (
     CAT_CASE,
     CIFAR_CASE,
     DIGITS_CASE,
@@ -25,7 +25,7 @@ from bnexp.bench.cases import (
     digits_data,
     quickstart_cfg,
 )
-from bnexp.bench.common import COLUMNS, interleaved, row
+from benchmarks.common import COLUMNS, interleaved, row
 from bnexp.config import RunConfig
 from bnexp.data import Dataset
 from bnexp.nn.models import build_model, init_weights

@@ -1,8 +1,9 @@
 """Sections `startup` and `workers`: what a command pays besides its runs' own work.
 
-startup  launch -> first optimizer step of `python -m bnexp run` on a one-run digits config
-         (the run prints the time of its first step when BNEXP_PRINT_FIRST_STEP is set; see
-         bnexp.training.train), beside the floor of any command: `python -c "import torch"`.
+startup  launch -> first optimizer step of `bnexp run` on a one-run digits config, launched as
+         `python -m benchmarks.first_step run ...` (bnexp's CLI with its optimizer step wrapped
+         to print the time of the first one), beside the floor of any command:
+         `python -c "import torch"`.
 workers  a 12-run quickstart sweep (3 norms x 4 seeds, 15 epochs) with 1 worker and with 2, each
          in a fresh process: the sweep timed inside it (--workers 2 ÷ --workers 1), and the
          whole process from launch to exit (imports, sweep, report) ÷ the sum of its runs'
@@ -24,23 +25,26 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from bnexp.bench.cases import quickstart_cfg
-from bnexp.bench.common import COLUMNS, interleaved, row
+from benchmarks.cases import quickstart_cfg
+from benchmarks.common import COLUMNS, interleaved, row
+from benchmarks.first_step import MARK
 
-FIRST_STEP_ENV = "BNEXP_PRINT_FIRST_STEP"  # bnexp.training.train.FIRST_STEP_ENV (torch-free here)
+REPO = Path(__file__).resolve().parents[1]
 
 
 def python_env() -> dict:
-    """This process's environment, with the folder this bnexp was imported from first on the
-    path: the subprocess times the same code, installed or not."""
+    """This process's environment, with the folder this bnexp was imported from and this checkout
+    (for `python -m benchmarks.*`) first on the path: the subprocess times the same code."""
+    import bnexp
+
     env = dict(os.environ)
-    here = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join([here, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    first = dict.fromkeys([str(Path(bnexp.__file__).resolve().parents[1]), str(REPO)])
+    env["PYTHONPATH"] = os.pathsep.join([*first, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return env
 
 
-def run_python(args: list[str], cwd: str | Path, what: str, env: dict | None = None):
-    """`python <args>` (this bnexp first on the path, `env` added to python_env()) in `cwd`:
+def run_python(args: list[str], cwd: str | Path, what: str):
+    """`python <args>` (this bnexp first on the path) in `cwd`:
     (seconds from launch to exit, the CompletedProcess, output captured as text). RuntimeError
     naming `what`, with the end of its stderr, when it fails."""
     t0 = time.perf_counter()
@@ -48,7 +52,7 @@ def run_python(args: list[str], cwd: str | Path, what: str, env: dict | None = N
         [sys.executable, *args],
         capture_output=True,
         text=True,
-        env={**python_env(), **(env or {})},
+        env=python_env(),
         cwd=cwd,
     )
     seconds = time.perf_counter() - t0
@@ -72,11 +76,11 @@ def write_quickstart_sweep(
 
 def first_step_delay(stderr: str, launched: float) -> float:
     """Seconds from `launched` (time.time() just before the process started) to the first
-    optimizer step the run printed on stderr ("BNEXP_PRINT_FIRST_STEP <unix time>")."""
+    optimizer step, as benchmarks.first_step printed it on stderr ("FIRST_STEP <unix time>")."""
     for line in stderr.splitlines():
-        if line.startswith(FIRST_STEP_ENV + " "):
+        if line.startswith(MARK + " "):
             return float(line.split()[1]) - launched
-    raise RuntimeError(f"no '{FIRST_STEP_ENV} <time>' line on stderr: {stderr[-500:]}")
+    raise RuntimeError(f"no '{MARK} <time>' line on stderr: {stderr[-500:]}")
 
 
 ONE_RUN = {
@@ -88,24 +92,22 @@ ONE_RUN = {
 
 
 def bench_startup(repeats: int, log: Callable[[str], None] = print) -> pd.DataFrame:
-    """Launch -> first step of `python -m bnexp run` (one run, digits), and the import floor."""
-    log("startup: python -m bnexp run <one-run digits config>, launch -> first step")
+    """Launch -> first step of `bnexp run` (one run, digits), and the import floor."""
+    log("startup: bnexp run <one-run digits config>, launch -> first step")
     with tempfile.TemporaryDirectory(prefix="bnexp-bench-") as tmp:
         cfg = Path(tmp) / "one.yaml"
         cfg.write_text(yaml.safe_dump(ONE_RUN))
-        env = {FIRST_STEP_ENV: "1"}
         counter = iter(range(10**6))
 
         def launch() -> float:
             out = Path(tmp) / f"out{next(counter)}"  # a fresh folder: the run is not skipped
             launched = time.time()
-            _, proc = run_python(
-                ["-m", "bnexp", "run", str(cfg), "--out", str(out)], tmp, "bnexp run", env
-            )
+            args = ["-m", "benchmarks.first_step", "run", str(cfg), "--out", str(out)]
+            _, proc = run_python(args, tmp, "bnexp run")
             return first_step_delay(proc.stderr, launched)
 
         def import_torch() -> float:
-            return run_python(["-c", "import torch"], tmp, "import torch", env)[0]
+            return run_python(["-c", "import torch"], tmp, "import torch")[0]
 
         res = interleaved({"run": launch, "torch": import_torch}, repeats)
     case = "bnexp run, one digits run (MLP 32, 1 epoch)"
@@ -121,22 +123,6 @@ def bench_startup(repeats: int, log: Callable[[str], None] = print) -> pd.DataFr
 
 
 # --------------------------------------------------------------------------- workers
-
-_SWEEP_SCRIPT = r"""
-import json, sys, time
-from pathlib import Path
-from bnexp.config import load_experiment
-from bnexp.sweep.runner import run_experiment
-if __name__ == "__main__":
-    exp, raw = load_experiment(sys.argv[1])
-    t0 = time.perf_counter()
-    result = run_experiment(exp, raw, Path(sys.argv[2]), workers=int(sys.argv[3]))
-    sweep_s = time.perf_counter() - t0
-    assert len(result.summary) == len(result.plan), "not every run finished"
-    from bnexp.report import build_report
-    build_report(result.results_dir)  # as `bnexp run` does after its runs
-    print(json.dumps({"sweep_s": sweep_s, "runs_wall_s": float(result.summary.wall_s.sum())}))
-"""
 
 SWEEP_EPOCHS = 15
 
@@ -163,7 +149,7 @@ def bench_workers(tiny: bool, repeats: int, log: Callable[[str], None] = print) 
         def sweep(workers: int) -> dict:
             out = Path(tmp) / f"out{next(counter)}"
             whole, proc = run_python(
-                ["-c", _SWEEP_SCRIPT, str(path), str(out), str(workers)],
+                ["-m", "benchmarks.timed_sweep", str(path), str(out), str(workers)],
                 tmp,
                 f"sweep with {workers} worker(s)",
             )
