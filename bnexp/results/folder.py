@@ -17,7 +17,7 @@ results/<name>/
   summary.csv               one row per complete run, rebuilt from the summary.json files
   tables/<name>.csv, plots/<name>.png, claims.json, report.md, report.html   the report
   noise/bn_noise.csv        `bnexp noise`: the BN noise at initialization
-  mlflow.db, tensorboard/, .track.lock                                      the trackers
+  mlflow.db, mlartifacts/, tensorboard/, .track.lock                        the trackers
 
 One rule for the cells of plan.csv and summary.csv (`read_table`): run ids are strings, an empty
 cell is missing (NaN), every other cell is its value ("none" and "None" stay strings). A cell is
@@ -48,6 +48,7 @@ TABLES = "tables"
 PLOTS = "plots"
 RUNS = "runs"
 MLFLOW_DB = "mlflow.db"
+MLFLOW_ARTIFACTS = "mlartifacts"  # beside a local SQLite MLflow store
 TENSORBOARD = "tensorboard"
 NOISE_AT_INIT = "noise"  # `bnexp noise`: the BN noise of every run's model at initialization
 TRACK_LOCK = ".track.lock"  # one process logs to the trackers at a time

@@ -24,7 +24,7 @@ from typing import Any
 
 from bnexp.config import MlflowTrackConfig
 from bnexp.results import ResultsFolder
-from bnexp.results.folder import REPORT_FOLDERS, SWEEP_FILES
+from bnexp.results.folder import MLFLOW_ARTIFACTS, REPORT_FOLDERS, SWEEP_FILES
 
 PARENT, RUN_ID, RESULTS_DIR = "bnexp.role", "bnexp.run_id", "bnexp.results_dir"
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
@@ -83,7 +83,7 @@ class MlflowTracker:
         """Artifacts beside a local SQLite store; None lets a server choose its own."""
         if self.uri.startswith("sqlite:///"):
             db = Path(self.uri.removeprefix("sqlite:///"))
-            return (db.parent / "mlartifacts").resolve().as_uri()
+            return (db.parent / MLFLOW_ARTIFACTS).resolve().as_uri()
         return None
 
     def _search(self, filter_string: str) -> list:
