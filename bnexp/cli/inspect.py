@@ -156,6 +156,8 @@ def report(
     RESULTS/report.md and report.html (self-contained, plots inlined), which state each claim's
     outcome with its numbers. Intervals are 95%: t over seeds; speed-ups are paired by seed with
     a bootstrap; runs that never reach measure.target are censored, shown as bounds, never dropped.
+    With --out DIR they are written there instead; a folder that cannot be written is one line
+    and exit 2.
     """
     try:
         from bnexp.report import build_report, print_report
