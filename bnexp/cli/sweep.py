@@ -372,7 +372,8 @@ def _status_table(results: Path):
 
     st = sweep_status(results)
     counts = ", ".join(f"{v} {k}" for k, v in st.totals.items() if v)
-    title = Text(f"{results}: {st.runs} run(s) — {counts}", style="italic")
+    # the folder on a line of its own: a long path wraps there, not inside the counts
+    title = Text(f"{results}:\n{st.runs} run(s) — {counts}", style="italic")
     table = Table(box=box.SIMPLE_HEAD)
     last = [k.split(".")[-1] for k in st.keys]
     for key, short in zip(st.keys, last, strict=True):

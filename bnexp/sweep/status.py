@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bnexp.results import ResultsFolder
+from bnexp.results import ResultsFolder, is_blank
 from bnexp.sweep.store import RunStore
 
 # the columns of `bnexp status`, in order: the run store's states, diverged after done
@@ -43,7 +43,9 @@ def sweep_status(results: Path) -> SweepStatus:
     for _, row in plan.iterrows():
         rid = row["run_id"]
         state = store.state(rid, warn=False)  # said in the notes
-        counts = cells.setdefault(tuple(row[k] for k in keys), dict.fromkeys(COLUMNS, 0))
+        # an empty cell (NaN, never equal to itself) is None: one cell for every run that has it
+        cell = tuple(None if is_blank(row[k]) else row[k] for k in keys)
+        counts = cells.setdefault(cell, dict.fromkeys(COLUMNS, 0))
         found = [state]
         if state == "done" and (store.read_summary(rid)[0] or {}).get("diverged"):
             found.append("diverged")
