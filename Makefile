@@ -7,6 +7,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= configs/quickstart.yaml
 RESULTS ?= results/quickstart
+# the sweep targets write to results/$(NAME)-batch and results/$(NAME)-lr (the config file's name)
+NAME ?= $(basename $(notdir $(CONFIG)))
 PYTEST_ARGS ?=
 BATCH_SIZES ?= 64 128 256 512
 LRS ?= 0.01 0.03 0.1 0.3 1.0
@@ -28,7 +30,7 @@ seeds_set = $(if $(strip $(SEEDS)),--set 'sweep.train.seed=$(call yaml_list,$(SE
 help: ## List the targets and what they do
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo ""
-	@echo "  Variables: CONFIG=$(CONFIG) RESULTS=$(RESULTS) PYTEST_ARGS='...'"
+	@echo "  Variables: CONFIG=$(CONFIG) NAME=$(NAME) RESULTS=$(RESULTS) PYTEST_ARGS='...'"
 	@echo "             BATCH_SIZES='$(BATCH_SIZES)' LRS='$(LRS)' SEEDS='0 1 2' (default: the config's) RUN_ARGS='--workers 4 ...'"
 
 $(STAMP): pyproject.toml
@@ -44,11 +46,11 @@ install: $(STAMP) ## Create .venv and install bnexp with its dev tools, Ray, MLf
 quickstart: $(STAMP) ## Install, then run the embedded default experiment and print the comparison
 	$(BIN)/bnexp run configs/quickstart.yaml
 
-sweep-batch: $(STAMP) ## Sweep CONFIG over BATCH_SIZES (and SEEDS) with bnexp run; rerun to resume
-	$(BIN)/bnexp run $(CONFIG) --set 'sweep.train.batch_size=$(call yaml_list,$(BATCH_SIZES))' $(seeds_set) $(RUN_ARGS)
+sweep-batch: $(STAMP) ## Sweep CONFIG over BATCH_SIZES (and SEEDS) into results/NAME-batch; rerun to resume
+	$(BIN)/bnexp run $(CONFIG) --set name=$(NAME)-batch --set 'sweep.train.batch_size=$(call yaml_list,$(BATCH_SIZES))' $(seeds_set) $(RUN_ARGS)
 
-sweep-lr: $(STAMP) ## Sweep CONFIG over learning rates LRS (and SEEDS) with bnexp run; rerun to resume
-	$(BIN)/bnexp run $(CONFIG) --set 'sweep.train.lr=$(call yaml_list,$(LRS))' $(seeds_set) $(RUN_ARGS)
+sweep-lr: $(STAMP) ## Sweep CONFIG over learning rates LRS (and SEEDS) into results/NAME-lr; rerun to resume
+	$(BIN)/bnexp run $(CONFIG) --set name=$(NAME)-lr --set 'sweep.train.lr=$(call yaml_list,$(LRS))' $(seeds_set) $(RUN_ARGS)
 
 report: $(STAMP) ## Tables and plots for the results folder RESULTS (bnexp report)
 	$(BIN)/bnexp report $(RESULTS)

@@ -31,6 +31,7 @@ from benchmarks.common import COLUMNS, interleaved, row
 from benchmarks.seeds import time_seeds
 from benchmarks.startup import run_python, write_quickstart_sweep
 from bnexp.config import RunConfig
+from bnexp.results import ResultsFolder
 from bnexp.training.train import train_run
 
 
@@ -86,7 +87,7 @@ def _sweep_rows(device: str, epochs: int, repeats: int) -> list[dict]:
             out = Path(tmp) / f"out{next(counter)}"
             args = ["-m", "bnexp", "run", str(path), "--out", str(out), "--workers", str(workers)]
             wall, _ = run_python(args, tmp, "bnexp run")
-            summary = pd.read_csv(out / SWEEP_NAME / "summary.csv")
+            summary = ResultsFolder(out / SWEEP_NAME).read_summary()
             ran_on = set(summary["device"].astype(str).str.split(":").str[0])
             if len(summary) != 4 or ran_on != {torch.device(device).type}:
                 raise RuntimeError(

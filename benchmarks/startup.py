@@ -168,7 +168,7 @@ def bench_workers(tiny: bool, repeats: int, log: Callable[[str], None] = print) 
                 ">= 1.8", note=f"median of {repeats}"),
             row("workers", case, "whole sweep, --workers 1", one["whole_s"], "s", note=whole),
             row("workers", case, "sum of its runs' wall_s", one["runs_wall_s"], "s",
-                note="summary.csv"),
+                note="the runs' summary.json"),
             row("workers", case, "wall ÷ sum of runs' wall_s, --workers 1",
                 sweep_overhead(one["whole_s"], one["runs_wall_s"]), "x", "<= 1.2",
                 note="overhead of start-up, workers and report"),

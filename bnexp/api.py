@@ -36,8 +36,8 @@ from bnexp.config import (
     resolve_factory_files,
     validate_experiment,
 )
-from bnexp.errors import BnexpError
-from bnexp.results import METRICS
+from bnexp.errors import BnexpError, RunsFailed
+from bnexp.results import METRICS, ResultsFolder
 
 log = logging.getLogger("bnexp")
 
@@ -103,24 +103,28 @@ class Results:
     path: Path
 
     @property
+    def folder(self) -> ResultsFolder:
+        return ResultsFolder(self.path)
+
+    @property
     def name(self) -> str:
         return self.path.name
 
     @property
     def plan(self) -> pd.DataFrame:
         """plan.csv: run_id and every swept key, one row per planned run."""
-        return _read_csv(self.path / "plan.csv")
+        return self.folder.read_plan()
 
     @property
     def summary(self) -> pd.DataFrame:
         """summary.csv: one row per complete run (bnexp.results.SUMMARY_COLUMNS + swept keys)."""
-        path = self.path / "summary.csv"
-        return _read_csv(path) if path.exists() else pd.DataFrame(columns=["run_id"])
+        summary = self.folder.read_summary()
+        return summary if summary is not None else pd.DataFrame(columns=["run_id"])
 
     @property
     def tables(self) -> dict[str, pd.DataFrame]:
         """The report's tables by name (speedup, regularization, ...): tables/<name>.csv."""
-        return {p.stem: _read_csv(p) for p in sorted((self.path / "tables").glob("*.csv"))}
+        return self.folder.read_tables()
 
     def metrics(self, run_id: str | Iterable[str] | None = None) -> pd.DataFrame:
         """Every evaluation row (metrics.csv) of the given runs (default: all with a metrics.csv,
@@ -133,7 +137,7 @@ class Results:
         frames = []
         for planned in plan.to_dict("records"):  # one block per plan row (per cell it serves)
             rid = planned["run_id"]
-            path = self.path / "runs" / rid / METRICS
+            path = self.folder.run_file(rid, METRICS)
             if rid not in wanted or not path.exists():
                 continue
             frame = pd.read_csv(path)
@@ -148,18 +152,14 @@ class Results:
     @property
     def report_path(self) -> Path | None:
         """report.md, written by the report after every sweep (None before that)."""
-        path = self.path / "report.md"
+        path = self.folder.report_md
         return path if path.exists() else None
 
     @property
     def claims(self) -> pd.DataFrame:
         """The report's verdicts (claims.json), one row per claim: claim, verdict, text, norm,
         cell (dict of the cell's keys), estimate, ci_low, ci_high, n. Empty before a report."""
-        import json
-
-        path = self.path / "claims.json"
-        records = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
-        frame = pd.DataFrame(records)
+        frame = pd.DataFrame(self.folder.read_claims())
         extra = [c for c in frame.columns if c not in CLAIM_COLUMNS]
         return frame.reindex(columns=CLAIM_COLUMNS + extra)
 
@@ -180,12 +180,6 @@ class Results:
         return f"Results({str(self.path)!r}: {len(self.summary)} of {len(self.plan)} runs complete)"
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
-    # run ids are hex strings ("0123e45678" must not become a number); "none" (a norm) and
-    # "None" stay strings, only empty cells are missing
-    return pd.read_csv(path, dtype={"run_id": str}, keep_default_na=False, na_values=[""])
-
-
 def _ids(run_id: str | Iterable[str], known: list[str]) -> list[str]:
     """Run ids, each given whole or as a unique prefix (as `bnexp repro` takes them)."""
     out = []
@@ -201,11 +195,7 @@ def _ids(run_id: str | Iterable[str], known: list[str]) -> list[str]:
 def load(results_dir: str | Path) -> Results:
     """The results folder written by `bnexp run` / `bnexp.run` (e.g. results/quickstart)."""
     path = Path(results_dir)
-    if not (path / "plan.csv").exists():
-        raise BnexpError(
-            f"{path}: no plan.csv here (expected a results folder written by `bnexp run`, "
-            "e.g. results/quickstart)"
-        )
+    ResultsFolder(path).read_plan()  # BnexpError (one line) when it is not a results folder
     return Results(path)
 
 
@@ -221,8 +211,10 @@ def run(
     track: Iterable[str] | None = None,
     progress: bool = False,
     executor: str = "local",
+    address: str | None = None,
     retry_failed: bool = False,
     force: bool = False,
+    extend: bool = False,
 ) -> Results:
     """Run an experiment (every run of its sweep not finished yet), write summary.csv and the
     report, and return the results folder: `bnexp run` without the terminal.
@@ -230,46 +222,52 @@ def run(
     overrides: `dotted.key=value` strings (`train.lr=0.1`, `sweep.train.seed=[0,1]`).
     track: extra trackers to log to ("mlflow", "tensorboard"), besides the config's `track:`.
     progress: one line per finished run on stderr. A rerun resumes, as the CLI's does.
-    Raises ConfigError for a bad config, BnexpError for other bad input, KeyboardInterrupt when
-    interrupted (finished runs are kept); failed runs are logged and listed in `.failed`.
+    executor, address: "local" or "ray", and the Ray cluster to join. extend: the results folder
+    may hold another plan of this name; add this plan's runs to it (as `--extend`).
+    Works from a notebook, `python -c`, `python -` and a script without a main guard (its runs
+    then train one by one in this process: workers would run the script again).
+    Raises ConfigError for a bad config, BnexpError for other bad input, RunsFailed (with the
+    first run's error) when every run of this call failed, KeyboardInterrupt when interrupted
+    (finished runs are kept); when only some fail, they are logged and listed in `.failed`.
     """
-    from bnexp.sweep.runner import run_experiment
-    from bnexp.track import Trackers, with_trackers
+    from bnexp.flow import Display, SweepOptions, run_and_report
 
     exp, raw, source = load_config(config, overrides)
-    results_dir = Path(out) / exp.name
-    trackers = Trackers(results_dir, with_trackers(exp.track, track), exp.name)
     done = 0
 
     def on_outcome(o) -> None:
         nonlocal done
         done += 1
         if progress:
-            print(f"[{done}] {o.run_id} {o.status}", file=sys.stderr, flush=True)
-        trackers.log_run(o.run_id)
+            resumed = (
+                f" (resumed from epoch {o.resumed_from_epoch})" if o.resumed_from_epoch else ""
+            )
+            print(f"[{done}] {o.run_id} {o.status}{resumed}", file=sys.stderr, flush=True)
 
-    result = run_experiment(
+    options = SweepOptions(
+        workers, executor, address, retry_failed, force, extend, track=list(track or [])
+    )
+    flow = run_and_report(
         exp,
         raw,
         Path(out),
         source=source,
-        overrides=list(overrides or []),
-        workers=workers,
-        executor=executor,
-        retry_failed=retry_failed,
-        force=force,
-        on_outcome=on_outcome,
+        overrides=overrides,
+        options=options,
+        display=Display(on_outcome=on_outcome),
     )
-    if not result.summary.empty:
-        from bnexp.report import build_report  # after the runs: not on the first step's path
-
-        build_report(result.results_dir)
-    trackers.close(interrupted=result.interrupted)
+    result = flow.sweep
     if result.interrupted:
-        raise KeyboardInterrupt(f"{results_dir}: interrupted; finished runs are kept")
+        raise KeyboardInterrupt(f"{result.results_dir}: interrupted; finished runs are kept")
+    failed = result.failed_here
+    if failed and not result.ran:
+        rid, error = next(iter(failed.items()))
+        raise RunsFailed(
+            f"{result.results_dir}: every run failed ({len(failed)}); the first, {rid}: {error}"
+        )
     if result.failed:
         log.warning("%d run(s) failed: %s", len(result.failed), ", ".join(result.failed))
     return Results(result.results_dir)
 
 
-__all__ = ["ConfigError", "Results", "load", "load_config", "run", "validate"]
+__all__ = ["ConfigError", "Results", "RunsFailed", "load", "load_config", "run", "validate"]

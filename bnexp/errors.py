@@ -14,6 +14,10 @@ class DataError(BnexpError):
     """A data file or folder that cannot be used: missing, truncated, wrong keys or shapes."""
 
 
+class RunsFailed(BnexpError):
+    """Every run a sweep trained failed; the message gives the first run's error."""
+
+
 class ConfigError(BnexpError):
     """One or more problems with a config; `str()` gives one line per problem."""
 

@@ -1,9 +1,9 @@
 """The package's shape: imports only point down the flow, and read-only commands import no torch.
 
-Layers, top to bottom (DESIGN.md): cli -> api -> sweep -> training -> nn, data -> base
-(config, errors, io, stats, results); bench (`bnexp bench bn`) sits under cli and needs nn only.
-report is a side branch that reads files: it may import the base only. Every import counts,
-those inside functions too.
+Layers, top to bottom: cli -> api -> flow (sweep, then report and trackers) -> sweep ->
+training -> nn, data -> base (config, errors, io, stats, results: the results folder's owner);
+bench (`bnexp bench bn`) sits under cli and needs nn only. report and track are side branches
+that read files: they may import the base only. Every import counts, those inside functions too.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ ALLOWED = {
     "track": {"base"},
     "sweep": {"training", "nn", "data", "track", "base"},
     "bench": {"nn", "base"},  # `bnexp bench bn`: our BN against torch's, nothing of a run
-    "api": {"sweep", "training", "nn", "data", "report", "track", "base"},
-    "cli": {"api", "bench", "sweep", "training", "nn", "data", "report", "track", "base"},
+    "flow": {"sweep", "training", "nn", "data", "report", "track", "base"},
+    "api": {"flow", "sweep", "training", "nn", "data", "report", "track", "base"},
+    "cli": {"api", "flow", "bench", "sweep", "training", "nn", "data", "report", "track", "base"},
     "main": {"cli"},
 }
 

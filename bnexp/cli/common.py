@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from typer import _click as click
 from typer.core import TyperGroup
 
@@ -73,7 +74,9 @@ SetOpt = Annotated[
         "--set",
         metavar="KEY=VALUE",
         help="Override a config value, as dotted.key=value (value read as YAML). Repeatable. "
-        "Examples: --set train.lr=0.1  --set sweep.train.seed=[0,1,2]",
+        "Examples: --set train.lr=0.1  --set sweep.train.seed=[0,1,2]. A key the sweep sets "
+        "is refused (exit 2, naming the sweep): override the sweep instead, e.g. "
+        "--set sweep.model.norm=[torch].",
         show_default=False,
     ),
 ]
@@ -85,7 +88,7 @@ OutOpt = Annotated[
 
 def _fail(e: BnexpError) -> typer.Exit:
     for line in str(e).splitlines():
-        err_console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
     return typer.Exit(2)
 
 

@@ -21,6 +21,7 @@ from bnexp.cli.common import (
 )
 from bnexp.config import expand, load_experiment
 from bnexp.errors import BnexpError
+from bnexp.results import ResultsFolder
 
 
 @app.command()
@@ -136,7 +137,18 @@ def data_info(config: ConfigArg, set_: SetOpt = None) -> None:
 
 
 @app.command()
-def report(results: ResultsArg) -> None:
+def report(
+    results: ResultsArg,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Write the tables, plots, claims and report here instead of in RESULTS (e.g. "
+            "when RESULTS is read-only).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
     """Write tables, plots, claims and the report for a results folder; print the key tables.
 
     Writes RESULTS/tables/{speedup,best_lr,regularization,bn_noise,shift,ics}.csv (each where
@@ -144,11 +156,13 @@ def report(results: ResultsArg) -> None:
     RESULTS/report.md and report.html (self-contained, plots inlined), which state each claim's
     outcome with its numbers. Intervals are 95%: t over seeds; speed-ups are paired by seed with
     a bootstrap; runs that never reach measure.target are censored, shown as bounds, never dropped.
+    With --out DIR they are written there instead; a folder that cannot be written is one line
+    and exit 2.
     """
     try:
         from bnexp.report import build_report, print_report
 
-        print_report(build_report(results), console)
+        print_report(build_report(results, out), console)
     except BnexpError as e:
         raise _fail(e) from None
 
@@ -169,7 +183,6 @@ def noise(
     plots/bn_noise_init.png. For the noise at the end of training, set measure.bn_noise and use
     `bnexp run`.
     """
-    from bnexp.io import atomic_write_csv
     from bnexp.report import bn_noise_table, plot_bn_noise, print_table, slopes_frame
     from bnexp.training.probes import noise_at_init
 
@@ -185,8 +198,9 @@ def noise(
         )
         return
     table = bn_noise_table(frame)
-    atomic_write_csv(results_dir / "tables" / "bn_noise_init.csv", table)
-    plot_bn_noise(table, results_dir / "plots" / "bn_noise_init.png")
+    folder = ResultsFolder(results_dir)
+    folder.write_table("bn_noise_init", table)
+    plot_bn_noise(table, folder.plot("bn_noise_init"))
     print_table(
         console, slopes_frame(table), "BN noise at initialization: log-log slope vs batch size"
     )

@@ -25,6 +25,7 @@ from bnexp.cli.common import (
 )
 from bnexp.config import PlannedRun, expand, load_experiment
 from bnexp.errors import BnexpError
+from bnexp.results import is_blank
 
 if TYPE_CHECKING:
     from bnexp.sweep.store import Outcome
@@ -82,182 +83,147 @@ def _sizes_table(sizes):
     return table
 
 
+DryRunOpt = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Validate and show each run with its state (done, failed, damaged, partial, "
+        "running, missing); write nothing. A plan the results folder would refuse is refused "
+        "here too (exit 2).",
+    ),
+]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        "-j",
+        min=1,
+        help="Runs trained at once (never more than runs to train). Default: one per CPU "
+        "core (one in all for GPU runs). Each local worker gets max(1, cores // N) torch "
+        "threads (a deterministic CPU run uses 1, see train.deterministic); results do not "
+        "depend on N.",
+        show_default=False,
+    ),
+]
+RetryFailedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--retry-failed",
+        help="Also rerun runs recorded as failed (by default a rerun skips them, like "
+        "complete ones).",
+    ),
+]
+ForceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--force", help="Rerun every run, complete ones included (their old results are replaced)."
+    ),
+]
+ExtendOpt = Annotated[
+    bool,
+    typer.Option(
+        "--extend",
+        help="The results folder holds another plan of this experiment's name: add this "
+        "plan's runs to it (plan.csv lists both) instead of refusing.",
+    ),
+]
+ExecutorOpt = Annotated[
+    str,
+    typer.Option(
+        "--executor",
+        help="Where runs execute: local (this machine, a process pool) or ray (one Ray task "
+        "per run; needs Ray: pip install 'ray>=2.9', the bnexp extra named ray).",
+    ),
+]
+AddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        help="Ray cluster to join (e.g. auto, or ray://host:10001); default: start a local Ray.",
+        show_default=False,
+    ),
+]
+VerboseOpt = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Log data shapes and per-run notes.")
+]
+QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet",
+        "-q",
+        help="Print only the claims (no progress, no tables); errors still go to stderr.",
+    ),
+]
+TrackOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--track",
+        metavar="NAME",
+        help="Also log each finished run to mlflow (default store: OUT/<name>/mlflow.db) or "
+        "tensorboard (OUT/<name>/tensorboard/), as the config's track: section does. "
+        "Repeatable.",
+        show_default=False,
+    ),
+]
+
+
 @app.command()
 def run(
     config: ConfigArg,
     out: OutOpt = Path("results"),
     set_: SetOpt = None,
-    dry_run: Annotated[
-        bool,
-        typer.Option(
-            "--dry-run",
-            help="Validate and show each run with its state (done, failed, damaged, partial, "
-            "running, missing); write nothing.",
-        ),
-    ] = False,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            "--workers",
-            "-j",
-            min=1,
-            help="Runs trained at once (never more than runs to train). Default: one per CPU "
-            "core (one in all for GPU runs). Each local worker gets max(1, cores // N) torch "
-            "threads (a deterministic CPU run uses 1, see train.deterministic); results do not "
-            "depend on N.",
-            show_default=False,
-        ),
-    ] = None,
-    retry_failed: Annotated[
-        bool,
-        typer.Option(
-            "--retry-failed",
-            help="Also rerun runs recorded as failed (by default a rerun skips them, like "
-            "complete ones).",
-        ),
-    ] = False,
-    force: Annotated[
-        bool,
-        typer.Option(
-            "--force",
-            help="Rerun every run, complete ones included (their old results are replaced).",
-        ),
-    ] = False,
-    extend: Annotated[
-        bool,
-        typer.Option(
-            "--extend",
-            help="The results folder holds another plan of this experiment's name: add this "
-            "plan's runs to it (plan.csv lists both) instead of refusing.",
-        ),
-    ] = False,
-    executor: Annotated[
-        str,
-        typer.Option(
-            "--executor",
-            help="Where runs execute: local (this machine, a process pool) or ray (one Ray task "
-            "per run; needs Ray: pip install 'ray>=2.9', the bnexp extra named ray).",
-        ),
-    ] = "local",
-    address: Annotated[
-        str | None,
-        typer.Option(
-            "--address",
-            help="Ray cluster to join (e.g. auto, or ray://host:10001); default: start a "
-            "local Ray.",
-            show_default=False,
-        ),
-    ] = None,
-    verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Log data shapes and per-run notes.")
-    ] = False,
-    quiet: Annotated[
-        bool,
-        typer.Option(
-            "--quiet",
-            "-q",
-            help="Print only the claims (no progress, no tables); errors still go to stderr.",
-        ),
-    ] = False,
-    track: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--track",
-            metavar="NAME",
-            help="Also log each finished run to mlflow (default store: OUT/<name>/mlflow.db) or "
-            "tensorboard (OUT/<name>/tensorboard/), as the config's track: section does. "
-            "Repeatable.",
-            show_default=False,
-        ),
-    ] = None,
+    dry_run: DryRunOpt = False,
+    workers: WorkersOpt = None,
+    retry_failed: RetryFailedOpt = False,
+    force: ForceOpt = False,
+    extend: ExtendOpt = False,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
+    track: TrackOpt = None,
 ) -> None:
     """Run an experiment: every run of its sweep, then summary.csv and the report.
 
-    Results go to OUT/<name>/ (docs/usage.md describes it). A rerun of the same command skips
-    finished runs, resumes interrupted ones from their last checkpoint, and shares the work with
-    any other `bnexp run` on the same folder (each run is claimed with a lock). Ctrl-C or SIGTERM
-    stops within seconds and prints the command that resumes (exit 130 or 143). Exits 1 if any
-    run failed, listing them; 2 with one line for bad input, an unusable results folder or a full
-    disk (finished runs kept). A folder holding another plan of the same experiment name is
-    refused (rerunning the same file, or one whose sweep only adds values, resumes); --extend
-    adds this plan's runs to it.
+    Results go to OUT/<name>/ (see docs/results.md for the layout). A rerun of the same command
+    skips finished runs, resumes interrupted ones from their last checkpoint, and shares the work
+    with any other `bnexp run` on the same folder (each run is claimed with a lock). Ctrl-C or
+    SIGTERM stops within seconds and prints the command that resumes (exit 130 or 143). Exits 1
+    if any run failed, listing them; 2 with one line for bad input, an unusable results folder
+    or a full disk (finished runs kept). A folder holding another plan of the same experiment
+    name is refused (rerunning the same file, or one whose sweep only adds values, resumes);
+    --extend adds this plan's runs to it.
     """
-    # bnexp.report (pandas tables, scipy, matplotlib: ~1.5 s) is imported after the runs, where
-    # the report is built: a run's first step does not wait for it
-    from bnexp.sweep.runner import resume_command, run_experiment
-    from bnexp.track import Trackers, with_trackers
+    from bnexp.flow import SweepOptions, run_and_report
 
     _setup_logging(verbose)
     # Ctrl-C (SIGINT) stops the sweep, also when this process inherited SIGINT ignored (started
     # in the background by a script, nohup, some CI runners): Python then leaves it ignored
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    options = SweepOptions(workers, executor, address, retry_failed, force, extend, track or [])
     try:
         exp, raw = load_experiment(config, set_)
         if dry_run:
-            console.print(_plan_table(expand(exp), out / exp.name))
+            from bnexp.sweep.folder import check_plan
+
+            plan = expand(exp)
+            check_plan(out / exp.name, plan, str(config), extend)
+            console.print(_plan_table(plan, out / exp.name))
             return
-        trackers = Trackers(out / exp.name, with_trackers(exp.track, track), exp.name)
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=False,
-            disable=quiet,
-        ) as progress:
-            tasks: dict[str, int] = {}
-            counts = {"done": 0, "todo": 0}  # finished runs, for the lines of a log file
-
-            def on_start(n_todo: int, n_workers: int) -> None:
-                counts["todo"] = n_todo
-                if not n_todo:
-                    return
-                where = f"{n_workers} worker(s)" if executor == "local" else "ray"
-                tasks["runs"] = progress.add_task(f"runs ({where})", total=n_todo)
-
-            def on_run_start(r: PlannedRun) -> None:
-                label = " ".join(f"{k.split('.')[-1]}={v}" for k, v in r.params.items()) or r.run_id
-                if "epochs" not in tasks:
-                    tasks["epochs"] = progress.add_task("epochs", total=r.config.train.epochs)
-                progress.reset(
-                    tasks["epochs"], total=r.config.train.epochs, description=f"  {label}"
-                )
-
-            def on_outcome(o: Outcome) -> None:
-                progress.advance(tasks["runs"])
-                trackers.log_run(o.run_id)
-                if not err_console.is_terminal and not quiet:  # a log file gets a line, no bar
-                    counts["done"] += 1
-                    line = f"run {counts['done']}/{counts['todo']}: {o.run_id} {o.status}"
-                    err_console.print(f"{line} ({o.seconds:.0f} s)", highlight=False)
-                if o.status == "failed":
-                    progress.console.print(f"[red]failed[/] {o.run_id}: {o.error}", highlight=False)
-
-            def on_wait(busy: list[str]) -> None:
-                progress.update(
-                    tasks["runs"],
-                    description=f"runs (waiting for {len(busy)} claimed by another process)",
-                )
-
-            result = run_experiment(
+        with _SweepDisplay(executor, quiet) as display:
+            flow = run_and_report(
                 exp,
                 raw,
                 out,
                 source=str(config),
                 overrides=set_,
-                workers=workers,
-                executor=executor,
-                address=address,
-                retry_failed=retry_failed,
-                force=force,
-                extend=extend,
-                on_start=on_start,
-                on_run_start=on_run_start,
-                on_epoch=lambda e, n: progress.update(tasks["epochs"], completed=e),
-                on_outcome=on_outcome,
-                on_wait=on_wait,
+                options=options,
+                display=display.hooks(),
             )
+        if flow.report is not None:
+            from bnexp.report import print_report
+
+            print_report(flow.report, console, detail="claims" if quiet else "summary")
     except BnexpError as e:
         raise _fail(e) from None
     except KeyboardInterrupt as e:  # before any run started (while checking data and models)
@@ -265,18 +231,82 @@ def run(
 
         err_console.print("[yellow]interrupted[/] before any run started", highlight=False)
         raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
+    _print_ending(flow, quiet)
+
+
+class _SweepDisplay:
+    """The progress bars of a sweep (a line per finished run where stderr is a log file, since
+    rich draws no bar there) and a line per failed run."""
+
+    def __init__(self, executor: str, quiet: bool = False):
+        self.executor, self.quiet = executor, quiet
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=False,
+            disable=quiet,
+        )
+        self.tasks: dict[str, int] = {}
+        self.done = self.todo = 0
+
+    def __enter__(self) -> _SweepDisplay:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def hooks(self):
+        from bnexp.flow import Display
+
+        return Display(self.on_start, self.on_run_start, self.on_epoch, self.on_outcome, self.wait)
+
+    def on_start(self, n_todo: int, n_workers: int) -> None:
+        self.todo = n_todo
+        if n_todo:
+            where = f"{n_workers} worker(s)" if self.executor == "local" else "ray"
+            self.tasks["runs"] = self.progress.add_task(f"runs ({where})", total=n_todo)
+
+    def on_run_start(self, r: PlannedRun) -> None:
+        label = " ".join(f"{k.split('.')[-1]}={v}" for k, v in r.params.items()) or r.run_id
+        epochs = r.config.train.epochs
+        if "epochs" not in self.tasks:
+            self.tasks["epochs"] = self.progress.add_task("epochs", total=epochs)
+        self.progress.reset(self.tasks["epochs"], total=epochs, description=f"  {label}")
+
+    def on_epoch(self, epoch: int, epochs: int) -> None:
+        self.progress.update(self.tasks["epochs"], completed=epoch)
+
+    def on_outcome(self, o: Outcome) -> None:
+        self.progress.advance(self.tasks["runs"])
+        if not err_console.is_terminal and not self.quiet:  # a log file gets a line, no bar
+            self.done += 1
+            line = f"run {self.done}/{self.todo}: {o.run_id} {o.status}"
+            err_console.print(f"{line} ({o.seconds:.0f} s)", highlight=False)
+        if o.resumed_from_epoch is not None:
+            where = f"run {o.run_id}: resumed from epoch {o.resumed_from_epoch}"
+            self.progress.console.print(where, highlight=False)
+        if o.status == "failed":
+            self.progress.console.print(f"[red]failed[/] {o.run_id}: {o.error}", highlight=False)
+
+    def wait(self, busy: list[str]) -> None:
+        description = f"runs (waiting for {len(busy)} claimed by another process)"
+        self.progress.update(self.tasks["runs"], description=description)
+
+
+def _print_ending(flow, quiet: bool) -> None:
+    """What a sweep left: skipped, tracked, diverged, where (with --quiet, diverged only, on
+    stderr); then an interrupt (exit 130/143) or the failed runs (exit 1)."""
+    from bnexp.sweep.runner import resume_command
+    from bnexp.sweep.status import sweep_status
+
+    result = flow.sweep
     if result.skipped and not quiet:
         console.print(f"skipped {len(result.skipped)} run(s) already finished")
-    if not result.summary.empty:
-        from bnexp.report import build_report, print_report
-
-        try:
-            report = build_report(result.results_dir)
-            print_report(report, console, detail="claims" if quiet else "summary")
-        except BnexpError as e:
-            raise _fail(e) from None
-    trackers.close(interrupted=result.interrupted)
-    for line in [] if quiet else trackers.where():
+    for line in [] if quiet else flow.tracked:
         console.print(f"tracked: {line}", highlight=False, soft_wrap=True)
     if result.diverged:  # a warning: with --quiet on stderr, stdout holding only the claims
         (err_console if quiet else console).print(
@@ -286,11 +316,11 @@ def run(
     if not quiet:
         console.print(f"results: {result.results_dir}")
     if result.interrupted:
-        done = sum(o.status in ("complete", "diverged") for o in result.outcomes.values())
+        st = sweep_status(result.results_dir)  # what `bnexp status` will show
         by = "SIGTERM" if result.stop_signal == signal.SIGTERM else "Ctrl-C"
         err_console.print(
-            f"[yellow]interrupted[/] ({by}): {done} run(s) finished in this call are kept. "
-            f"Resume with:\n  {resume_command(sys.argv[1:])}",
+            f"[yellow]interrupted[/] ({by}): {st.totals['done']} of {st.runs} run(s) done and "
+            f"kept. Resume with:\n  {resume_command(sys.argv[1:])}",
             highlight=False,
             soft_wrap=True,
         )
@@ -318,6 +348,16 @@ _STATE_STYLES = {
 }
 
 
+def _cell_text(value: object) -> str:
+    """A plan cell as status shows it: null where the run does not sweep the key (or sweeps it
+    to null), 32 not 32.0."""
+    if is_blank(value) or str(value) == "None":
+        return "null"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _status_table(results: Path):
     """The status of a sweep (bnexp.sweep.status) as a table that reads at 80 columns: one row
     per cell, the swept keys by their last part (the whole key where two share it), and a
@@ -332,7 +372,8 @@ def _status_table(results: Path):
 
     st = sweep_status(results)
     counts = ", ".join(f"{v} {k}" for k, v in st.totals.items() if v)
-    title = Text(f"{results}: {st.runs} run(s) — {counts}", style="italic")
+    # the folder on a line of its own: a long path wraps there, not inside the counts
+    title = Text(f"{results}:\n{st.runs} run(s) — {counts}", style="italic")
     table = Table(box=box.SIMPLE_HEAD)
     last = [k.split(".")[-1] for k in st.keys]
     for key, short in zip(st.keys, last, strict=True):
@@ -341,8 +382,7 @@ def _status_table(results: Path):
     for state in shown:
         table.add_column(state, justify="right", style=_STATE_STYLES[state])
     for cell, c in st.cells.items():
-        values = ("null" if v is None or str(v) in ("", "nan", "None") else str(v) for v in cell)
-        table.add_row(*values, *(str(c[s]) if c[s] else "·" for s in shown))
+        table.add_row(*(_cell_text(v) for v in cell), *(str(c[s]) if c[s] else "·" for s in shown))
     return Group(title, table), st.finished, st.notes
 
 

@@ -210,7 +210,7 @@ def _override_path(key: str) -> tuple:
 
 def apply_overrides(raw: dict, overrides: list[str]) -> tuple[set[tuple], list[str]]:
     """Apply `dotted.key=value` strings in place; returns the paths they set and any problems."""
-    touched, problems = set(), []
+    touched, problems, given = set(), [], {}
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key.strip() or any(not p for p in key.strip().split(".")):
@@ -226,7 +226,20 @@ def apply_overrides(raw: dict, overrides: list[str]) -> tuple[set[tuple], list[s
         path = _override_path(key.strip())
         _set_dotted(raw, path, parsed)
         touched.add(path)
-    return touched, problems
+        given[".".join(path)] = value.strip()
+    return touched, problems + _swept_override_problems(raw, given)
+
+
+def _swept_override_problems(raw: dict, given: dict[str, str]) -> list[str]:
+    """A `--set` on a key the sweep sets: each run would take the sweep's value instead, so it
+    is refused, naming the sweep and the override that runs only the value given."""
+    sweep = raw.get("sweep") if isinstance(raw.get("sweep"), dict) else {}
+    return [
+        f"--set {key}: {key} is swept (sweep.{key}: {_short(sweep[key])}), so every run would "
+        f"take the sweep's value instead; to run only this value, use --set 'sweep.{key}=[{value}]'"
+        for key, value in given.items()
+        if not key.startswith("sweep.") and key in sweep
+    ]
 
 
 def load_experiment(

@@ -42,7 +42,7 @@ them). Imports the base modules only, never torch.
 """
 
 from .build import build_report, compute_tables, draw_plots
-from .cells import NORM_ORDER, SEED_KEYS, cell_keys, cell_label, ghost_key
+from .cells import NORM_ORDER, NOT_CELL_KEYS, cell_keys, cell_label, ghost_key
 from .claims import VERDICTS, Claim
 from .effects import bn_variant, equivalence_table, matched_fit, trend_table
 from .load import load_summary, run_config, run_csvs
@@ -80,7 +80,7 @@ from .verdicts import all_claims
 
 __all__ = [
     "NORM_ORDER",
-    "SEED_KEYS",
+    "NOT_CELL_KEYS",
     "TITLES",
     "VERDICTS",
     "Claim",

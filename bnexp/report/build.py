@@ -3,12 +3,12 @@ report.html, in that order (each file written atomically), and the Report that s
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
-from bnexp.io import atomic_write_csv, atomic_write_text
+from bnexp.errors import BnexpError
+from bnexp.results import BN_NOISE, METRICS, PROBES, ResultsFolder
 
 from . import plots as P
 from .cells import cell_keys, ghost_key
@@ -35,8 +35,9 @@ from .tables import (
 )
 from .verdicts import DEFAULT_FIT, all_claims, budget_text
 
-# columns added after the tables' first layout: kept at the end of the CSV files
-LATE_COLUMNS = (
+# the spreads, p-values and bounds behind a table's headline columns (and the fit_* columns,
+# secondary measurements): kept after the columns a reader looks at first
+SECONDARY_COLUMNS = (
     "speedup_log_sd",
     "speedup_p",
     "speedup_at_best_lr_bound",
@@ -45,9 +46,8 @@ LATE_COLUMNS = (
 )
 
 
-# the regularization verdict's columns (issue 21), after those: the CSV's older columns keep
-# their places
-LATER_PREFIXES = (
+# the regularization verdict's columns, last: the CSV's other columns keep their places
+LAST_PREFIXES = (
     "test_loss_",
     "train_acc_min",
     "acc_effect",
@@ -90,12 +90,12 @@ def compute_tables(
     else:
         tables["trend"] = trend_table(df)
     tables["equivalence"] = equivalence_table(df)
-    for name in ("speedup", "best_lr", "regularization"):  # columns added later come last
+    for name in ("speedup", "best_lr", "regularization"):  # secondary columns last
         frame = tables[name]
-        late = [c for c in frame.columns if c.startswith("fit_") or c in LATE_COLUMNS]
-        later = [c for c in frame.columns if c.startswith(LATER_PREFIXES) and c not in late]
-        first = [c for c in frame.columns if c not in late and c not in later]
-        tables[name] = frame[first + late + later]
+        secondary = [c for c in frame.columns if c.startswith("fit_") or c in SECONDARY_COLUMNS]
+        last = [c for c in frame.columns if c.startswith(LAST_PREFIXES) and c not in secondary]
+        first = [c for c in frame.columns if c not in secondary and c not in last]
+        tables[name] = frame[first + secondary + last]
     order = ["speedup", "best_lr", "regularization", "trend", "equivalence"]
     return {k: tables[k] for k in order} | {k: v for k, v in tables.items() if k not in order}
 
@@ -108,7 +108,7 @@ def draw_plots(
     probes: pd.DataFrame,
 ) -> list[Path]:
     """plots/*.png for the measurements these results have."""
-    out = results_dir / "plots"
+    out = ResultsFolder(results_dir).plots
     keys = cell_keys(df)
     ghost = ghost_key(df)
     reg = tables["regularization"]
@@ -128,14 +128,17 @@ def draw_plots(
     return [p for p in made if p is not None]
 
 
-def build_report(results_dir: str | Path) -> Report:
-    """Read results_dir; write tables/*.csv, plots/*.png, claims.json, report.md, report.html."""
+def build_report(results_dir: str | Path, out: str | Path | None = None) -> Report:
+    """Read results_dir; write tables/*.csv, plots/*.png, claims.json, report.md, report.html
+    there, or in `out` (a folder of the same layout) when given. A folder that cannot be written
+    is one BnexpError line naming it."""
     results_dir = Path(results_dir)
+    folder = ResultsFolder(results_dir if out is None else out)
     df = load_summary(results_dir)
     target = (run_config(results_dir, df).get("measure") or {}).get("target")  # first run's
-    probes = run_csvs(results_dir, df, "probes.csv")
-    noise = run_csvs(results_dir, df, "bn_noise.csv")
-    metrics = run_csvs(results_dir, df, "metrics.csv")
+    probes = run_csvs(results_dir, df, PROBES)
+    noise = run_csvs(results_dir, df, BN_NOISE)
+    metrics = run_csvs(results_dir, df, METRICS)
     df = with_matched_fit(df, matched_fit(metrics, run_targets(results_dir, df)))
     df = with_common_loss(df, at_common_loss(metrics, df))
     cfg = run_config(results_dir, df)
@@ -143,16 +146,19 @@ def build_report(results_dir: str | Path) -> Report:
 
     full = compute_tables(df, probes, noise, target)
     tables = {name: for_csv(f) for name, f in full.items() if not name.startswith("_")}
-    for name, frame in tables.items():
-        if not frame.empty:
-            atomic_write_csv(results_dir / "tables" / f"{name}.csv", frame)
-    plots = draw_plots(results_dir, df, tables, metrics, probes)
     claims = all_claims(full, target, fit, budget_text(cfg, cell_keys(df)))
-    report = Report(results_dir, tables, plots, claims, cell_keys(df), df)
-    atomic_write_text(
-        results_dir / "claims.json",
-        json.dumps([c.to_dict() for c in claims], indent=2, ensure_ascii=False) + "\n",
-    )
-    atomic_write_text(results_dir / "report.md", report_markdown(report))
-    atomic_write_text(results_dir / "report.html", report_html(report))
+    try:
+        for name, frame in tables.items():
+            if not frame.empty:
+                folder.write_table(name, frame)
+        plots = draw_plots(folder.root, df, tables, metrics, probes)
+        report = Report(folder.root, tables, plots, claims, cell_keys(df), df)
+        folder.write_claims([c.to_dict() for c in claims])
+        folder.write_report(report_markdown(report), report_html(report))
+    except OSError as e:
+        where = e.filename or folder.root
+        raise BnexpError(
+            f"{where}: cannot write the report ({e.strerror or e}); expected a writable "
+            "folder (bnexp report RESULTS --out DIR writes it elsewhere)"
+        ) from None
     return report

@@ -16,7 +16,7 @@ import pandas as pd
 NORM_ORDER = {"none": 0, "torch": 1, "custom": 2}
 # swept columns that are not cell keys: the seed and the norm are compared inside a cell, and
 # train.batch_size is the summary's `batch_size` column
-SEED_KEYS = ("train.seed", "model.norm", "train.batch_size")
+NOT_CELL_KEYS = ("train.seed", "model.norm", "train.batch_size")
 
 
 def cell_keys(frame: pd.DataFrame) -> list[str]:
@@ -24,7 +24,7 @@ def cell_keys(frame: pd.DataFrame) -> list[str]:
 
     bn_noise tables are the exception: their batch_size is the measured mini-batch size.
     """
-    swept = [c for c in frame.columns if "." in str(c) and c not in SEED_KEYS]
+    swept = [c for c in frame.columns if "." in str(c) and c not in NOT_CELL_KEYS]
     return (["batch_size"] if "batch_size" in frame.columns else []) + swept
 
 

@@ -15,7 +15,8 @@ import pandas as pd
 import yaml
 
 from bnexp.errors import BnexpError
-from bnexp.results import CONFIG
+from bnexp.results import CONFIG, ResultsFolder
+from bnexp.results.folder import CELL_RULE
 
 from .cells import cell_keys
 
@@ -23,7 +24,7 @@ REQUIRED = ("run_id", "norm", "seed", "batch_size")
 STRING_COLUMNS = {"run_id": str}  # never numbers: see the module docstring
 
 
-def read_csv(path: Path, what: str) -> pd.DataFrame:
+def read_csv(path: Path, what: str, **options) -> pd.DataFrame:
     """A CSV written whole by bnexp (header, one record per line, a final newline).
 
     A file cut short (no final newline, or a record with fewer fields than the header) or one
@@ -51,7 +52,7 @@ def read_csv(path: Path, what: str) -> pd.DataFrame:
                 f"truncated or damaged ({expected})"
             )
     try:
-        return pd.read_csv(io.StringIO(text), dtype=STRING_COLUMNS)
+        return pd.read_csv(io.StringIO(text), **(options or {"dtype": STRING_COLUMNS}))
     except (pd.errors.ParserError, ValueError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise BnexpError(f"{path}: not a readable CSV: {first} ({expected})") from None
@@ -59,12 +60,12 @@ def read_csv(path: Path, what: str) -> pd.DataFrame:
 
 def load_summary(results_dir: Path) -> pd.DataFrame:
     """summary.csv's complete runs; BnexpError when the folder is not a results folder."""
-    path = Path(results_dir) / "summary.csv"
+    path = ResultsFolder(results_dir).summary_csv
     if not path.exists():
         raise BnexpError(
-            f"{results_dir}: no summary.csv (expected a results folder written by `bnexp run`)"
+            f"{results_dir}: no {path.name} (expected a results folder written by `bnexp run`)"
         )
-    df = read_csv(path, "summary.csv")
+    df = read_csv(path, path.name, **CELL_RULE)
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise BnexpError(
@@ -90,7 +91,7 @@ def run_csvs(results_dir: Path, df: pd.DataFrame, name: str) -> pd.DataFrame:
     keep = ["run_id", "norm", "seed", *cell_keys(df)]
     frames = []
     for _, row in df.iterrows():
-        path = Path(results_dir) / "runs" / str(row["run_id"]) / name
+        path = ResultsFolder(results_dir).run_file(row["run_id"], name)
         if path.exists() and path.stat().st_size:
             f = read_csv(path, name)
             for k in keep:
@@ -111,7 +112,7 @@ def _read_config(path: Path) -> dict:
 def run_config(results_dir: Path, df: pd.DataFrame) -> dict:
     """The resolved config.yaml of the first run that has one ({} if none does)."""
     for rid in df["run_id"]:
-        path = Path(results_dir) / "runs" / str(rid) / CONFIG
+        path = ResultsFolder(results_dir).run_file(rid, CONFIG)
         if path.exists():
             return _read_config(path)
     return {}
@@ -121,7 +122,7 @@ def run_targets(results_dir: Path, df: pd.DataFrame) -> dict[str, dict | None]:
     """run_id -> that run's measure.target from its config.yaml (None: no target, no config)."""
     out: dict[str, dict | None] = {}
     for rid in df["run_id"]:
-        path = Path(results_dir) / "runs" / str(rid) / CONFIG
+        path = ResultsFolder(results_dir).run_file(rid, CONFIG)
         target = (_read_config(path).get("measure") or {}).get("target") if path.exists() else None
         out[str(rid)] = target if isinstance(target, dict) and "metric" in target else None
     return out

@@ -24,6 +24,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from bnexp.results import ResultsFolder
+
 from .claims import Claim, sentences
 from .summary import comparison
 
@@ -433,9 +435,9 @@ def print_report(report: Report, console: Console, detail: str = "tables") -> No
     print_claims(report, console)
     if detail == "claims":
         return
-    where = report.results_dir
+    where = ResultsFolder(report.results_dir)
     console.print(
-        f"report: {where / 'report.md'} (also report.html, claims.json, tables/ and "
-        f"{len(report.plots)} plots)",
+        f"report: {where.report_md} (also {where.report_html.name}, {where.claims_json.name}, "
+        f"{where.tables.name}/ and {len(report.plots)} plots)",
         highlight=False,
     )

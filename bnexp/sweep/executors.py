@@ -22,8 +22,8 @@ from pathlib import Path
 
 from bnexp.config import PlannedRun
 from bnexp.errors import BnexpError
-from bnexp.sweep.execute import execute_task
 from bnexp.sweep.store import Outcome
+from bnexp.sweep.worker import execute_task
 
 # runs trained by one call: one run, or the seeds of a cell trained together
 Task = list[PlannedRun]
@@ -38,6 +38,51 @@ def cpu_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+def main_not_reimportable() -> str | None:
+    """Why pool workers cannot start from this process's `__main__`, or None when they can.
+
+    A worker (spawned, or forked from the fork server) first runs the caller's script again as
+    `__mp_main__`. A script that calls bnexp outside an `if __name__ == "__main__":` block would
+    start the sweep again in every worker; `python -` gives workers no file to run. A notebook,
+    `python -c`, `python -m bnexp` and a guarded script are fine.
+    """
+    import inspect
+
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is None or path is None:
+        return None  # python -c, a notebook, the interactive prompt: nothing is run again
+    if not os.path.isfile(path):
+        return f"{path}: the script has no file the workers could import (python -)"
+    for frame_info in inspect.stack(context=0):
+        frame = frame_info.frame
+        if frame.f_globals is main.__dict__ and frame.f_code.co_name == "<module>":
+            if not _under_main_guard(path, frame.f_lineno):
+                name = os.path.basename(path)
+                return f'{name} calls bnexp outside an `if __name__ == "__main__":` block'
+            return None
+    return None
+
+
+def _under_main_guard(path: str, line: int) -> bool:
+    """Whether `line` of the script at `path` lies in an `if __name__ == "__main__":` block."""
+    import ast
+
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return False
+    for node in tree.body:
+        if (
+            isinstance(node, ast.If)
+            and node.lineno <= line <= (node.end_lineno or node.lineno)
+            and "__name__" in ast.unparse(node.test)
+            and "__main__" in ast.unparse(node.test)
+        ):
+            return True
+    return False
 
 
 class SerialExecutor:
@@ -140,7 +185,7 @@ class PoolExecutor:
             ctx = mp.get_context("forkserver")
             # what a run imports, once for every worker (torch._dynamo is not: bnexp's SGD
             # never imports it; Adam runs import it at their first step)
-            ctx.set_forkserver_preload(["bnexp.sweep.execute", "bnexp.data.digits"])
+            ctx.set_forkserver_preload(["bnexp.sweep.worker", "bnexp.data.digits"])
         else:
             ctx = mp.get_context("spawn")
         self.results_dir = str(results_dir)
@@ -181,7 +226,7 @@ class PoolExecutor:
                         yield Outcome(
                             run.run_id,
                             "lost",
-                            "a worker process died (killed, or out of memory?); rerun to resume",
+                            "a worker process died (killed, or out of memory?)",
                         )
 
     def stop(self) -> None:

@@ -23,7 +23,7 @@ import yaml
 
 from bnexp.config import PlannedRun
 from bnexp.errors import BnexpError
-from bnexp.io import atomic_write_csv, atomic_write_text
+from bnexp.results import ResultsFolder
 from bnexp.sweep.store import STORAGE_ERRNOS
 
 
@@ -99,15 +99,36 @@ def plan_frame(plan: list[PlannedRun]) -> pd.DataFrame:
 
 def _recorded_plan(results_dir: Path) -> pd.DataFrame | None:
     """The plan already in the folder: plan.csv, or where it is damaged or gone, the run folders."""
-    from bnexp.sweep.status import read_plan
-
-    if (results_dir / "plan.csv").exists():
+    folder = ResultsFolder(results_dir)
+    if folder.has_plan():
         try:
-            return read_plan(results_dir)
+            return folder.read_plan()
         except BnexpError:
             pass
-    runs = sorted(p.name for p in (results_dir / "runs").glob("*") if p.is_dir())
+    runs = folder.run_ids_on_disk()
     return pd.DataFrame({"run_id": runs}) if runs else None
+
+
+def check_plan(
+    results_dir: Path, plan: list[PlannedRun], source: str, extend: bool = False
+) -> pd.DataFrame | None:
+    """The plan already in the folder (None: none), after checking that `plan` may be written
+    there: BnexpError when the folder holds runs of another plan and `extend` is not set.
+    Writes nothing (`bnexp run --dry-run` asks it too)."""
+    recorded = _recorded_plan(results_dir) if results_dir.is_dir() else None
+    if recorded is None or extend:
+        return recorded
+    ids = {r.run_id for r in plan}
+    missing = [r for r in recorded["run_id"] if r not in ids]
+    if missing:
+        raise BnexpError(
+            f"{results_dir} already holds experiment '{results_dir.name}' with {len(missing)} "
+            f"run(s) this plan does not include (e.g. {missing[0]}; see its experiment.yaml), so "
+            f"{source} is a different experiment of the same name. Refusing to replace its "
+            "plan: choose another name (--set name=NEW) or --out, or pass --extend to add "
+            "these runs to it"
+        )
+    return recorded
 
 
 def write_plan(
@@ -120,29 +141,18 @@ def write_plan(
 ) -> pd.DataFrame:
     """Write experiment.yaml and plan.csv; returns the plan the folder now holds (this plan, or
     with `extend` the union with the recorded one). BnexpError when the folder holds runs of
-    another plan and `extend` is not set."""
-    recorded = _recorded_plan(results_dir)
+    another plan and `extend` is not set (`check_plan`)."""
+    recorded = check_plan(results_dir, plan, source, extend)
     new = plan_frame(plan)
     header = f"# bnexp experiment, from {source}" + "".join(f"\n#   --set {o}" for o in overrides)
     text = header + "\n" + yaml.safe_dump(raw, sort_keys=False)
+    folder = ResultsFolder(results_dir)
     if recorded is not None:
-        ids = set(new["run_id"])
-        missing = [r for r in recorded["run_id"] if r not in ids]
-        if missing and not extend:
-            name = results_dir.name
-            raise BnexpError(
-                f"{results_dir} already holds experiment '{name}' with {len(missing)} run(s) "
-                f"this plan does not include (e.g. {missing[0]}; see its experiment.yaml), so "
-                f"{source} is a different experiment of the same name. Refusing to replace its "
-                "plan: choose another name (--set name=NEW) or --out, or pass --extend to add "
-                "these runs to it"
-            )
+        missing = [r for r in recorded["run_id"] if r not in set(new["run_id"])]
         if missing:
             new = pd.concat([recorded[recorded["run_id"].isin(missing)], new], ignore_index=True)
-            try:
-                text += "---\n" + (results_dir / "experiment.yaml").read_text()
-            except (OSError, UnicodeDecodeError):
-                pass
-    atomic_write_text(results_dir / "experiment.yaml", text)
-    atomic_write_csv(results_dir / "plan.csv", new)
+            earlier = folder.read_experiment()
+            if earlier is not None:
+                text += "---\n" + earlier
+    folder.write_plan(new, text)
     return new

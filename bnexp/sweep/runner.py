@@ -1,17 +1,12 @@
-"""Plan -> executor -> run store.
+"""Plan -> executor -> run store: `run_experiment` trains every run of a plan not finished yet
+and rebuilds summary.csv (the folder's layout: bnexp.results.folder), after every sweep, even an
+interrupted one.
 
-results/<name>/
-  experiment.yaml            the file as given, plus overrides
-  plan.csv                   run_id + every swept key, one row per run
-  runs/<run_id>/...          written by run.train.train_run via sweep.execute; summary.json last
-  summary.csv                one row per complete run, rebuilt from the summary.json files
-                             (never appended to by workers), after every sweep, even interrupted
-
-Resume, skip and claims live in the run store (`bnexp.sweep.store`); executors only decide
-where `execute_task` is called (bnexp.sweep.executors): in this process (one worker), in a local
-process pool, or as Ray tasks. A rerun skips runs whose summary.json exists (failed ones too,
-unless retry_failed), resumes partial runs from their checkpoint, retrains damaged ones, and
-waits for runs another process is training.
+Resume, skip and claims live in the run store (`bnexp.sweep.store`) and the worker
+(`bnexp.sweep.worker`); executors only decide where a worker runs (bnexp.sweep.executors): in
+this process, in a local process pool, or as Ray tasks. A rerun skips runs whose summary.json
+exists (failed ones too, unless retry_failed), resumes partial runs from their checkpoint,
+retrains damaged ones, and waits for runs another process is training.
 
 Stopping: Ctrl-C (SIGINT) and SIGTERM (timeout, systemd, Slurm, docker stop) both stop the runs
 in progress within a step, keep finished ones and return `interrupted=True` with the signal. A
@@ -34,9 +29,15 @@ import pandas as pd
 
 from bnexp.config import ExperimentConfig, PlannedRun, expand
 from bnexp.errors import BnexpError
-from bnexp.io import atomic_write_csv
-from bnexp.results import SUMMARY_COLUMNS
-from bnexp.sweep.executors import PoolExecutor, RayExecutor, SerialExecutor, Task, cpu_cores
+from bnexp.results import SUMMARY_COLUMNS, ResultsFolder, is_blank
+from bnexp.sweep.executors import (
+    PoolExecutor,
+    RayExecutor,
+    SerialExecutor,
+    Task,
+    cpu_cores,
+    main_not_reimportable,
+)
 from bnexp.sweep.folder import (
     is_storage_error,
     plan_frame,  # noqa: F401 - re-exported: plan.csv's table
@@ -82,13 +83,13 @@ class SweepResult:
         return out
 
     @property
+    def failed_here(self) -> dict[str, str]:
+        """Run id -> error, for the runs that failed in this call, in the order they ended."""
+        return {r: o.error or "" for r, o in self.outcomes.items() if o.status == "failed"}
+
+    @property
     def diverged(self) -> list[str]:
         return list(self.summary.loc[self.summary["diverged"].fillna(False).astype(bool), "run_id"])
-
-
-def _blank(value: object) -> bool:
-    """A plan.csv cell with no value (a run of an extended plan that does not sweep this key)."""
-    return value is None or (isinstance(value, float) and value != value)
 
 
 def collect_summary(results_dir: Path, plan: pd.DataFrame) -> pd.DataFrame:
@@ -107,7 +108,7 @@ def collect_summary(results_dir: Path, plan: pd.DataFrame) -> pd.DataFrame:
         row = {k: s.get(k) for k in SUMMARY_COLUMNS}
         # the swept values of this plan row (a run serving several cells has one row per cell),
         # else (a plan.csv without them) those the run recorded
-        swept = {k: planned[k] for k in extra if not _blank(planned[k])} or s.get("params") or {}
+        swept = {k: planned[k] for k in extra if not is_blank(planned[k])} or s.get("params") or {}
         row.update({k: v for k, v in swept.items() if k not in row})
         rows.append(row)
     columns = SUMMARY_COLUMNS + [k for k in extra if k not in SUMMARY_COLUMNS]
@@ -199,23 +200,10 @@ def run_experiment(
     `on_start(to_run, workers)` once, `on_outcome` per finished run (in this process),
     `on_wait(run_ids)` while waiting for runs another process has claimed.
     """
-    if executor not in EXECUTORS:
-        raise BnexpError(
-            f"--executor {executor}: unknown executor (expected one of: {', '.join(EXECUTORS)})"
-        )
-    if workers is not None and workers < 1:
-        raise BnexpError(f"--workers {workers}: expected a whole number >= 1")
+    _check_options(executor, workers)
     results_dir = Path(out_root) / exp.name
     plan = expand(exp)
-    prepare_results_dir(results_dir)
-    try:
-        folder_plan = write_plan(
-            results_dir, raw, source, list(overrides or []), plan, extend=extend
-        )
-    except OSError as e:
-        if is_storage_error(e):
-            raise storage_error(results_dir, e) from None
-        raise
+    folder_plan = _write_plan(results_dir, raw, source, overrides, plan, extend)
     store = RunStore(results_dir)
     redo = frozenset({"done", "failed"} if force else {"failed"} if retry_failed else set())
     todo, skipped = runs_to_do(store, plan, redo)
@@ -223,6 +211,9 @@ def run_experiment(
     uses_cuda = any(_may_use_cuda(r) for r in todo)
     # never more workers than tasks: each idle worker would cost a process with torch loaded
     n_workers = max(1, min(workers or default_workers(len(todo), uses_cuda), len(tasks)))
+    if executor == "local" and n_workers > 1 and (why := main_not_reimportable()):
+        log.warning("%s: training the runs one by one in this process", why)
+        n_workers = 1
     with _sigterm_as_interrupt():
         # the executor first: a pool's workers start (a fresh interpreter importing torch,
         # seconds) while this process checks the data and models
@@ -242,38 +233,60 @@ def run_experiment(
         if on_start:
             on_start(len(todo), n_workers)
         outcomes: dict[str, Outcome] = {}
-        stop_signal, full = _sweep(pool, tasks, todo, redo, outcomes, on_outcome, on_wait)
+        stop_signal, full = _run_until_stopped(
+            pool, tasks, todo, redo, outcomes, on_outcome, on_wait
+        )
         skipped += [r for r, o in outcomes.items() if o.status == "skipped"]
-        try:
-            df = collect_summary(results_dir, folder_plan)
-            atomic_write_csv(results_dir / "summary.csv", df)
-        except OSError as e:
-            if not is_storage_error(e):
-                raise
-            full = full or e
-        if full is not None:
-            raise storage_error(results_dir, full, "; the sweep stopped")
+        df = _write_summary(results_dir, folder_plan, full)
     return SweepResult(
-        results_dir,
-        plan,
-        outcomes,
-        skipped,
-        df,
-        stop_signal is not None,
-        n_workers,
-        stop_signal,
+        results_dir, plan, outcomes, skipped, df, stop_signal is not None, n_workers, stop_signal
     )
 
 
-def _sweep(pool, tasks, todo, redo, outcomes, on_outcome, on_wait):
-    """Drive the executor to the end, or until a signal or a full disk stops it; returns
-    (the signal that stopped it or None, the storage OSError that stopped it or None)."""
+def _check_options(executor: str, workers: int | None) -> None:
+    if executor not in EXECUTORS:
+        raise BnexpError(
+            f"--executor {executor}: unknown executor (expected one of: {', '.join(EXECUTORS)})"
+        )
+    if workers is not None and workers < 1:
+        raise BnexpError(f"--workers {workers}: expected a whole number >= 1")
+
+
+def _write_plan(results_dir, raw, source, overrides, plan, extend) -> pd.DataFrame:
+    """experiment.yaml and plan.csv (bnexp.sweep.folder.write_plan); the plan the folder holds."""
+    prepare_results_dir(results_dir)
+    try:
+        return write_plan(results_dir, raw, source, list(overrides or []), plan, extend=extend)
+    except OSError as e:
+        if is_storage_error(e):
+            raise storage_error(results_dir, e) from None
+        raise
+
+
+def _write_summary(results_dir: Path, folder_plan: pd.DataFrame, full: OSError | None):
+    """summary.csv from the runs on disk; StorageError when the folder could not be written
+    (during the sweep: `full`, or now)."""
+    df = collect_summary(results_dir, folder_plan)
+    try:
+        ResultsFolder(results_dir).write_summary(df)
+    except OSError as e:
+        if not is_storage_error(e):
+            raise
+        full = full or e
+    if full is not None:
+        raise storage_error(results_dir, full, "; the sweep stopped")
+    return df
+
+
+def _run_until_stopped(pool, tasks, todo, redo, outcomes, on_outcome, on_wait):
+    """Hand out every task, until the end or until a signal or a full disk stops the sweep;
+    returns (the signal that stopped it or None, the storage OSError that stopped it or None)."""
     if pool is None:
         return None, None
     stop_signal = full = None
     ignored: dict = {}
     try:
-        _drive(pool, tasks, todo, redo, outcomes, on_outcome, on_wait)
+        _hand_out(pool, tasks, todo, redo, outcomes, on_outcome, on_wait)
     except KeyboardInterrupt as e:
         stop_signal = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
         # One Ctrl-C may arrive as several SIGINTs (`timeout` signals the process and then its
@@ -307,6 +320,7 @@ def preflight(todo: list[PlannedRun]) -> None:
     from bnexp.data import load_dataset
     from bnexp.nn.models import build_model
     from bnexp.training.augment import check_images
+    from bnexp.training.device import resolve_device
 
     checked: set[str] = set()
     for run in todo:
@@ -314,6 +328,7 @@ def preflight(todo: list[PlannedRun]) -> None:
         if key in checked:
             continue
         checked.add(key)
+        resolve_device(run.config.train.device)  # cuda without CUDA: one line, no run started
         data = load_dataset(run.config.data)
         build_model(run.config.model, data.input_shape, data.num_outputs)
         check_images(run.config.data.augment, data)  # data.augment on vector data
@@ -356,7 +371,7 @@ def make_tasks(todo: list[PlannedRun]) -> list[Task]:
     return tasks
 
 
-def _drive(
+def _hand_out(
     pool, tasks: list[Task], todo: list[PlannedRun], redo, outcomes: dict, on_outcome, on_wait
 ) -> None:
     """Hand tasks to the executor; runs claimed by another process come back "busy" and are
@@ -371,6 +386,8 @@ def _drive(
                 continue
             if outcome.status == "storage":
                 raise _StorageStop(outcome.exception or OSError(outcome.error))
+            if outcome.status == "lost":  # recorded as failed: a rerun does not call it missing
+                outcome = RunStore(pool.results_dir).record_lost(by_id[outcome.run_id], outcome)
             outcomes[outcome.run_id] = outcome
             if on_outcome:
                 on_outcome(outcome)

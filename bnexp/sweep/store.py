@@ -17,7 +17,7 @@ A run's state, read from these files:
   partial   checkpoint.pt and nobody running it: the next run resumes from there
   missing   nothing usable yet
 
-Executors call `bnexp.sweep.execute.execute_run` in whatever process trains the run; it claims,
+Executors call `bnexp.sweep.worker.execute_run` in whatever process trains the run; it claims,
 re-checks the state under the claim, trains or skips, and records failures. So resume, skip and
 claims behave the same in-process, in a process pool or as a Ray task. This module imports no
 torch: `bnexp status` reads a folder in a fraction of a second.
@@ -41,7 +41,16 @@ from filelock import FileLock, Timeout
 
 from bnexp.config import PlannedRun
 from bnexp.io import atomic_write_json
-from bnexp.results import CHECKPOINT, CONFIG, METRICS, SUMMARY, TIMING
+from bnexp.results import (
+    CHECKPOINT,
+    CLAIM,
+    CONFIG,
+    METRICS,
+    RUN_LOCK,
+    SUMMARY,
+    TIMING,
+    ResultsFolder,
+)
 
 log = logging.getLogger("bnexp")
 
@@ -57,6 +66,10 @@ STATES = ("done", "failed", "damaged", "running", "partial", "missing")
 COMPLETE_FILES = (CONFIG, METRICS, TIMING)
 
 
+class WorkerDied(RuntimeError):
+    """The process training a run died before the run saved anything to resume from."""
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What happened to one run in this call."""
@@ -69,6 +82,7 @@ class Outcome:
     error: str | None = None  # failed: "ExceptionType: message"
     seconds: float = 0.0
     exception: OSError | None = field(default=None, compare=False)  # storage: the OSError
+    resumed_from_epoch: int | None = None  # complete: the checkpoint's epoch it resumed from
 
 
 class RunStore:
@@ -76,7 +90,7 @@ class RunStore:
         self.root = Path(results_dir)
 
     def run_dir(self, rid: str) -> Path:
-        return self.root / "runs" / rid
+        return ResultsFolder(self.root).run(rid)
 
     def read_summary(self, rid: str) -> tuple[dict | None, str | None]:
         """(summary.json as a dict, None), (None, None) when there is none, or (None, what is
@@ -128,7 +142,7 @@ class RunStore:
 
     def _claimed_by_live_process(self, rid: str) -> bool:
         try:
-            claim = json.loads((self.run_dir(rid) / "claim.json").read_text())
+            claim = json.loads((self.run_dir(rid) / CLAIM).read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return False
         if claim.get("host") != socket.gethostname():
@@ -137,14 +151,14 @@ class RunStore:
             return False  # left behind by a killed process
         # a live pid may be a reused one, or a process that no longer holds the run's lock:
         # the lock itself says (the kernel drops it when its holder exits)
-        return _locked(self.run_dir(rid) / ".lock")
+        return _locked(self.run_dir(rid) / RUN_LOCK)
 
     @contextmanager
     def claim(self, rid: str) -> Iterator[bool]:
         """Yields True while this process holds the run's lock, False if another process does."""
         run_dir = self.run_dir(rid)
         run_dir.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(run_dir / ".lock")
+        lock = FileLock(run_dir / RUN_LOCK)
         try:
             lock.acquire(timeout=0)
         except Timeout:
@@ -152,7 +166,7 @@ class RunStore:
             return
         try:
             atomic_write_json(
-                run_dir / "claim.json",
+                run_dir / CLAIM,
                 {
                     "host": socket.gethostname(),
                     "pid": os.getpid(),
@@ -161,14 +175,14 @@ class RunStore:
             )
             yield True
         finally:
-            (run_dir / "claim.json").unlink(missing_ok=True)
+            (run_dir / CLAIM).unlink(missing_ok=True)
             lock.release()
 
     def tidy(self, rid: str) -> None:
         """For a finished run: drop what a process killed between writing summary.json and
         cleaning up left behind (claim.json, checkpoint.pt, temporary files)."""
         run_dir = self.run_dir(rid)
-        leftovers = [run_dir / "claim.json", run_dir / CHECKPOINT, *run_dir.glob(".*.tmp")]
+        leftovers = [run_dir / CLAIM, run_dir / CHECKPOINT, *run_dir.glob(".*.tmp")]
         if not any(p.exists() for p in leftovers) or self._claimed_by_live_process(rid):
             return
         with self.claim(rid) as ok:  # claim.json is rewritten, and removed on release
@@ -180,7 +194,7 @@ class RunStore:
         """Remove a run's results (for --force, --retry-failed and damaged runs); call it holding
         the claim."""
         run_dir = self.run_dir(rid)
-        for name in ("summary.json", CHECKPOINT, "metrics.csv", "timing.csv"):
+        for name in (SUMMARY, CHECKPOINT, METRICS, TIMING):
             (run_dir / name).unlink(missing_ok=True)
 
     def ready_to_train(self, rid: str, redo: frozenset[str]) -> bool:
@@ -221,7 +235,7 @@ class RunStore:
         error = f"{type(exc).__name__}: {exc}"
         cfg = run.config
         atomic_write_json(
-            self.run_dir(run.run_id) / "summary.json",
+            self.run_dir(run.run_id) / SUMMARY,
             {
                 "run_id": run.run_id,
                 "status": "failed",
@@ -235,6 +249,28 @@ class RunStore:
             },
         )
         return error
+
+    def record_lost(self, run: PlannedRun, outcome: Outcome) -> Outcome:
+        """A run whose worker died ("lost"): recorded as failed when it left nothing to resume
+        (no checkpoint, no summary), so `status` and a rerun see a failure, not a missing run;
+        one with a checkpoint stays partial and a rerun resumes it."""
+        rid = run.run_id
+        with self.claim(rid) as claimed:
+            if (
+                not claimed
+                or (self.run_dir(rid) / CHECKPOINT).exists()
+                or self.state(rid)
+                in (
+                    "done",
+                    "failed",
+                )
+            ):
+                return outcome
+            try:
+                error = self.record_failure(run, WorkerDied(outcome.error or "its worker died"))
+            except OSError:
+                return outcome
+        return Outcome(rid, "failed", error, outcome.seconds)
 
 
 def _alive(pid: int) -> bool:

@@ -30,14 +30,13 @@ from filelock import FileLock
 
 from bnexp.config import MlflowTrackConfig, TrackConfig
 from bnexp.errors import BnexpError
-from bnexp.results import CONFIG, METRICS, SUMMARY, TIMING
+from bnexp.results import CONFIG, METRICS, SUMMARY, TIMING, ResultsFolder
 
 log = logging.getLogger("bnexp.track")
 
 TRACKERS = ("mlflow", "tensorboard")
 # summary.json's numbers that restate the config or the bookkeeping: params and tags, not metrics
 NOT_RESULTS = ("batch_size", "lr", "seed", "epochs", "seeds_together", "resumed_from_epoch")
-LOCK = ".track.lock"  # results/<name>/.track.lock: one process logs at a time (no duplicate runs)
 
 
 def with_trackers(track: TrackConfig, names: Iterable[str] | None) -> TrackConfig:
@@ -143,13 +142,11 @@ class RunFiles:
 
 def complete_runs(results_dir: Path) -> list[RunFiles]:
     """Every complete run of the sweep, in plan.csv's order (runs not in the plan come last)."""
-    runs_dir = results_dir / "runs"
-    order: list[str] = []
-    if (results_dir / "plan.csv").exists():
-        order = list(pd.read_csv(results_dir / "plan.csv", dtype={"run_id": str})["run_id"])
-    found = sorted(p.name for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []
+    folder = ResultsFolder(results_dir)
+    order = folder.plan_order()
+    found = folder.run_ids_on_disk()
     ids = [r for r in order if r in found] + [r for r in found if r not in order]
-    return [r for r in (RunFiles(runs_dir / rid) for rid in ids) if r.complete]
+    return [r for r in (RunFiles(folder.run(rid)) for rid in ids) if r.complete]
 
 
 # --------------------------------------------------------------------------- the trackers
@@ -162,7 +159,8 @@ class Trackers:
     def __init__(self, results_dir: str | Path, track: TrackConfig, experiment: str):
         self.results_dir = Path(results_dir)
         self.active: list[Any] = []
-        self._lock = FileLock(str(self.results_dir / LOCK))
+        # one process logs at a time (no duplicate runs)
+        self._lock = FileLock(str(ResultsFolder(self.results_dir).track_lock))
         if track.mlflow is not None:
             self._open("mlflow", track.mlflow, experiment)
         if track.tensorboard:
@@ -206,7 +204,7 @@ class Trackers:
 
     def log_run(self, run_id: str) -> None:
         """Log one run if it is complete (call it from run_experiment's on_outcome)."""
-        run = RunFiles(self.results_dir / "runs" / run_id)
+        run = RunFiles(ResultsFolder(self.results_dir).run(run_id))
         if self.active and run.complete:
             self._each("log_run", run)
 

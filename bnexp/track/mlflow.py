@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from bnexp.config import MlflowTrackConfig
+from bnexp.results import ResultsFolder
+from bnexp.results.folder import MLFLOW_ARTIFACTS, REPORT_FOLDERS, SWEEP_FILES
 
 PARENT, RUN_ID, RESULTS_DIR = "bnexp.role", "bnexp.run_id", "bnexp.results_dir"
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
@@ -31,7 +33,7 @@ PARAM_MAX = 6000  # characters of one param value
 
 
 def default_uri(results_dir: Path) -> str:
-    return f"sqlite:///{(results_dir / 'mlflow.db').resolve()}"
+    return f"sqlite:///{ResultsFolder(results_dir).mlflow_db.resolve()}"
 
 
 def _quiet() -> None:
@@ -81,7 +83,7 @@ class MlflowTracker:
         """Artifacts beside a local SQLite store; None lets a server choose its own."""
         if self.uri.startswith("sqlite:///"):
             db = Path(self.uri.removeprefix("sqlite:///"))
-            return (db.parent / "mlartifacts").resolve().as_uri()
+            return (db.parent / MLFLOW_ARTIFACTS).resolve().as_uri()
         return None
 
     def _search(self, filter_string: str) -> list:
@@ -150,12 +152,10 @@ class MlflowTracker:
     def finish(self, interrupted: bool, runs: list[Any]) -> None:
         """The sweep's files on the parent run, which ends FINISHED (KILLED when interrupted)."""
         root = self.results_dir
-        for name in ("experiment.yaml", "plan.csv", "summary.csv", "report.md", "report.html"):
+        for name in SWEEP_FILES:
             if (root / name).is_file():
                 self.client.log_artifact(self.parent, str(root / name))
-        if (root / "claims.json").is_file():
-            self.client.log_artifact(self.parent, str(root / "claims.json"))
-        for folder in ("tables", "plots"):
+        for folder in REPORT_FOLDERS:
             if (root / folder).is_dir() and any((root / folder).iterdir()):
                 self.client.log_artifacts(self.parent, str(root / folder), folder)
         self.client.set_terminated(self.parent, "KILLED" if interrupted else "FINISHED")

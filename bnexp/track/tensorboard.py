@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-FOLDER = "tensorboard"
+from bnexp.results import ResultsFolder
+
 SCALARS = {  # metrics.csv column -> tag
     "train_loss": "train/loss",
     "train_acc": "train/acc",
@@ -55,7 +56,7 @@ class TensorBoardTracker:
     def __init__(self, results_dir: Path):
         import tensorboard  # noqa: F401 - ImportError here: the caller's warning names the extra
 
-        self.root = Path(results_dir) / FOLDER
+        self.root = ResultsFolder(results_dir).tensorboard
         self.root.mkdir(parents=True, exist_ok=True)
 
     def hparams(self, run: Any) -> dict[str, bool | float | str]:

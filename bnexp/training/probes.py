@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from bnexp.config import BatchStatNoiseConfig, IcsConfig, RunConfig, ShiftProbeConfig
 from bnexp.errors import BnexpError
 from bnexp.io import atomic_write_csv
+from bnexp.results import BN_NOISE, PROBES, ResultsFolder
 
 PROBE_COLUMNS = [
     "step",
@@ -396,7 +397,7 @@ class RunProbes:
             frame = pd.DataFrame(rows, columns=PROBE_COLUMNS).sort_values(
                 ["step", "site"], kind="stable"
             )
-            atomic_write_csv(self.run_dir / "probes.csv", frame)
+            atomic_write_csv(self.run_dir / PROBES, frame)
         noise = self.cfg.measure.bn_noise
         if noise is not None:
             rows = bn_noise_rows(
@@ -407,9 +408,7 @@ class RunProbes:
                 seed=self.cfg.train.seed,
                 chunk=self.cfg.train.eval_batch_size,
             )
-            atomic_write_csv(
-                self.run_dir / "bn_noise.csv", pd.DataFrame(rows, columns=NOISE_COLUMNS)
-            )
+            atomic_write_csv(self.run_dir / BN_NOISE, pd.DataFrame(rows, columns=NOISE_COLUMNS))
 
 
 def noise_at_init(exp, results_dir: Path) -> pd.DataFrame:
@@ -450,5 +449,5 @@ def noise_at_init(exp, results_dir: Path) -> pd.DataFrame:
             rows.append({"run_id": run.run_id, "norm": cfg.model.norm, "seed": cfg.train.seed, **r})
     frame = pd.DataFrame(rows, columns=["run_id", "norm", "seed", *NOISE_COLUMNS])
     if not frame.empty:
-        atomic_write_csv(Path(results_dir) / "noise" / "bn_noise.csv", frame)
+        atomic_write_csv(ResultsFolder(results_dir).noise_at_init, frame)
     return frame

@@ -222,9 +222,7 @@ class RunRecorder:
         self.resumed_from = self.prog.epoch
         self.clock.wall_before = self.prog.wall_s
         self.clock.train_s, self.clock.eval_s = self.prog.train_s, self.prog.eval_s
-        log.info(
-            "run %s: resuming from its checkpoint after epoch %d", self.run_id, self.prog.epoch
-        )
+        log.info("run %s: resumed from epoch %d (its checkpoint)", self.run_id, self.prog.epoch)
 
     def epoch_done(
         self,

@@ -24,7 +24,7 @@ from bnexp.config import RunConfig
 from bnexp.config import run_id as compute_run_id
 from bnexp.config.model import factory_parts
 from bnexp.errors import BnexpError
-from bnexp.results import CONFIG, METRICS, SUMMARY, RunSummary
+from bnexp.results import CONFIG, METRICS, SUMMARY, ResultsFolder, RunSummary
 from bnexp.training.train import train_run
 
 # a run id is a short hex hash (bnexp.config.run_id); a prefix of one is letters and digits only,
@@ -44,7 +44,7 @@ class Reproduction:
 
 def find_run(results: Path, run_id: str) -> Path:
     """The folder results/runs/<id> of the one recorded run whose id is, or starts with, run_id."""
-    runs = Path(results) / "runs"
+    runs = ResultsFolder(results).runs
     if not _ID_PATTERN.fullmatch(run_id):
         raise BnexpError(
             f"run id {run_id!r}: expected a run id or a prefix of one (letters and digits, "

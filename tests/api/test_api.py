@@ -98,7 +98,7 @@ def _fake_results(tmp_path):
     """A results folder in the real layout, written by hand: two runs, one with metrics."""
     root = tmp_path / "fake"
     (root / "runs" / "0123e45678").mkdir(parents=True)
-    (root / "plan.csv").write_text("run_id,model.norm\n0123e45678,none\n00ab,torch\n")
+    (root / "plan.csv").write_text("run_id,model.norm\n0123e45678,none\n0000000171,torch\n")
     (root / "runs" / "0123e45678" / "metrics.csv").write_text(
         "epoch,step,lr,train_loss,train_acc,test_loss,test_acc\n0,0,0.1,2.3,0.1,2.3,0.1\n"
     )
@@ -107,7 +107,7 @@ def _fake_results(tmp_path):
 
 def test_load_reads_run_ids_as_text_and_none_as_a_name(tmp_path):
     res = bnexp.load(_fake_results(tmp_path))
-    assert res.plan["run_id"].tolist() == ["0123e45678", "00ab"]  # not 1.23e+53, not 171
+    assert res.plan["run_id"].tolist() == ["0123e45678", "0000000171"]  # not 1.23e+53, not 171
     assert res.plan["model.norm"].tolist() == ["none", "torch"]
     m = res.metrics()
     assert m["run_id"].tolist() == ["0123e45678"] and m["model.norm"].tolist() == ["none"]
@@ -154,7 +154,7 @@ def test_load_and_metrics_reject_what_is_not_there(tmp_path):
         bnexp.load(tmp_path)
     res = bnexp.load(_fake_results(tmp_path))
     with pytest.raises(BnexpError, match="'0'.*2 runs"):
-        res.metrics(run_id="0")  # 0123e45678 and 00ab
+        res.metrics(run_id="0")  # 0123e45678 and 0000000171
     with pytest.raises(BnexpError, match="'ff'.*no run"):
         res.metrics(run_id="ff")
 

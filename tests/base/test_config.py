@@ -216,6 +216,28 @@ def test_an_lr_scaling_that_keeps_the_lr_is_the_same_run():
     assert ids["none", 128] == run_id(expand(experiment_from_dict(plain))[0].config)
 
 
+def test_set_on_a_swept_key_is_refused_naming_the_sweep(tmp_path):
+    """`--set model.norm=torch` while model.norm is swept would be silently overridden by every
+    run: it is one problem that names the sweep and the override that does what was meant."""
+    from bnexp.config import ConfigError, load_experiment
+
+    path = tmp_path / "exp.yaml"
+    path.write_text(
+        "name: x\ndata: {dataset: digits}\nmodel: {arch: mlp, hidden: [4]}\n"
+        "train: {lr: 0.1, batch_size: 8, epochs: 1}\n"
+        "sweep: {model.norm: [none, torch], train.seed: [0, 1]}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_experiment(path, ["model.norm=torch", "train.lr=0.2"])
+    assert err.value.problems == [
+        "--set model.norm: model.norm is swept (sweep.model.norm: ['none', 'torch']), so every "
+        "run would take the sweep's value instead; to run only this value, use "
+        "--set 'sweep.model.norm=[torch]'"
+    ]
+    exp, _ = load_experiment(path, ["sweep.model.norm=[torch]", "train.lr=0.2"])
+    assert exp.sweep["model.norm"] == ["torch"] and exp.train.lr == 0.2
+
+
 # --------------------------------------------------------------------------- the training regime
 
 

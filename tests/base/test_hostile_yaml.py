@@ -1,4 +1,4 @@
-"""Hostile and malformed experiment files, and values `validate` must refuse (issue 12): each
+"""Hostile and malformed experiment files, and values `validate` must refuse: each
 ends in a ConfigError whose lines name the file (and line), fast, never a traceback."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Signals to a `--workers 2` sweep (issue 12): SIGTERM (timeout, systemd, Slurm, docker stop)
+"""Signals to a `--workers 2` sweep: SIGTERM (timeout, systemd, Slurm, docker stop)
 behaves like Ctrl-C and exits 143; SIGKILL of the sweep process alone leaves no worker behind.
 Real subprocesses; each test checks that no process of the sweep's session survives it."""
 

@@ -29,9 +29,10 @@ from typer.testing import CliRunner
 from bnexp.cli import app
 from bnexp.config import experiment_from_dict
 from bnexp.sweep.runner import run_experiment
+from bnexp.sweep.status import sweep_status
 
 FAIL_SEED_1 = """
-import bnexp.sweep.execute as _st
+import bnexp.sweep.worker as _st
 _real = _st.train_run
 def _flaky(cfg, *a, **kw):
     if cfg.train.seed == 1:
@@ -54,7 +55,7 @@ os.replace = _replace
 def log_trainings(log: Path) -> str:
     return f"""
 import os
-import bnexp.sweep.execute as _st
+import bnexp.sweep.worker as _st
 _real = _st.train_run
 def _logged(cfg, run_dir, *a, **kw):
     with open({str(log)!r}, "a") as f:
@@ -296,6 +297,12 @@ def test_ctrl_c_stops_keeps_finished_runs_and_prints_the_resume_command(tmp_path
     ), err[-2000:]
     kept = [rid for rid, s in summaries(results).items() if s["status"] == "complete"]
     assert kept and len(pd.read_csv(results / "summary.csv")) == len(kept)
+    # the message counts what `bnexp status` shows; the report covers every finished run
+    done = sweep_status(results).totals["done"]
+    assert f"interrupted (Ctrl-C): {done} of 6 run(s) done and kept" in " ".join(err.split())
+    assert done == len(kept), (done, kept)
+    speedup = pd.read_csv(results / "tables" / "speedup.csv")
+    assert speedup["runs"].sum() == len(kept), speedup
     status = CliRunner().invoke(app, ["status", str(results)])
     assert "running" not in status.output.split("—")[1].split("\n")[0], (
         status.output

@@ -1,4 +1,4 @@
-"""Faults in the results folder (issue 12), in-process: damaged summary.json, a finished run
+"""Faults in the results folder, in-process: damaged summary.json, a finished run
 missing a file, two experiments of one name, a full disk, folders that cannot be used, damaged
 plan.csv / summary.csv under `status`, and never more workers than runs. Each ends in correct
 results, or one line and exit 2, with nothing lost."""
@@ -146,7 +146,7 @@ def test_full_disk_stops_the_sweep_with_one_line_and_resumes(tmp_path, reference
 
 
 def test_full_disk_while_recording_a_failure_does_not_crash(tmp_path, monkeypatch):
-    import bnexp.sweep.execute as execute
+    import bnexp.sweep.worker as execute
 
     def fails(*a, **kw):
         bnexp.io.atomic_write_bytes(tmp_path / "x", b"")  # what the run writes first

@@ -17,15 +17,15 @@ import pytest
 from sweep_helpers import bnexp_env, tiny_experiment
 
 import bnexp.errors
-import bnexp.sweep.execute
 import bnexp.sweep.runner
+import bnexp.sweep.worker
 from bnexp.config import RunConfig, expand, experiment_from_dict
 from bnexp.errors import BnexpError
 from bnexp.report import comparison
 from bnexp.results import CHECKPOINT
-from bnexp.sweep.execute import execute_run
 from bnexp.sweep.runner import run_experiment
 from bnexp.sweep.store import RunStore
+from bnexp.sweep.worker import execute_run
 from bnexp.training.train import train_run
 
 
@@ -128,14 +128,14 @@ def test_diverge_loss_threshold_stops_early(tmp_path):
 
 
 def _fail_seed_1(monkeypatch):
-    real = bnexp.sweep.execute.train_run
+    real = bnexp.sweep.worker.train_run
 
     def flaky(cfg, *a, **kw):
         if cfg.train.seed == 1:
             raise RuntimeError("boom: injected by the test")
         return real(cfg, *a, **kw)
 
-    monkeypatch.setattr(bnexp.sweep.execute, "train_run", flaky)
+    monkeypatch.setattr(bnexp.sweep.worker, "train_run", flaky)
 
 
 def test_failing_run_is_recorded_skipped_then_retried(tmp_path, monkeypatch):

@@ -184,7 +184,7 @@ def test_logging_cut_off_half_way_is_completed_in_place(sweep, monkeypatch):
 def test_interrupted_sweep_resumed_with_tracking_has_each_run_once(tmp_path, monkeypatch):
     """The API, end to end: Ctrl-C after two runs (finished runs logged, the parent KILLED), then
     the same call resumes: one parent, four children, every metric point once."""
-    import bnexp.sweep.execute as execute
+    import bnexp.sweep.worker as execute
 
     real, trained = execute.train_run, []
 

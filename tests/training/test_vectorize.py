@@ -125,8 +125,8 @@ def test_should_stop_interrupts_seeds_trained_together(tmp_path, small_digits):
 
 def test_execute_task_reports_an_interrupted_group_as_interrupted(tmp_path):
     from bnexp.config import expand
-    from bnexp.sweep.execute import execute_task
     from bnexp.sweep.store import RunStore
+    from bnexp.sweep.worker import execute_task
 
     raw = _exp(True)
     raw["sweep"] = {"train.seed": [0, 1]}

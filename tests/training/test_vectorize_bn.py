@@ -1,6 +1,6 @@
 """BN cells' seeds trained together (bnexp.training.vectorize) against separate runs.
 
-The criterion (issue 14): a batched BN kernel rounds differently from the unbatched one in the
+The criterion: a batched BN kernel rounds differently from the unbatched one in the
 last bit and training amplifies that, so not bit-equality but (1) equal within 1e-5 (relative +
 absolute) for the first 20 steps, every step evaluated, and (2) over a whole run statistically
 the same: each seed's steps to target within one evaluation of its separate run's, and its final

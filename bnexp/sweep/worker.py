@@ -1,5 +1,6 @@
-"""Train what the run store hands out: `execute_run` (one run) and `execute_task` (one run, or
-the seeds of a cell trained together). Called by every executor in the process that trains.
+"""What a worker does with a task, in whatever process trains it (this one, a pool worker, a
+Ray task): claim its runs, train them or skip the finished ones, and record failures.
+`execute_run` takes one run, `execute_task` one run or the seeds of a cell trained together.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def execute_run(
             run.run_id,
             "diverged" if summary.diverged else "complete",
             seconds=time.perf_counter() - t0,
+            resumed_from_epoch=summary.resumed_from_epoch,
         )
 
 

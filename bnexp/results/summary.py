@@ -1,16 +1,5 @@
-"""The results contract: the files a run leaves and `RunSummary`, the one definition of the
-summary columns. summary.json, summary.csv, `bnexp status`, `bnexp repro` and the report all
-read them from here. Imports no torch, so read-only commands stay fast.
-
-results/<name>/runs/<run_id>/
-  config.yaml    the resolved config
-  metrics.csv    one row per evaluation (METRIC_COLUMNS); reproducible bytes
-  timing.csv     one row per evaluation (TIMING_COLUMNS); machine- and load-dependent
-  estimates.csv  with measure.eval_subset: one row per subset estimate between the whole-set
-                 evaluations of metrics.csv (ESTIMATE_COLUMNS); reproducible bytes
-  checkpoint.pt  while the run is in progress
-  summary.json   written last, atomically: its presence means the run is complete
-"""
+"""`RunSummary`, the one definition of a run's summary.json and of summary.csv's columns, and the
+columns of a run's CSVs. Imports no torch, so read-only commands stay fast."""
 
 from __future__ import annotations
 
@@ -18,13 +7,6 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from bnexp.config import RunConfig, run_id
-
-CONFIG = "config.yaml"
-METRICS = "metrics.csv"
-TIMING = "timing.csv"
-ESTIMATES = "estimates.csv"
-CHECKPOINT = "checkpoint.pt"
-SUMMARY = "summary.json"
 
 METRIC_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc"]
 # metrics.csv's last two columns with a validation split (data.val_fraction), absent without one
