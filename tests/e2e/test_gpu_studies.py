@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from data.test_data_cifar10 import make_cifar_folder
 
 from bnexp.config import expand, load_experiment
 from bnexp.training.train import train_run
-from data.test_data_cifar10 import make_cifar_folder
 
 GPU_STUDIES = sorted((Path(__file__).resolve().parents[2] / "configs/studies/gpu").glob("*.yaml"))
 
