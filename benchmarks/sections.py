@@ -33,7 +33,9 @@ from benchmarks.memory import bench_memory
 from benchmarks.seeds import bench_vectorize
 from benchmarks.startup import bench_startup, bench_workers
 
-SECTIONS = ("loops", "cnn", "denormal", "vectorize", "startup", "workers", "memory", "estimate")
+SECTIONS = (
+    "loops", "cnn", "resnet", "denormal", "vectorize", "startup", "workers", "memory", "estimate"
+)
 __all__ = ["COLUMNS", "SECTIONS", "bench_train", "rich_table"]
 
 
@@ -90,6 +92,10 @@ def _sections(
         parts.append(bench_loops(tiny, root, reps, log))
     if "cnn" in sections:
         parts.append(bench_cnn(tiny, root, 1 if tiny else reps, log))
+    if "resnet" in sections:
+        from benchmarks.resnet_step import bench_resnet
+
+        parts.append(bench_resnet(tiny, 1 if tiny else min(reps, 3), log))
     if "denormal" in sections:
         parts.append(bench_denormal(tiny, reps, log))
     if "vectorize" in sections:
