@@ -47,6 +47,7 @@ terminal and claims.json show.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -64,6 +65,15 @@ VERDICTS = (
     "equivalent",
     "differs",
 )
+
+
+# "-0" or "-0.000" standing alone (not "-0.5", "-0.001" or "10-0"): a zero its rounding signed
+UNSIGNED_ZERO = re.compile(r"(?<![\w.])[-−](0(?:\.0+)?)(?![\d.])")
+
+
+def unsigned_zeros(text: str) -> str:
+    """'-0.000' -> '0.000' wherever rounding signed a zero; other numbers unchanged."""
+    return UNSIGNED_ZERO.sub(r"\1", text)
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,9 @@ class Claim:
     # further numbers named in the sentence; speedup, regularization, trend: p (the cell's
     # t-test) and p_holm (Holm-adjusted over the claim's cells)
     details: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:  # the terminal, report.md and claims.json: one text
+        object.__setattr__(self, "text", unsigned_zeros(self.text))
 
     def to_dict(self) -> dict:
         """JSON-ready: numpy scalars as Python numbers, NaN as None."""

@@ -26,7 +26,7 @@ from rich.text import Text
 
 from bnexp.results import ResultsFolder
 
-from .claims import Claim, sentences
+from .claims import Claim, sentences, unsigned_zeros
 from .summary import comparison
 
 INTRO = (
@@ -120,12 +120,8 @@ def cell_text(v) -> str:
             return "—"
         text = f"{float(v):.4g}"
         text = f"{float(text):.0f}" if "e+" in text else text  # 12350, not 1.235e+04
-        return _UNSIGNED_ZERO.sub(r"\1", text)
-    return _UNSIGNED_ZERO.sub(r"\1", str(v))
-
-
-# "-0" or "-0.000" standing alone (not "-0.5", "-0.001" or "10-0"): a zero its rounding signed
-_UNSIGNED_ZERO = re.compile(r"(?<![\w.])[-−](0(?:\.0+)?)(?![\d.])")
+        return unsigned_zeros(text)
+    return unsigned_zeros(str(v))
 
 
 # --------------------------------------------------------------------------- report.md

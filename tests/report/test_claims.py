@@ -152,3 +152,14 @@ def test_claims_serialize_to_the_documented_json(claims):
     # is no cell key); numbers stay numbers
     assert speed["cell"] == {"batch_size": 32}
     assert isinstance(speed["cell"]["batch_size"], int)
+
+
+def test_a_zero_that_rounding_signed_reads_unsigned_in_claims_json_as_on_the_terminal():
+    """claims.json and the terminal show one text: '-0.000' is '0.000' in both."""
+    from bnexp.report.claims import Claim
+    from bnexp.report.render import cell_text
+
+    text = "effect -0.000 [-0.012, 0.011], −0.0 -0.5"
+    claim = Claim("regularization", "not supported", text, None)
+    assert claim.text == "effect 0.000 [-0.012, 0.011], 0.0 -0.5"
+    assert claim.to_dict()["text"] == claim.text == cell_text(claim.text)
