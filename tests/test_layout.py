@@ -172,3 +172,15 @@ def test_read_only_paths_import_no_torch(tmp_path, command):
         timeout=60,
     )
     assert out.stdout.strip().endswith("CLEAN"), out.stdout + out.stderr
+
+
+def test_functions_fit_on_a_screen():
+    """No function of the package over 80 lines (a long one is two ideas: split it)."""
+    long = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                n = node.end_lineno - node.lineno + 1
+                if n > 80:
+                    long.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name} ({n})")
+    assert not long, f"functions over 80 lines: {long}"
