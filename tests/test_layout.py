@@ -182,5 +182,6 @@ def test_functions_fit_on_a_screen():
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 n = node.end_lineno - node.lineno + 1
                 if n > 80:
-                    long.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name} ({n})")
+                    where = f"{path.relative_to(PACKAGE.parent)}:{node.lineno}"
+                    long.append(f"{where} {node.name} ({n})")
     assert not long, f"functions over 80 lines: {long}"
