@@ -74,6 +74,7 @@ def test_a_swept_ghost_size_under_population_statistics_is_one_run():
     assert len(set(ids.values())) == 1 + 2 + 1  # none; batch at 16 and 32; population
 
 
+@pytest.mark.slow
 def test_population_statistics_ignore_the_ghost_size():
     """The reason for the rule above: our layer with population statistics gives the same
     outputs and running estimates whatever ghost_batch_size says."""

@@ -55,6 +55,7 @@ def test_sweep_batch_then_sweep_lr_write_to_their_own_folders(tmp_path):
         assert status.returncode == 0 and "2 done" in status.stdout, status.stdout
 
 
+@pytest.mark.slow
 def test_dry_run_refuses_a_conflicting_plan_as_run_does(tmp_path):
     out = tmp_path / "results"
     first = write_yaml(tmp_path / "a.yaml", tiny_experiment(epochs=1, sweep={"train.seed": [0]}))

@@ -87,6 +87,7 @@ def test_custom_controls_reach_every_layer():
                                   for b in bns)
 
 
+@pytest.mark.slow
 def test_torch_and_custom_compute_the_same_network():
     """Paired initial weights (every norm draws the same conv/linear weights), and our layer
     equals torch's in training and eval."""

@@ -88,6 +88,7 @@ def test_the_best_validation_evaluation_is_the_earliest_of_equals(tmp_path):
     assert (s.final_val_acc, s.final_test_acc) == (0.6, 0.70)
 
 
+@pytest.mark.slow
 def test_seeds_trained_together_record_the_validation_of_separate_runs(tmp_path, val_digits):
     cfgs = [_cfg(seed=s, steps=50) for s in (0, 1)]  # a step budget ending mid-epoch
     sums = train_seeds(cfgs, [tmp_path / f"vec{c.train.seed}" for c in cfgs], data=val_digits)
