@@ -29,9 +29,9 @@ from torchvision.datasets import utils as tv_utils
 
 from bnexp.config import DataConfig
 from bnexp.data import Dataset, pickles
-from bnexp.data.arrays import build, check_labels
+from bnexp.data.arrays import check_labels
 from bnexp.data.fetch import fetch
-from bnexp.data.subsets import select
+from bnexp.data.subsets import subset_dataset
 from bnexp.errors import DataError
 
 log = logging.getLogger("bnexp")
@@ -62,17 +62,7 @@ def load_cifar10(cfg: DataConfig) -> Dataset:
             f"{', '.join(TRAIN_FILES)}, {', '.join(TEST_FILES)}, {META_FILE} there; {HOW_TO_GET})"
         )
     names, (x_tr, y_tr), (x_te, y_te) = read_folder(folder)
-    sub = select(y_tr, y_te, names, cfg, source=str(folder))
-    return build(
-        "cifar10",
-        x_tr[sub.train_idx],
-        sub.y_train,
-        x_te[sub.test_idx],
-        sub.y_test,
-        sub.classes,
-        binary=sub.binary,
-        standardize=cfg.standardize,
-    )
+    return subset_dataset("cifar10", (x_tr, y_tr), (x_te, y_te), names, cfg, source=str(folder))
 
 
 def read_folder(

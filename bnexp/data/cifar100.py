@@ -22,10 +22,9 @@ from torchvision.datasets import utils as tv_utils
 
 from bnexp.config import DataConfig
 from bnexp.data import Dataset
-from bnexp.data.arrays import build
 from bnexp.data.cifar10 import read_batches, unpickle
 from bnexp.data.fetch import fetch
-from bnexp.data.subsets import select
+from bnexp.data.subsets import subset_dataset
 from bnexp.errors import DataError
 
 log = logging.getLogger("bnexp")
@@ -66,17 +65,7 @@ def load_cifar100(cfg: DataConfig) -> Dataset:
         )
     stamp = tuple((folder / name).stat().st_mtime_ns for name in MD5)
     names, (x_tr, y_tr), (x_te, y_te) = _read_folder(str(folder), stamp)
-    sub = select(y_tr, y_te, names, cfg, source=str(folder))
-    return build(
-        "cifar100",
-        x_tr[sub.train_idx],
-        sub.y_train,
-        x_te[sub.test_idx],
-        sub.y_test,
-        sub.classes,
-        binary=sub.binary,
-        standardize=cfg.standardize,
-    )
+    return subset_dataset("cifar100", (x_tr, y_tr), (x_te, y_te), names, cfg, source=str(folder))
 
 
 def missing_files(folder: Path) -> list[str]:

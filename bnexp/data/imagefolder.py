@@ -26,8 +26,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 
 from bnexp.config import DataConfig
 from bnexp.data import Dataset
-from bnexp.data.arrays import build
-from bnexp.data.subsets import select
+from bnexp.data.subsets import subset_dataset
 from bnexp.errors import DataError
 
 SPLITS = {"training": "train", "test": "test"}  # split -> folder under root
@@ -58,17 +57,7 @@ def load_imagefolder(cfg: DataConfig) -> Dataset:
             f"data.root: the training images are {x_tr.shape[3]}x{x_tr.shape[2]} but the test "
             f"images {x_te.shape[3]}x{x_te.shape[2]}; expected one size (resize them)"
         )
-    sub = select(y_tr, y_te, names, cfg, source=str(root))
-    return build(
-        "imagefolder",
-        x_tr[sub.train_idx],
-        sub.y_train,
-        x_te[sub.test_idx],
-        sub.y_test,
-        sub.classes,
-        binary=sub.binary,
-        standardize=cfg.standardize,
-    )
+    return subset_dataset("imagefolder", (x_tr, y_tr), (x_te, y_te), names, cfg, source=str(root))
 
 
 def list_images(folder: Path) -> tuple[list[str], list[tuple[str, int, int]]]:

@@ -24,9 +24,8 @@ from torchvision.datasets import MNIST, FashionMNIST
 
 from bnexp.config import DataConfig
 from bnexp.data import Dataset
-from bnexp.data.arrays import build
 from bnexp.data.fetch import fetch
-from bnexp.data.subsets import select
+from bnexp.data.subsets import subset_dataset
 from bnexp.errors import DataError
 
 SOURCES = {  # dataset -> (torchvision class, class names)
@@ -55,18 +54,8 @@ def load_mnist(cfg: DataConfig) -> Dataset:
             f"{expected} there; set data.download: true on a machine that is online, or put "
             f"the files of {source.mirrors[0]} there)"
         )
-    (x_tr, y_tr), (x_te, y_te) = (read_split(folder, split) for split in FILES)
-    sub = select(y_tr, y_te, names, cfg, source=str(folder))
-    return build(
-        cfg.dataset,
-        x_tr[sub.train_idx],
-        sub.y_train,
-        x_te[sub.test_idx],
-        sub.y_test,
-        sub.classes,
-        binary=sub.binary,
-        standardize=cfg.standardize,
-    )
+    train, test = (read_split(folder, split) for split in FILES)
+    return subset_dataset(cfg.dataset, train, test, names, cfg, source=str(folder))
 
 
 def find_folder(root: Path, source: type) -> Path:

@@ -20,8 +20,8 @@ import numpy as np
 
 from bnexp.config import DataConfig
 from bnexp.data import Dataset
-from bnexp.data.arrays import build, check_labels, to_nchw
-from bnexp.data.subsets import select
+from bnexp.data.arrays import check_labels, to_nchw
+from bnexp.data.subsets import subset_dataset
 from bnexp.errors import DataError
 
 MAX_CLASSES = 1000  # classes an npz may have without names (labels 0..999)
@@ -52,16 +52,8 @@ def load_npz(cfg: DataConfig) -> Dataset:
             f"{where} names {len(names)} classes, but the labels go up to {num_labels - 1}; "
             "expected a name per label"
         )
-    sub = select(y_tr, y_te, names, cfg, source=f"{cfg.train} / {cfg.test}")
-    return build(
-        "npz",
-        x_tr[sub.train_idx],
-        sub.y_train,
-        x_te[sub.test_idx],
-        sub.y_test,
-        sub.classes,
-        binary=sub.binary,
-        standardize=cfg.standardize,
+    return subset_dataset(
+        "npz", (x_tr, y_tr), (x_te, y_te), names, cfg, source=f"{cfg.train} / {cfg.test}"
     )
 
 

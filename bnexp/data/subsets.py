@@ -131,3 +131,29 @@ def _even_shares(total: int, k: int, seed: int, split: int) -> list[int]:
     for i in extra:
         shares[i] += 1
     return shares
+
+
+def subset_dataset(
+    name: str,
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    names: list[str],
+    cfg: DataConfig,
+    source: str,
+):
+    """The Dataset of the subset `cfg` asks for: train and test are (x, y) with labels 0..K-1
+    named by `names`; x (N, ...) uint8 images or float vectors (bnexp.data.arrays.build)."""
+    from bnexp.data.arrays import build
+
+    (x_tr, y_tr), (x_te, y_te) = train, test
+    sub = select(y_tr, y_te, names, cfg, source=source)
+    return build(
+        name,
+        x_tr[sub.train_idx],
+        sub.y_train,
+        x_te[sub.test_idx],
+        sub.y_test,
+        sub.classes,
+        binary=sub.binary,
+        standardize=cfg.standardize,
+    )

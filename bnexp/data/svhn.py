@@ -18,9 +18,9 @@ from torchvision.datasets import utils as tv_utils
 
 from bnexp.config import DataConfig
 from bnexp.data import Dataset
-from bnexp.data.arrays import build, check_labels
+from bnexp.data.arrays import check_labels
 from bnexp.data.fetch import fetch
-from bnexp.data.subsets import select
+from bnexp.data.subsets import subset_dataset
 from bnexp.errors import DataError
 
 SPLITS = {"training": SVHN.split_list["train"], "test": SVHN.split_list["test"]}  # url, file, md5
@@ -43,17 +43,7 @@ def load_svhn(cfg: DataConfig) -> Dataset:
             f"{SPLITS['training'][0].rsplit('/', 1)[0]}/)"
         )
     (x_tr, y_tr), (x_te, y_te) = (read_mat(root / name) for _, name, _ in SPLITS.values())
-    sub = select(y_tr, y_te, NAMES, cfg, source=str(root))
-    return build(
-        "svhn",
-        x_tr[sub.train_idx],
-        sub.y_train,
-        x_te[sub.test_idx],
-        sub.y_test,
-        sub.classes,
-        binary=sub.binary,
-        standardize=cfg.standardize,
-    )
+    return subset_dataset("svhn", (x_tr, y_tr), (x_te, y_te), NAMES, cfg, source=str(root))
 
 
 def missing_files(root: Path) -> list[str]:
