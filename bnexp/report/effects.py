@@ -245,40 +245,39 @@ COMMON_COLUMNS = ("common_train_loss", "common_test_acc", "common_test_loss")
 
 
 def at_common_loss(metrics: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
-    """Per run_id: its test acc and loss at the lowest train loss every run of its cell and seed
-    reaches (the curve of test metric against train loss, read at one level for all arms).
+    """Per summary row (the frame is aligned with df's index): its run's test acc and loss at
+    the lowest train loss every run of its cell and seed reaches (the curve of test metric
+    against train loss, read at one level for all arms).
 
     Level L = the largest of the runs' smallest metrics.csv train_loss in the group (cell keys
     without the norm, and the seed); each run is read at its first row with train_loss <= L.
     Runs without metrics (or diverged) get NaN. In a ghost sweep `none` runs (ghost size null)
-    form their own group, so their level is their own.
+    form their own group, so their level is their own. A run planned in several cells (a shared
+    baseline) is one row in each, read at each cell's own level.
     """
-    out = pd.DataFrame({"run_id": df["run_id"].astype(str)})
-    for c in COMMON_COLUMNS:
-        out[c] = math.nan
+    out = pd.DataFrame(math.nan, index=df.index, columns=list(COMMON_COLUMNS))
     if metrics.empty or "train_loss" not in metrics.columns:
         return out
     by_run = dict(iter(metrics.groupby("run_id", sort=False)))
     lowest = {rid: float(m["train_loss"].min()) for rid, m in by_run.items()}
     ok = df[~df["diverged"]]
     for _, g in groups(ok, [*cell_keys(df), "seed"]):
-        ids = [str(r) for r in g["run_id"] if str(r) in by_run]
-        if len(ids) < 2:
+        rows = {i: str(r) for i, r in zip(g.index, g["run_id"]) if str(r) in by_run}
+        if len(set(rows.values())) < 2:
             continue
-        level = max(lowest[r] for r in ids)
-        for rid in ids:
+        level = max(lowest[r] for r in rows.values())
+        for i, rid in rows.items():
             m = by_run[rid].sort_values("step", kind="stable")
             hit = m[m["train_loss"] <= level].iloc[0]
-            out.loc[out["run_id"] == rid, list(COMMON_COLUMNS)] = [
-                level, float(hit["test_acc"]), float(hit["test_loss"])
-            ]  # fmt: skip
+            out.loc[i] = [level, float(hit["test_acc"]), float(hit["test_loss"])]
     return out
 
 
 def with_common_loss(df: pd.DataFrame, common: pd.DataFrame) -> pd.DataFrame:
-    """summary rows with the COMMON_COLUMNS of `at_common_loss`."""
+    """summary rows with the COMMON_COLUMNS of `at_common_loss` (aligned by index: a run that
+    serves several cells keeps one row per cell, never a product of them)."""
     df = df.drop(columns=[c for c in COMMON_COLUMNS if c in df.columns])
-    return df.merge(common, on="run_id", how="left")
+    return pd.concat([df, common.reindex(df.index)], axis=1)
 
 
 # --------------------------------------------------------------------------- ours ≡ torch's

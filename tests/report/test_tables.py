@@ -121,3 +121,43 @@ def test_pair_counts_stay_out_of_the_csv_files(tables):
         kept = for_csv(frame)
         assert not set(PAIR_COUNTS) & set(kept.columns), name
         assert list(kept.columns) == [c for c in frame.columns if c not in PAIR_COUNTS], name
+
+
+def test_a_run_shared_by_several_cells_is_one_pair_per_seed_in_each():
+    """A no-BN run planned in two ghost cells (a shared baseline) is one row of each cell, read
+    at that cell's own common train-loss level: never a product of the cells (which would count
+    3 seeds as 9 and shrink the interval)."""
+    from bnexp.report.effects import COMMON_COLUMNS, at_common_loss, with_common_loss
+
+    rows, metrics = [], []
+    for seed in range(3):
+        for ghost in (16, 32):
+            for norm in ("none", "custom"):
+                rid = f"none{seed}" if norm == "none" else f"g{ghost}s{seed}"
+                rows.append(
+                    {
+                        "run_id": rid,
+                        "norm": norm,
+                        "seed": seed,
+                        "batch_size": 64,
+                        "model.ghost_batch_size": ghost,
+                        "diverged": False,
+                    }
+                )
+        for rid, low in [(f"none{seed}", 0.5), (f"g16s{seed}", 0.2), (f"g32s{seed}", 0.3)]:
+            for step, loss in enumerate([1.0, low]):
+                metrics.append(
+                    {
+                        "run_id": rid,
+                        "step": step,
+                        "train_loss": loss,
+                        "test_acc": 0.5 + 0.1 * step,
+                        "test_loss": 2.0 - step,
+                    }
+                )
+    df = pd.DataFrame(rows)
+    out = with_common_loss(df, at_common_loss(pd.DataFrame(metrics), df))
+    assert len(out) == len(df) == 12
+    none = out[out["norm"] == "none"]
+    assert none["common_train_loss"].tolist() == [0.5] * 6  # the level both arms reach
+    assert set(COMMON_COLUMNS) <= set(out.columns)
