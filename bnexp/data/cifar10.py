@@ -77,18 +77,23 @@ def read_folder(
     return _read_folder_cached(str(folder), stamp)
 
 
-@functools.lru_cache(maxsize=1)
-def _read_folder_cached(folder_str: str, stamp: tuple[int, ...]):
-    folder = Path(folder_str)
-    differ = [
-        name for name, md5 in MD5.items() if not tv_utils.check_integrity(str(folder / name), md5)
-    ]
+def warn_if_not_official(dataset: str, folder: Path, md5s: dict[str, str]) -> None:
+    """A log warning naming the files whose MD5 differs from the official release's (a re-packed
+    subset, say): they are still read, through the restricted unpickler."""
+    differ = [n for n, md5 in md5s.items() if not tv_utils.check_integrity(str(folder / n), md5)]
     if differ:
         log.warning(
-            "cifar10: %s in %s differ from the official release (MD5); using them as they are",
+            "%s: %s in %s differ from the official release (MD5); using them as they are",
+            dataset,
             ", ".join(differ),
             folder,
         )
+
+
+@functools.lru_cache(maxsize=1)
+def _read_folder_cached(folder_str: str, stamp: tuple[int, ...]):
+    folder = Path(folder_str)
+    warn_if_not_official("cifar10", folder, MD5)
     names = read_meta(folder / META_FILE)
     train = read_batches([folder / f for f in TRAIN_FILES], len(names))
     test = read_batches([folder / f for f in TEST_FILES], len(names))

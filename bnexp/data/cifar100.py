@@ -22,7 +22,7 @@ from torchvision.datasets import utils as tv_utils
 
 from bnexp.config import DataConfig
 from bnexp.data import Dataset
-from bnexp.data.cifar10 import read_batches, unpickle
+from bnexp.data.cifar10 import read_batches, unpickle, warn_if_not_official
 from bnexp.data.fetch import fetch
 from bnexp.data.subsets import subset_dataset
 from bnexp.errors import DataError
@@ -76,15 +76,7 @@ def missing_files(folder: Path) -> list[str]:
 def _read_folder(folder_str: str, stamp: tuple[int, ...]):
     """(class names, (x, y) training, (x, y) test), cached by the files' modification times."""
     folder = Path(folder_str)
-    differ = [
-        name for name, md5 in MD5.items() if not tv_utils.check_integrity(str(folder / name), md5)
-    ]
-    if differ:
-        log.warning(
-            "cifar100: %s in %s differ from the official release (MD5); using them as they are",
-            ", ".join(differ),
-            folder,
-        )
+    warn_if_not_official("cifar100", folder, MD5)
     names = read_meta(folder / META_FILE)
     read = functools.partial(
         read_batches, num_classes=len(names), labels=LABELS_KEY, what="a CIFAR-100 split"
