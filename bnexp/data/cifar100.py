@@ -14,7 +14,6 @@ numpy array reconstruction runs nothing and is a one-line error.
 from __future__ import annotations
 
 import functools
-import logging
 from pathlib import Path
 
 from torchvision.datasets import CIFAR100
@@ -26,8 +25,6 @@ from bnexp.data.cifar10 import read_batches, unpickle, warn_if_not_official
 from bnexp.data.fetch import fetch
 from bnexp.data.subsets import subset_dataset
 from bnexp.errors import DataError
-
-log = logging.getLogger("bnexp")
 
 FOLDER = CIFAR100.base_folder  # "cifar-100-python"
 TRAIN_FILE, TEST_FILE = CIFAR100.train_list[0][0], CIFAR100.test_list[0][0]  # "train", "test"
