@@ -11,7 +11,7 @@ from bnexp.errors import BnexpError
 from bnexp.results import BN_NOISE, METRICS, PROBES, ResultsFolder
 
 from . import plots as P
-from .cells import cell_keys, ghost_key
+from .cells import cell_keys, ghost_key, merge_shared_cells
 from .effects import (
     at_best_lr,
     at_common_loss,
@@ -134,7 +134,7 @@ def build_report(results_dir: str | Path, out: str | Path | None = None) -> Repo
     is one BnexpError line naming it."""
     results_dir = Path(results_dir)
     folder = ResultsFolder(results_dir if out is None else out)
-    df = load_summary(results_dir)
+    df = merge_shared_cells(load_summary(results_dir))  # a run counts once, in one cell
     target = (run_config(results_dir, df).get("measure") or {}).get("target")  # first run's
     probes = run_csvs(results_dir, df, PROBES)
     noise = run_csvs(results_dir, df, BN_NOISE)

@@ -8,6 +8,7 @@ compared over seeds, paired: the same seed gives the same data order and initial
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterator
 
 import numpy as np
@@ -43,6 +44,34 @@ def groups(frame: pd.DataFrame, keys: list[str]) -> Iterator[tuple[dict, pd.Data
         yield dict(zip(keys, values, strict=True)), g
 
 
+def merge_shared_cells(df: pd.DataFrame) -> pd.DataFrame:
+    """Summary rows with each set of cells that hold the very same runs made one cell.
+
+    A swept key the runs ignore (the ghost size under population statistics: the run ids agree)
+    plans the same runs in several cells. Left apart, each copy would be a cell of its own in a
+    Holm family (one result counted m times) and a ghost size compared with itself. Cells with
+    the same (norm, seed, run_id) rows merge into the first of them; the keys they differ in
+    become null (NaN: "null" in labels), and the copies' rows are dropped.
+    """
+    keys = cell_keys(df)
+    if df.empty or not keys or "run_id" not in df.columns:
+        return df
+    same_runs: dict[frozenset, list[tuple[dict, pd.DataFrame]]] = defaultdict(list)
+    for cell, g in groups(df, keys):
+        runs = frozenset(zip(g["norm"], g["seed"].astype(str), g["run_id"].astype(str)))
+        same_runs[runs].append((cell, g))
+    if all(len(cells) == 1 for cells in same_runs.values()):
+        return df
+    out = []
+    for cells in same_runs.values():
+        g = cells[0][1].copy()
+        for k in keys:
+            if len({"null" if pd.isna(c[k]) else c[k] for c, _ in cells}) > 1:
+                g[k] = np.nan  # a key these runs ignore
+        out.append(g)
+    return pd.concat(out).sort_index().reset_index(drop=True)
+
+
 def in_cell(frame: pd.DataFrame, cell: dict) -> np.ndarray:
     """Boolean mask of the rows of `frame` whose keys equal `cell` (NaN matches NaN)."""
     mask = np.ones(len(frame), dtype=bool)
@@ -68,6 +97,11 @@ def cell_label(cell: dict) -> str:
     """'batch_size=64, lr=0.1' (last part of each dotted key), or 'all runs'. A swept value read
     back from CSV as a float prints as written (16.0 -> 16; empty, i.e. null -> null)."""
     return ", ".join(f"{k.split('.')[-1]}={_value(v)}" for k, v in cell.items()) or "all runs"
+
+
+def cell_id(cell: dict) -> tuple:
+    """A hashable key for a cell, equal for equal cells (NaN, a null key, equals NaN; 16.0 = 16)."""
+    return tuple(sorted((k, _value(v)) for k, v in cell.items()))
 
 
 def _value(v: object) -> object:

@@ -31,7 +31,7 @@ import pandas as pd
 
 from bnexp.stats import mean_ci, seed_slopes
 
-from .cells import cell_keys, ghost_key, groups, in_cell
+from .cells import cell_id, cell_keys, ghost_key, groups, in_cell
 
 FIT_COLUMNS = ("fit_step", "fit_gen_gap", "fit_loss_gap")
 # "ours ≡ torch's" is "equivalent" when the 95% CI of the paired difference lies inside
@@ -141,7 +141,7 @@ def val_choice(best: pd.DataFrame) -> dict:
     keys = [k for k in cell_keys(best) if k != "train.lr"]
     out: dict = {}
     for _, b in best.iterrows():
-        out.setdefault(tuple(sorted((k, b[k]) for k in keys)), {})[b["norm"]] = b["best_lr"]
+        out.setdefault(cell_id({k: b[k] for k in keys}), {})[b["norm"]] = b["best_lr"]
     return out
 
 

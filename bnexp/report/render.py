@@ -69,7 +69,7 @@ class Report:
     plots: list[Path]
     claims: list[Claim]
     keys: list[str] = field(default_factory=list)  # the cell keys of the summary
-    summary: pd.DataFrame = field(default_factory=pd.DataFrame)  # summary.csv as read
+    summary: pd.DataFrame = field(default_factory=pd.DataFrame)  # summary.csv, shared cells merged
 
     @property
     def sentences(self) -> list[str]:

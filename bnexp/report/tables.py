@@ -336,7 +336,7 @@ def regularization_table(df: pd.DataFrame) -> pd.DataFrame:
                     ref = peers[peers[ghost].isna()]
                 else:
                     ref = peers[peers[ghost] == sizes.max()] if not sizes.empty else peers.iloc[:0]
-                if not ref.empty:
+                if not ref.empty and set(ref["run_id"]) != set(h["run_id"]):  # not itself
                     full = paired_diff(ref, h, "gen_gap")
                     row.update(iv_cols("effect_vs_full_stats", full))
                     row["effect_vs_full_stats_n"] = full.n

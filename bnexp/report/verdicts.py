@@ -29,7 +29,7 @@ import pandas as pd
 from bnexp.stats import Power, power_analysis
 
 from . import claims as C
-from .cells import cell_keys, cell_label, groups
+from .cells import cell_id, cell_keys, cell_label, groups
 from .claims import Claim, as_float, as_int
 from .effects import bn_variant, val_choice
 from .family import (
@@ -178,7 +178,7 @@ def _reg_part(label: str, r: pd.Series, base: pd.Series, why: str) -> str:
 def _chosen_lrs(best: dict | None, cell: dict, norm: str) -> str:
     if not best:
         return ""
-    chosen = best.get(tuple(sorted(cell.items())), {})
+    chosen = best.get(cell_id(cell), {})
     return f" (lr {chosen.get('none', math.nan):g} vs {chosen.get(norm, math.nan):g})"
 
 

@@ -146,16 +146,17 @@ def make_results(root, ghost: bool = False, numeric_ids: bool = False):
 
 def write_results(root, runs: list[dict], target=None, swept=("norm", "batch_size", "seed")):
     """A results folder from hand-written runs: each a dict with norm, batch_size, seed, gen_gap
-    (final), steps_to_target (None: never reached), optionally lr, ghost (model.ghost_batch_size),
-    test_acc (final), val_acc (final_val_acc: a validation split), diverged, and `metrics`: rows
-    (step, train_acc, test_acc, train_loss, test_loss) of its metrics.csv. `swept`: the dotted
-    columns summary.csv gets (as a sweep over them writes)."""
+    (final), steps_to_target (None: never reached), optionally run_id (shared: one run planned
+    in several cells), lr, ghost (model.ghost_batch_size), test_acc (final), val_acc
+    (final_val_acc: a validation split), diverged, and `metrics`: rows (step, train_acc,
+    test_acc, train_loss, test_loss) of its metrics.csv. `swept`: the dotted columns
+    summary.csv gets (as a sweep over them writes)."""
     target = target or {"metric": "train_acc", "value": 0.95}
     dotted = {"norm": "model.norm", "batch_size": "train.batch_size", "seed": "train.seed",
               "lr": "train.lr", "ghost": "model.ghost_batch_size"}  # fmt: skip
     rows = []
     for i, r in enumerate(runs):
-        rid = f"run{i:03d}"
+        rid = r.get("run_id", f"run{i:03d}")  # a shared id: one run planned in several cells
         test_acc = r.get("test_acc", 0.9)
         row = {
             "run_id": rid,
@@ -182,7 +183,7 @@ def write_results(root, runs: list[dict], target=None, swept=("norm", "batch_siz
             row[dotted[key]] = r.get(key, 0.1 if key == "lr" else None)
         rows.append(row)
         run = root / "runs" / rid
-        run.mkdir(parents=True)
+        run.mkdir(parents=True, exist_ok=True)
         (run / "config.yaml").write_text(yaml.safe_dump({"measure": {"target": target}}))
         cols = ["step", "train_acc", "test_acc", "train_loss", "test_loss"]
         metrics = pd.DataFrame(r.get("metrics", [(0, 0.1, 0.1, 2.0, 2.0)]), columns=cols)

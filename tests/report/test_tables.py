@@ -10,6 +10,7 @@ import pytest
 from report_synthetic import GAP, make_results
 
 from bnexp.report import compute_tables, load_summary, run_config, run_csvs
+from bnexp.report.cells import merge_shared_cells
 from bnexp.report.effects import matched_fit, with_matched_fit
 from bnexp.report.load import run_targets
 from bnexp.report.tables import PAIR_COUNTS, for_csv
@@ -161,3 +162,27 @@ def test_a_run_shared_by_several_cells_is_one_pair_per_seed_in_each():
     none = out[out["norm"] == "none"]
     assert none["common_train_loss"].tolist() == [0.5] * 6  # the level both arms reach
     assert set(COMMON_COLUMNS) <= set(out.columns)
+
+
+def test_only_cells_that_hold_the_very_same_runs_merge():
+    """As cifar10_regularization.yaml plans them: under bn_stats=population the ghost size is
+    ignored (one run id per seed at every size), under bn_stats=batch it is not; none ignores
+    both keys but shares its runs with cells whose BN runs differ, so those cells stay."""
+    rows = []
+    for stats in ("batch", "population"):
+        for m in (16, 32):
+            for seed in (0, 1):
+                bn = f"pop{seed}" if stats == "population" else f"g{m}-{seed}"
+                for norm, rid in (("none", f"none{seed}"), ("custom", bn)):
+                    rows.append({"run_id": rid, "norm": norm, "seed": seed, "batch_size": 128,
+                                 "model.bn_stats": stats, "model.ghost_batch_size": m})  # fmt: skip
+    df = pd.DataFrame(rows)
+    merged = merge_shared_cells(df)
+    cells = merged[["model.bn_stats", "model.ghost_batch_size"]].drop_duplicates()
+    assert cells.fillna(-1).values.tolist() == [["batch", 16], ["batch", 32], ["population", -1]]
+    pop = merged[merged["model.bn_stats"] == "population"]
+    assert sorted(pop["run_id"]) == ["none0", "none1", "pop0", "pop1"]  # each run once
+    assert len(merged) == 12 and merge_shared_cells(merged).equals(merged)  # nothing left to merge
+    assert merge_shared_cells(df[df["model.bn_stats"] == "batch"]).equals(
+        df[df["model.bn_stats"] == "batch"]
+    )

@@ -367,3 +367,22 @@ def test_the_budget_is_stated_from_the_config():
     swept = ["batch_size", "train.lr_scaling.rule"]
     assert budget_text(sqrt, swept) == "40 epochs, lr rule per cell"
     assert budget_text({}, []) == ""
+
+
+def test_cells_that_hold_the_same_runs_are_one_cell(tmp_path):
+    """A swept key the runs ignore (here the ghost size: the BN runs at 16 and 32 share their
+    ids, as population statistics' runs do) plans one set of runs in two cells: the report
+    judges it once (one cell in the Holm family, its key null) and never compares it with
+    itself. By hand: BN - none = .02, .03, .01 by seed."""
+    runs = [{"norm": "none", "batch_size": 64, "seed": s, "ghost": m, "run_id": f"none{s}",
+             "test_acc": 0.90, "gen_gap": 0.09} for m in (16, 32) for s in range(3)]
+    runs += [{"norm": "custom", "batch_size": 64, "seed": s, "ghost": m, "run_id": f"pop{s}",
+              "test_acc": 0.90 + d, "gen_gap": 0.09 - d}
+             for m in (16, 32) for s, d in enumerate((0.02, 0.03, 0.01))]  # fmt: skip
+    res = write_results(tmp_path / "shared", runs, swept=("norm", "seed", "ghost"))
+    report = build_report(res)
+    (reg,) = of(report.claims, "regularization")
+    assert reg.n == 3 and reg.estimate == pytest.approx(0.02)
+    assert "ghost_batch_size=null" in reg.text and "cells" not in reg.text  # one cell, no Holm
+    assert not of(report.claims, "ghost_batch") and not of(report.claims, "trend")
+    assert len(load_summary(res)) == 12 and len(report.summary) == 6  # each run once
