@@ -161,7 +161,11 @@ def _fit_note(low: float, fit: float) -> str | None:
     """'not fitted (train acc 0.65 < 0.97)' when the least fitted run compared is below fit."""
     if math.isfinite(low) and low >= fit:
         return None
-    return f"not fitted (train acc {low:.2f} < {fit:g})"
+    for digits in (2, 3, 4, 6):  # as few as show it below the bar: 0.966 never "0.97 < 0.97"
+        shown = f"{low:.{digits}f}"
+        if float(shown) < fit:
+            break
+    return f"not fitted (train acc {shown} < {fit:g})"
 
 
 def _reg_part(label: str, r: pd.Series, base: pd.Series, why: str) -> str:

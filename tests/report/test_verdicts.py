@@ -14,7 +14,7 @@ from test_tables import T975_2, tables_of
 
 from bnexp.report import all_claims, build_report, load_summary
 from bnexp.report.effects import equivalence_table, matched_fit
-from bnexp.report.verdicts import equivalence
+from bnexp.report.verdicts import _fit_note, equivalence
 
 TARGET = {"metric": "train_acc", "value": 0.95}
 T80_2 = 1.0606601717798212  # Student t_{0.80, 2}
@@ -386,3 +386,10 @@ def test_cells_that_hold_the_same_runs_are_one_cell(tmp_path):
     assert "ghost_batch_size=null" in reg.text and "cells" not in reg.text  # one cell, no Holm
     assert not of(report.claims, "ghost_batch") and not of(report.claims, "trend")
     assert len(load_summary(res)) == 12 and len(report.summary) == 6  # each run once
+
+
+def test_a_fit_just_below_the_bar_is_never_shown_as_the_bar():
+    assert _fit_note(0.65, 0.97) == "not fitted (train acc 0.65 < 0.97)"
+    assert _fit_note(0.966, 0.97) == "not fitted (train acc 0.966 < 0.97)"  # .2f: "0.97 < 0.97"
+    assert _fit_note(0.96995, 0.97) == "not fitted (train acc 0.9699 < 0.97)"  # .4f rounds down
+    assert _fit_note(0.97, 0.97) is None and _fit_note(float("nan"), 0.97) is not None
