@@ -213,7 +213,9 @@ def regularization(
         why = not_supported_why(r["acc_effect_p"], q) if no else REG_WHY.get(verdict, "")
         why += power_text(pw, no, "±{mde:.3f} or more", alpha)
         parts.append(f"{label}: not determined: {note}" if note else _reg_part(label, r, base, why))
-        out.append(_reg_claim(cell, r, verdict, pw if not note else Power(math.nan, None), q, fit))
+        low = min(r["train_acc_min"], base["train_acc_min"])  # both arms: what the fit gate read
+        pw = pw if not note else Power(math.nan, None)
+        out.append(_reg_claim(cell, r, verdict, pw, q, (fit, low)))
     head = f"BN = {out[0].norm}; " if out else ""
     head += f"test acc(BN) − test acc(none) after {budget or 'the budget'}"
     head += ", each arm at its best lr on validation accuracy" if best else ", paired by seed"
@@ -222,8 +224,10 @@ def regularization(
     return shared(out, family_sentence("Regularization", head, parts, verdicts))
 
 
-def _reg_claim(cell: dict, r: pd.Series, verdict: str, pw, p_holm: float, fit: float) -> Claim:
-    """One cell's regularization Claim (details: p, Holm's p, the fit, the other readings)."""
+def _reg_claim(cell: dict, r: pd.Series, verdict: str, pw, p_holm: float, fitted) -> Claim:
+    """One cell's regularization Claim (details: p, Holm's p, the fit, the other readings).
+    fitted: (measure.fit, the lowest final train acc of either arm's runs)."""
+    fit, low = fitted
     g = r.get  # columns a table without trajectories or matched fit lacks
     return Claim(
         claim="regularization",
@@ -242,7 +246,7 @@ def _reg_claim(cell: dict, r: pd.Series, verdict: str, pw, p_holm: float, fit: f
         details={
             "p": as_float(r["acc_effect_p"]),
             "p_holm": as_float(p_holm),
-            "train_acc_min": as_float(r["train_acc_min"]),
+            "train_acc_min": as_float(low),  # the least fitted run of either arm
             "fit": fit,
             "nll_effect": as_float(r["nll_effect_mean"]),
             "nll_ci": [as_float(r["nll_effect_ci_low"]), as_float(r["nll_effect_ci_high"])],

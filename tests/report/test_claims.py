@@ -117,6 +117,11 @@ def test_regularization_claim_is_the_final_test_accuracy_effect_with_holm(tables
         assert u.verdict == "not determined" and u.mde is None
     assert "not determined: not fitted (train acc 0.65 < 0.97)" in u.text
     assert "supported" not in u.text
+    # the arm without BN unfitted: the claim's train_acc_min is that arm's, as the text says
+    unfit = reg.copy()
+    unfit.loc[unfit["norm"] == "none", "train_acc_min"] = 0.966
+    u = regularization(unfit, 0.97)[0]
+    assert u.details["train_acc_min"] == 0.966 and "(train acc 0.966 < 0.97)" in u.text
 
 
 def test_shift_and_ics_judge_each_variant_against_none(claims):
