@@ -101,8 +101,15 @@ class Claim:
         object.__setattr__(self, "text", unsigned_zeros(self.text))
 
     def to_dict(self) -> dict:
-        """JSON-ready: numpy scalars as Python numbers, NaN as None."""
-        return {k: _plain(v) for k, v in asdict(self).items()}
+        """JSON-ready: numpy scalars as Python numbers, NaN as None; a cell's whole-number keys
+        as ints (a column with a null reads back as floats: ghost_batch_size 16.0 -> 16)."""
+        out = {k: _plain(v) for k, v in asdict(self).items()}
+        out["cell"] = {k: _whole(v) for k, v in out["cell"].items()}
+        return out
+
+
+def _whole(v):
+    return int(v) if isinstance(v, float) and v.is_integer() else v
 
 
 def _plain(v):

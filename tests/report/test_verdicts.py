@@ -384,6 +384,7 @@ def test_cells_that_hold_the_same_runs_are_one_cell(tmp_path):
     (reg,) = of(report.claims, "regularization")
     assert reg.n == 3 and reg.estimate == pytest.approx(0.02)
     assert "ghost_batch_size=null" in reg.text and "cells" not in reg.text  # one cell, no Holm
+    assert reg.to_dict()["cell"] == {"batch_size": 64, "model.ghost_batch_size": None}
     assert not of(report.claims, "ghost_batch") and not of(report.claims, "trend")
     assert len(load_summary(res)) == 12 and len(report.summary) == 6  # each run once
 
