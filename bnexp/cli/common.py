@@ -101,10 +101,19 @@ def _setup_logging(verbose: bool) -> None:
     )
 
 
+def plan_count(plan: list[PlannedRun]) -> str:
+    """'432 run(s)', or with shared runs (one run serving several cells, e.g. a none baseline)
+    '180 distinct run(s) in 432 planned cells x seeds': what training will cost is the first."""
+    distinct = len({p.run_id for p in plan})
+    if distinct == len(plan):
+        return f"{len(plan)} run(s)"
+    return f"{distinct} distinct run(s) in {len(plan)} planned cells x seeds"
+
+
 def _plan_table(plan: list[PlannedRun], results_dir: Path | None = None):
     from rich.table import Table
 
-    table = Table(title=f"{len(plan)} run(s)")
+    table = Table(title=plan_count(plan))
     table.add_column("run_id")
     for key in plan[0].params if plan else []:
         table.add_column(key, justify="right")

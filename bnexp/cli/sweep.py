@@ -22,6 +22,7 @@ from bnexp.cli.common import (
     app,
     console,
     err_console,
+    plan_count,
 )
 from bnexp.config import PlannedRun, expand, load_experiment
 from bnexp.errors import BnexpError
@@ -52,7 +53,7 @@ def validate(config: ConfigArg, set_: SetOpt = None) -> None:
     total = [s.train_flops for s in sizes]
     if all(t is not None for t in total):
         console.print(
-            f"training, all {len(plan)} planned run(s): about {_si(sum(total))}FLOPs "
+            f"training, all {plan_count(plan)}: about {_si(sum(total))}FLOPs "
             "(3 x forward FLOPs x examples seen)",
             highlight=False,
         )

@@ -144,6 +144,20 @@ def test_validate_prints_the_plan(tmp_path: Path):
     assert result.exit_code == 0 and "6 run(s)" in result.output and "model.norm" in result.output
 
 
+def test_validate_counts_a_shared_run_once(tmp_path: Path):
+    """none ignores the ghost size: one none run per seed serves both ghost cells, so 2 ghost
+    sizes x (none, custom) x 2 seeds plan 8 cells x seeds but train 6 distinct runs."""
+    cfg = tmp_path / "ghost.yaml"
+    sweep = "  model.norm: [none, custom, torch]\n  train.seed: [0, 1]\n"
+    cfg.write_text(
+        TINY.replace(sweep, "  model.norm: [none, custom]\n  model.ghost_batch_size: [4, 8]\n"
+                     "  train.seed: [0, 1]\n")
+    )  # fmt: skip
+    result = runner.invoke(app, ["validate", str(cfg)])
+    assert result.exit_code == 0, result.output
+    assert "6 distinct run(s) in 8 planned cells x seeds" in " ".join(result.output.split())
+
+
 def test_dry_run_writes_nothing(tmp_path: Path):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY)
