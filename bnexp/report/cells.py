@@ -54,7 +54,7 @@ def merge_shared_cells(df: pd.DataFrame) -> pd.DataFrame:
     become null (NaN: "null" in labels), and the copies' rows are dropped.
     """
     keys = cell_keys(df)
-    if df.empty or not keys or "run_id" not in df.columns:
+    if df.empty or not keys:
         return df
     same_runs: dict[frozenset, list[tuple[dict, pd.DataFrame]]] = defaultdict(list)
     for cell, g in groups(df, keys):
@@ -66,7 +66,7 @@ def merge_shared_cells(df: pd.DataFrame) -> pd.DataFrame:
     for cells in same_runs.values():
         g = cells[0][1].copy()
         for k in keys:
-            if len({"null" if pd.isna(c[k]) else c[k] for c, _ in cells}) > 1:
+            if len({key_value(c[k]) for c, _ in cells}) > 1:
                 g[k] = np.nan  # a key these runs ignore
         out.append(g)
     return pd.concat(out).sort_index().reset_index(drop=True)
@@ -96,15 +96,17 @@ def norm_sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 def cell_label(cell: dict) -> str:
     """'batch_size=64, lr=0.1' (last part of each dotted key), or 'all runs'. A swept value read
     back from CSV as a float prints as written (16.0 -> 16; empty, i.e. null -> null)."""
-    return ", ".join(f"{k.split('.')[-1]}={_value(v)}" for k, v in cell.items()) or "all runs"
+    return ", ".join(f"{k.split('.')[-1]}={key_value(v)}" for k, v in cell.items()) or "all runs"
 
 
 def cell_id(cell: dict) -> tuple:
     """A hashable key for a cell, equal for equal cells (NaN, a null key, equals NaN; 16.0 = 16)."""
-    return tuple(sorted((k, _value(v)) for k, v in cell.items()))
+    return tuple(sorted((k, key_value(v)) for k, v in cell.items()))
 
 
-def _value(v: object) -> object:
+def key_value(v: object) -> object:
+    """A swept value as written: a whole float as an int (16.0 -> 16: CSV reads a column with a
+    null as floats), NaN as "null"; anything else unchanged."""
     if isinstance(v, float):
         if v != v:  # NaN: a null swept value (e.g. ghost_batch_size: null = full-batch statistics)
             return "null"

@@ -53,7 +53,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from .cells import cell_keys, cell_label, groups, in_cell
+from .cells import cell_keys, cell_label, groups, in_cell, key_value
 from .effects import bn_variant
 
 VERDICTS = (
@@ -104,12 +104,8 @@ class Claim:
         """JSON-ready: numpy scalars as Python numbers, NaN as None; a cell's whole-number keys
         as ints (a column with a null reads back as floats: ghost_batch_size 16.0 -> 16)."""
         out = {k: _plain(v) for k, v in asdict(self).items()}
-        out["cell"] = {k: _whole(v) for k, v in out["cell"].items()}
+        out["cell"] = {k: key_value(v) for k, v in out["cell"].items()}  # NaN is None by now
         return out
-
-
-def _whole(v):
-    return int(v) if isinstance(v, float) and v.is_integer() else v
 
 
 def _plain(v):

@@ -198,7 +198,8 @@ def regularization(
     if reg.empty or "acc_effect_mean" not in reg.columns:
         return []
     rows = [x for x in _variant_rows(reg, cell_keys(reg)) if x[1]["acc_effect_n"] > 0]
-    notes = [_fit_note(min(r["train_acc_min"], b["train_acc_min"]), fit) for _, r, b in rows]
+    lows = [min(r["train_acc_min"], b["train_acc_min"]) for _, r, b in rows]  # either arm
+    notes = [_fit_note(low, fit) for low in lows]
     verdicts, qs = judge_cells(
         [r["acc_effect_p"] for _, r, _ in rows],
         [r["acc_effect_mean"] for _, r, _ in rows],
@@ -206,16 +207,15 @@ def regularization(
     )
     alpha = family_alpha(notes.count(None))
     parts, out = [], []
-    for (cell, r, base), verdict, q, note in zip(rows, verdicts, qs, notes, strict=True):
+    for (cell, r, base), verdict, q, note, low in zip(rows, verdicts, qs, notes, lows, strict=True):
         label = cell_label(cell) + _chosen_lrs(best, cell, r["norm"])
         pw = power_analysis(r["acc_effect_se"], int(r["acc_effect_n"]), r["acc_effect_mean"], alpha)
         no = verdict == "not supported"
         why = not_supported_why(r["acc_effect_p"], q) if no else REG_WHY.get(verdict, "")
         why += power_text(pw, no, "±{mde:.3f} or more", alpha)
         parts.append(f"{label}: not determined: {note}" if note else _reg_part(label, r, base, why))
-        low = min(r["train_acc_min"], base["train_acc_min"])  # both arms: what the fit gate read
         pw = pw if not note else Power(math.nan, None)
-        out.append(_reg_claim(cell, r, verdict, pw, q, (fit, low)))
+        out.append(_reg_claim(cell, r, verdict, pw, q, fit, low))
     head = f"BN = {out[0].norm}; " if out else ""
     head += f"test acc(BN) − test acc(none) after {budget or 'the budget'}"
     head += ", each arm at its best lr on validation accuracy" if best else ", paired by seed"
@@ -224,10 +224,11 @@ def regularization(
     return shared(out, family_sentence("Regularization", head, parts, verdicts))
 
 
-def _reg_claim(cell: dict, r: pd.Series, verdict: str, pw, p_holm: float, fitted) -> Claim:
+def _reg_claim(
+    cell: dict, r: pd.Series, verdict: str, pw, p_holm: float, fit: float, low: float
+) -> Claim:
     """One cell's regularization Claim (details: p, Holm's p, the fit, the other readings).
-    fitted: (measure.fit, the lowest final train acc of either arm's runs)."""
-    fit, low = fitted
+    low: the lowest final train acc of either arm's runs (what the fit gate read)."""
     g = r.get  # columns a table without trajectories or matched fit lacks
     return Claim(
         claim="regularization",
