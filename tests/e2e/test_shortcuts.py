@@ -17,7 +17,9 @@ def make_commands(*targets: str, **variables: str) -> list[list[str]]:
     each as `python -m bnexp ...`."""
     args = [f"{k}={v}" for k, v in variables.items()]
     out = subprocess.run(
-        ["make", "-s", "-n", "-o", ".venv/.installed", *targets, *args],
+        # --no-print-directory: under `make -C DIR test` the inherited MAKEFLAGS would add
+        # "make[1]: Entering directory" lines to the commands read
+        ["make", "-s", "-n", "--no-print-directory", "-o", ".venv/.installed", *targets, *args],
         cwd=REPO,
         capture_output=True,
         text=True,
